@@ -1,0 +1,80 @@
+# such-market backend. `make dev` runs the whole system locally; `make test` runs every check CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+SAM_VENV  := .venv-sam
+PY        := $(VENV)/bin/python
+SAM       := $(SAM_VENV)/bin/sam
+STAMP     := $(VENV)/.installed
+SAM_STAMP := $(SAM_VENV)/.installed
+SAM_CLI_VERSION := 1.170.0
+
+# Our Lambda runtime is python3.13: take it from PATH, or from pyenv when it is installed there.
+PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	"$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+
+# sam build looks for python3.13 on PATH: the project venv provides it.
+SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
+
+.PHONY: help install dev test lint format validate build bench openapi openapi-check migrate pytest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "python3.13 not found. Install it with 'pyenv install 3.13' (or your OS packages) and retry." >&2; exit 1; fi
+	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(SAM_STAMP):
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "python3.13 not found. Install it with 'pyenv install 3.13' (or your OS packages) and retry." >&2; exit 1; fi
+	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+install: $(STAMP) $(SAM_STAMP) ## create the venvs (project and SAM CLI) and install everything
+
+dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, upstream stub, local API on :3000, event bus, schedules
+	$(PY) -m local.dev
+
+lint: $(STAMP) ## ruff (format + lint) and mypy --strict
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+validate: $(STAMP) $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
+	$(VENV)/bin/cfn-lint template.yaml
+	$(SAM_ENV) $(SAM) validate --lint
+
+build: $(STAMP) $(SAM_STAMP) ## sam build (the layer's package and dependencies under python/)
+	$(SAM_ENV) $(SAM) build
+
+openapi: $(STAMP) ## regenerate openapi.json from the handlers
+	$(PY) -m local.openapi --write openapi.json
+
+openapi-check: $(STAMP) ## fail when openapi.json is out of date
+	$(PY) -m local.openapi --check openapi.json
+
+pytest: $(STAMP) ## the pytest suite only (real PostgreSQL and Valkey)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint validate build openapi-check pytest ## everything CI runs
+
+bench: $(STAMP) ## the benchmark suite; results go to bench/results/
+	$(PY) -m bench
+
+migrate: $(STAMP) ## apply migrations to DATABASE_URL (or the RDS secret named by DB_SECRET_ARN)
+	$(PY) -m local.migrate
+
+clean: ## remove build output and caches (keeps the venvs)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""The container's Redis client, standalone or cluster mode, built from ``CacheSettings``.
+
+Timeouts are short on purpose: a slow or absent cache must cost a request a few milliseconds, after
+which callers fall back to PostgreSQL. ElastiCache Serverless speaks cluster mode (``REDIS_CLUSTER``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from such_market.config import CacheSettings
+from such_market.secrets import get_secret_string
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+    CacheClient = Redis | RedisCluster
+
+_lock = threading.Lock()
+_clients: dict[CacheSettings, CacheClient] = {}
+
+
+def build_client(settings: CacheSettings) -> CacheClient:
+    """Create a client for the configured cache; nothing connects until the first command."""
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+    connect_timeout = settings.cache_connect_timeout_ms / 1000
+    socket_timeout = settings.cache_socket_timeout_ms / 1000
+    password = get_secret_string(settings.redis_auth_secret_arn) if settings.redis_auth_secret_arn else None
+    if settings.redis_cluster:
+        if settings.redis_url:
+            return RedisCluster.from_url(
+                settings.redis_url,
+                socket_connect_timeout=connect_timeout,
+                socket_timeout=socket_timeout,
+                password=password,
+            )
+        return RedisCluster(
+            host=settings.redis_host or "localhost",
+            port=settings.redis_port,
+            ssl=settings.redis_tls,
+            password=password,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+        )
+    if settings.redis_url:
+        return Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            password=password,
+            single_connection_client=True,
+        )
+    return Redis(
+        host=settings.redis_host or "localhost",
+        port=settings.redis_port,
+        ssl=settings.redis_tls,
+        password=password,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=socket_timeout,
+        single_connection_client=True,
+    )
+
+
+def get_client(settings: CacheSettings) -> CacheClient:
+    """Return the container's cache client (created once per settings)."""
+    with _lock:
+        client = _clients.get(settings)
+        if client is None:
+            client = build_client(settings)
+            _clients[settings] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close every cached client (tests and the local runtime call this between runs)."""
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()

@@ -1,0 +1,111 @@
+"""Settings: one small pydantic model per function, validated once at cold start.
+
+Each function declares the settings it needs by combining the mixins below (database, cache, events,
+admin). ``load_settings(Model)`` reads the environment once per container and turns a validation
+failure into a ``ConfigurationError`` whose message names every offending variable, so a broken
+deployment fails at cold start with a message an operator can act on.
+
+Secrets are referenced by ARN in AWS (``DB_SECRET_ARN``, ``ADMIN_TOKEN_SECRET_ARN``, …) and given as
+plain variables locally (``DATABASE_URL``, ``ADMIN_TOKEN``); ``such_market.secrets`` resolves them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from such_market.errors import ConfigurationError
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class FunctionSettings(BaseSettings):
+    """Settings every function has: its service name and log level (Powertools variables)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    powertools_service_name: str = "such-market"
+    powertools_log_level: LogLevel = "INFO"
+
+
+class DatabaseSettings(FunctionSettings):
+    """Where PostgreSQL is: a DSN locally, an RDS secret (through RDS Proxy) in AWS."""
+
+    database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    db_secret_arn: str | None = Field(default=None, pattern=r"^arn:aws[\w-]*:secretsmanager:")
+    db_host_override: str | None = Field(
+        default=None, description="host to use instead of the secret's (the RDS Proxy endpoint)"
+    )
+    db_connect_timeout_seconds: int = Field(default=3, ge=1, le=30)
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+
+    @model_validator(mode="after")
+    def _one_database_source(self) -> Self:
+        if not self.database_url and not self.db_secret_arn:
+            raise ValueError("set DATABASE_URL or DB_SECRET_ARN")
+        return self
+
+
+class CacheSettings(FunctionSettings):
+    """Where the Redis-compatible cache is and how it is addressed."""
+
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://")
+    redis_host: str | None = None
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_tls: bool = True
+    redis_auth_secret_arn: str | None = Field(default=None, pattern=r"^arn:aws[\w-]*:secretsmanager:")
+    redis_cluster: bool = False
+    cache_prefix: str = Field(default="such-market", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    cache_connect_timeout_ms: int = Field(default=50, ge=5, le=5000)
+    cache_socket_timeout_ms: int = Field(default=100, ge=5, le=5000)
+
+    @model_validator(mode="after")
+    def _one_cache_source(self) -> Self:
+        if not self.redis_url and not self.redis_host:
+            raise ValueError("set REDIS_URL or REDIS_HOST")
+        return self
+
+
+class EventSettings(FunctionSettings):
+    """Where events go: the EventBridge bus (and, locally, the endpoint of the local bus)."""
+
+    event_bus_name: str = Field(default="such-market", pattern=r"^[A-Za-z0-9._\-/:]+$", max_length=256)
+    event_source: str = "such-market"
+    eventbridge_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+
+
+class AdminSettings(FunctionSettings):
+    """How the admin credential is checked: a SHA-256 hash kept in Secrets Manager, or a local token."""
+
+    admin_token_secret_arn: str | None = Field(default=None, pattern=r"^arn:aws[\w-]*:secretsmanager:")
+    admin_token: str | None = Field(default=None, min_length=16)
+
+    @model_validator(mode="after")
+    def _one_admin_source(self) -> Self:
+        if not self.admin_token_secret_arn and not self.admin_token:
+            raise ValueError("set ADMIN_TOKEN_SECRET_ARN (or ADMIN_TOKEN locally)")
+        return self
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Render a settings validation error as ``VARIABLE: problem; …`` naming each variable."""
+    problems: list[str] = []
+    for item in error.errors():
+        names = [str(part).upper() for part in item["loc"] if isinstance(part, str)]
+        name = ".".join(names) if names else "configuration"
+        problems.append(f"{name}: {item['msg']}")
+    return "; ".join(problems)
+
+
+@functools.cache
+def load_settings[T: FunctionSettings](model: type[T]) -> T:
+    """Read and validate ``model`` from the environment once per container."""
+    try:
+        return model()
+    except ValidationError as error:
+        raise ConfigurationError(
+            f"invalid configuration for {model.__name__}: {describe_validation_error(error)}"
+        ) from error

@@ -1,0 +1,1 @@
+"""PostgreSQL access: the connection of the container, the migration runner, the consistency check."""

@@ -1,0 +1,35 @@
+"""The resolver factory every API handler uses: one place maps errors to HTTP responses.
+
+``create_api()`` returns a Powertools ``APIGatewayHttpResolver`` (HTTP API payload v2) with the
+exception handlers registered: ``ApiError`` → its status and the SPEC error shape; request
+validation failures → 400; anything else → a logged 500 without internals.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
+
+from such_market.errors import ApiError
+from such_market.http.responses import error_body, error_response, internal_error_response, json_response
+from such_market.observability import logger
+
+
+def create_api() -> APIGatewayHttpResolver:
+    """Build a resolver with the backend's error mapping installed."""
+    app = APIGatewayHttpResolver()
+
+    @app.exception_handler(ApiError)
+    def _api_error(error: ApiError) -> Response[str]:
+        return error_response(error)
+
+    @app.not_found
+    def _route_not_found(_: RouteNotFoundError) -> Response[str]:
+        return json_response(404, error_body("no such route", "route_not_found"))
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response[str]:
+        logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+        return internal_error_response()
+
+    return app

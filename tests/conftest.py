@@ -1,0 +1,144 @@
+"""Shared fixtures: real PostgreSQL and Valkey for every test that needs them.
+
+The servers start once per session (embedded, or the ones ``DATABASE_URL``/``REDIS_URL`` name). A
+template database is migrated once; each test gets a fresh database cloned from it and a flushed
+cache, so no test sees another's data. ``lambda_env`` sets the variables a handler reads at cold
+start and forgets every per-container cache so each test is a cold container.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+
+from local.services import Services, start_services
+from such_market.cache.client import close_clients
+from such_market.config import load_settings
+from such_market.db.connection import close_connections
+from such_market.db.migrations import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+TEMPLATE_DB = "such_market_template"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+def database_url(server_url: str, name: str) -> str:
+    """``server_url`` with its database name replaced by ``name``."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin_connect(server_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(server_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    running = start_services()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(services: Services) -> str:
+    """A database migrated to the newest version, used as the template of every test database."""
+    with _admin_connect(services.database_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}" TEMPLATE template0')
+    url = database_url(services.database_url, TEMPLATE_DB)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn, MIGRATIONS)
+    return TEMPLATE_DB
+
+
+def _create_database(services: Services, template: str) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with _admin_connect(services.database_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield database_url(services.database_url, name)
+    finally:
+        close_connections()
+        with _admin_connect(services.database_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(services: Services, template_db: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated database for this test."""
+    yield from _create_database(services, template_db)
+
+
+@pytest.fixture
+def empty_db_url(services: Services) -> Iterator[str]:
+    """URL of a fresh, empty (unmigrated) database for this test."""
+    yield from _create_database(services, "template0")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection to this test's database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def cache(services: Services) -> Iterator[redis.Redis]:
+    """A client of the test cache, flushed before the test."""
+    client = redis.Redis.from_url(services.redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def lambda_env(
+    db_url: str, services: Services, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """The environment of a local Lambda container pointed at this test's database and cache."""
+    env = {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": services.redis_url,
+        "REDIS_CLUSTER": "false",
+        "CACHE_PREFIX": "such-market",
+        "EVENT_BUS_NAME": "such-market",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "POWERTOOLS_SERVICE_NAME": "such-market",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_NAMESPACE": "SuchMarket",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+    }
+    for name in ("DB_SECRET_ARN", "ADMIN_TOKEN_SECRET_ARN", "EVENTBRIDGE_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _forget_containers()
+    try:
+        yield env
+    finally:
+        _forget_containers()
+
+
+def _forget_containers() -> None:
+    load_settings.cache_clear()
+    close_connections()
+    close_clients()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Keep the tests off any real AWS account even if the machine has credentials.
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
