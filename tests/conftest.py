@@ -8,21 +8,26 @@ start and forgets every per-container cache so each test is a cold container.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import boto3
 import psycopg
 import pytest
 import redis
+from moto import mock_aws
 
 from local.services import Services, start_services
 from such_market.cache.client import close_clients
 from such_market.config import load_settings
 from such_market.db.connection import close_connections
 from such_market.db.migrations import migrate
+from such_market.events.publisher import close_clients as close_event_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -120,7 +125,7 @@ def lambda_env(
         "POWERTOOLS_METRICS_NAMESPACE": "SuchMarket",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
     }
     for name in ("DB_SECRET_ARN", "ADMIN_TOKEN_SECRET_ARN", "EVENTBRIDGE_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -137,6 +142,47 @@ def _forget_containers() -> None:
     load_settings.cache_clear()
     close_connections()
     close_clients()
+    close_event_clients()
+
+
+@dataclass
+class MotoBus:
+    """A moto EventBridge bus whose rule delivers every such-market event to an SQS queue."""
+
+    name: str
+    events: object
+    sqs: object
+    queue_url: str
+
+    def received(self) -> list[dict[str, object]]:
+        """Every event the rule delivered since the last call (removed from the queue)."""
+        messages: list[dict[str, object]] = []
+        while batch := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(  # type: ignore[attr-defined]
+            "Messages", []
+        ):
+            for message in batch:
+                messages.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])  # type: ignore[attr-defined]
+        return messages
+
+    def received_ids(self) -> list[str]:
+        return [message["detail"]["eventId"] for message in self.received()]  # type: ignore[index]
+
+
+@pytest.fixture
+def moto_bus() -> Iterator[MotoBus]:
+    """A moto bus named ``such-market`` with a catch-all rule targeting a queue (AWS mocked inside)."""
+    close_event_clients()  # clients made outside the mock must not leak into it
+    with mock_aws():
+        events = boto3.client("events", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        events.create_event_bus(Name="such-market")
+        queue_url = sqs.create_queue(QueueName="such-market-events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="all", EventBusName="such-market", EventPattern=json.dumps({"source": ["such-market"]}))
+        events.put_targets(Rule="all", EventBusName="such-market", Targets=[{"Id": "queue", "Arn": queue_arn}])
+        yield MotoBus(name="such-market", events=events, sqs=sqs, queue_url=queue_url)
+    close_event_clients()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from such_market.config import DatabaseSettings
+from such_market.errors import ConfigurationError
 from such_market.secrets import get_secret_json
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ def resolve_dsn(settings: DatabaseSettings) -> str:
     """Return the DSN from ``DATABASE_URL`` or build it from the RDS secret."""
     if settings.database_url:
         return settings.database_url
-    assert settings.db_secret_arn is not None  # guaranteed by DatabaseSettings' validator
+    if not settings.db_secret_arn:
+        raise ConfigurationError("set DATABASE_URL or DB_SECRET_ARN")
     secret = get_secret_json(settings.db_secret_arn)
     host = settings.db_host_override or str(secret["host"])
     user = quote(str(secret["username"]), safe="")

@@ -108,9 +108,7 @@ def migrate(
         for migration in migrations:
             if migration.version in recorded:
                 if recorded[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version}_{migration.name} changed after it was applied"
-                    )
+                    raise MigrationError(f"migration {migration.version}_{migration.name} changed after it was applied")
                 already.append(migration.version)
                 continue
             _apply(conn, migration)

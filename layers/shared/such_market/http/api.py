@@ -15,21 +15,23 @@ from such_market.http.responses import error_body, error_response, internal_erro
 from such_market.observability import logger
 
 
+def _api_error(error: ApiError) -> Response[str]:
+    return error_response(error)
+
+
+def _route_not_found(_: RouteNotFoundError) -> Response[str]:
+    return json_response(404, error_body("no such route", "route_not_found"))
+
+
+def _unexpected(error: Exception) -> Response[str]:
+    logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+    return internal_error_response()
+
+
 def create_api() -> APIGatewayHttpResolver:
     """Build a resolver with the backend's error mapping installed."""
     app = APIGatewayHttpResolver()
-
-    @app.exception_handler(ApiError)
-    def _api_error(error: ApiError) -> Response[str]:
-        return error_response(error)
-
-    @app.not_found
-    def _route_not_found(_: RouteNotFoundError) -> Response[str]:
-        return json_response(404, error_body("no such route", "route_not_found"))
-
-    @app.exception_handler(Exception)
-    def _unexpected(error: Exception) -> Response[str]:
-        logger.exception("unhandled error", extra={"error_type": type(error).__name__})
-        return internal_error_response()
-
+    app.exception_handler(ApiError)(_api_error)
+    app.not_found(_route_not_found)
+    app.exception_handler(Exception)(_unexpected)
     return app

@@ -7,8 +7,6 @@ upstream bodies.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aws_lambda_powertools.event_handler import Response
 
@@ -17,7 +15,7 @@ from such_market.errors import ApiError
 JSON = "application/json"
 
 
-def json_response(status: int, body: bytes | Any, *, headers: dict[str, str] | None = None) -> Response[str]:
+def json_response(status: int, body: object, *, headers: dict[str, str] | None = None) -> Response[str]:
     """A JSON response; ``body`` is either pre-serialized bytes or a value orjson can encode."""
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(status_code=status, content_type=JSON, body=raw.decode(), headers=headers)

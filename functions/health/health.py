@@ -1,0 +1,32 @@
+"""GET /api/health: database, cache and migration status; 200 when all are usable, 503 otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from such_market.config import load_settings
+from such_market.health import HealthSettings, check_health
+from such_market.http.api import create_api
+from such_market.http.responses import json_response
+from such_market.http.schemas import HealthBody, responses
+
+app = create_api()
+
+
+@app.get(
+    "/api/health",
+    summary="Database, cache and migration status",
+    tags=["health"],
+    responses=responses(HealthBody, description="All components usable", errors=(503,)),
+)
+def get_health() -> Response[str]:
+    report = check_health(load_settings(HealthSettings))
+    return json_response(200 if report.healthy else 503, report.as_dict(), headers={"Cache-Control": "no-store"})
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    load_settings(HealthSettings)  # a misconfigured container fails here, naming the variable
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""Authentication of operators on the admin routes."""

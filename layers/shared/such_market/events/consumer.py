@@ -1,0 +1,138 @@
+"""The base of EventBridge-triggered functions: parse, validate, and handle each ``eventId`` once.
+
+Usage in a handler module::
+
+    consumer = EventConsumer("invalidator", settings_model=InvalidatorSettings)
+
+    @consumer.on(NftTransferred)
+    def _transfer(detail: NftTransferred) -> None: ...
+
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> object:
+        return consumer.handle(event, context)
+
+What it promises:
+
+- The event's ``detail-type`` selects the model (``such_market.events.models``); an unknown or
+  unhandled detail type, or a detail that fails its schema, raises ``InvalidEventError`` so the
+  delivery fails and, after EventBridge's retries, lands in the dead-letter queue.
+- Powertools idempotency keyed on ``detail.eventId`` runs the handler once per event for 24 hours, so
+  the outbox's at-least-once re-publishing and EventBridge's own retries are harmless. A repeat
+  returns the first run's result; a repeat while the first run is still going raises
+  (``IdempotencyAlreadyInProgressError``) and is retried; a handler that raises leaves no record.
+- Records live in Redis under ``<CACHE_PREFIX>:durable:idempotency:<name>#<hash>``: the durable
+  namespace, which no cache clear touches. ``name`` is a stable logical name (not the deployed
+  function name, which changes with the stack), so records survive redeploys.
+- Nothing connects at import: settings are read and the persistence layer is built on the first
+  event, and rebuilt only if the container's cache client changes.
+
+Handlers must return a JSON-serializable value (or ``None``): it is stored as the event's result.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from such_market.cache.client import get_client
+from such_market.config import CacheSettings, load_settings
+from such_market.events.models import DETAIL_TYPES, Event, EventDetail, InvalidEventError
+from such_market.observability import logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+    from aws_lambda_powertools.utilities.idempotency.persistence.cache import CacheClientProtocol
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from such_market.cache.client import CacheClient
+
+type HandlerResult = bool | int | float | str | list[Any] | dict[str, Any] | None
+
+IDEMPOTENCY_TTL_SECONDS: Final = 24 * 60 * 60
+IDEMPOTENCY_KEY_JMESPATH: Final = "detail.eventId"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def idempotency_key_prefix(cache_prefix: str, name: str) -> str:
+    """The durable-namespace prefix of the idempotency records of consumer ``name``."""
+    return f"{cache_prefix}:durable:idempotency:{name}"
+
+
+def _run_handler(
+    *, event: Mapping[str, Any], detail: EventDetail, handler: Callable[[Any], HandlerResult]
+) -> HandlerResult:
+    # ``event`` is only the idempotency payload (its detail.eventId is the key); the handler gets the model.
+    return handler(detail)
+
+
+def _log_repeat(response: Any, idempotent_data: DataRecord) -> Any:  # noqa: ANN401 - Powertools' hook
+    logger.info("event already handled; returning its stored result", extra={"key": idempotent_data.idempotency_key})
+    return response
+
+
+class EventConsumer:
+    """Dispatches EventBridge events to per-detail-type handlers, once per ``eventId``."""
+
+    def __init__(self, name: str, *, settings_model: type[CacheSettings] = CacheSettings) -> None:
+        if not _NAME.fullmatch(name):
+            raise ValueError("name must be 1-64 characters of a-z, 0-9, '-' and '_'")
+        self.name = name
+        self._settings_model = settings_model
+        self._handlers: dict[str, Callable[[Any], HandlerResult]] = {}
+        self._built: tuple[CacheClient, IdempotencyConfig, Callable[..., HandlerResult]] | None = None
+
+    def on[D: EventDetail, R: HandlerResult](self, model: type[D]) -> Callable[[Callable[[D], R]], Callable[[D], R]]:
+        """Register the decorated function as the handler of ``model``'s detail type."""
+        detail_type = model.DETAIL_TYPE
+        if DETAIL_TYPES.get(detail_type) is not model:
+            raise ValueError(f"{model.__name__} is not a registered event model")
+        if detail_type in self._handlers:
+            raise ValueError(f"{detail_type} already has a handler in {self.name}")
+
+        def register(handler: Callable[[D], R]) -> Callable[[D], R]:
+            self._handlers[detail_type] = handler
+            return handler
+
+        return register
+
+    def handle(self, event: Mapping[str, Any], context: LambdaContext) -> HandlerResult:
+        """Validate ``event`` and run its handler unless this ``eventId`` was handled already."""
+        parsed = Event.from_eventbridge(event)
+        handler = self._handlers.get(parsed.detail_type)
+        if handler is None:
+            raise InvalidEventError(f"{self.name} does not handle {parsed.detail_type} events")
+        config, process = self._idempotent()
+        config.register_lambda_context(context)
+        return process(event=event, detail=parsed.detail, handler=handler)
+
+    def _idempotent(self) -> tuple[IdempotencyConfig, Callable[..., HandlerResult]]:
+        """The idempotent runner, built on first use for the container's cache client."""
+        settings = load_settings(self._settings_model)
+        client = get_client(settings)
+        if self._built is None or self._built[0] is not client:
+            from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+            from aws_lambda_powertools.utilities.idempotency.persistence.cache import CachePersistenceLayer
+
+            with warnings.catch_warnings():
+                # Powertools 3.x flags its Redis class as deprecated in favour of CachePersistenceLayer,
+                # which is the same class; the warning is about the old name.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # redis-py's sync/async union return types do not match the protocol; the client does.
+                persistence = CachePersistenceLayer(client=cast("CacheClientProtocol", client))
+            config = IdempotencyConfig(
+                event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH,
+                expires_after_seconds=IDEMPOTENCY_TTL_SECONDS,
+                raise_on_no_idempotency_key=True,
+                response_hook=_log_repeat,
+            )
+            process: Callable[..., HandlerResult] = idempotent_function(
+                _run_handler,
+                data_keyword_argument="event",
+                persistence_store=persistence,
+                config=config,
+                key_prefix=idempotency_key_prefix(settings.cache_prefix, self.name),
+            )
+            self._built = (client, config, process)
+        return self._built[1], self._built[2]

@@ -1,0 +1,113 @@
+"""Response models for the OpenAPI document: the shapes the handlers return, described once.
+
+These models document responses; the hot paths never instantiate them (bodies are pre-serialized
+bytes). ``responses(...)`` builds the ``responses=`` argument of a route from them, always including
+the SPEC error shape for the error statuses a route can answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input",
+    401: "Admin credential missing",
+    403: "Admin credential not valid",
+    404: "Unknown entity",
+    409: "Conflict with the current state",
+    429: "Cooldown or rate limit in force (see Retry-After)",
+    503: "No source can answer (see Retry-After)",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error: a human message and a machine code."""
+
+    error: str
+    code: str
+
+
+class DatabaseHealthBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["ok", "unavailable"]
+    latency_ms: float = Field(alias="latencyMs")
+    schema_version: str | None = Field(alias="schemaVersion")
+    required_schema_version: str = Field(alias="requiredSchemaVersion")
+    migrations_current: bool = Field(alias="migrationsCurrent")
+    error: str | None
+
+
+class CacheHealthBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["ok", "unavailable"]
+    latency_ms: float = Field(alias="latencyMs")
+    error: str | None
+
+
+class HealthBody(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: DatabaseHealthBody
+    cache: CacheHealthBody
+
+
+class SummaryConsistencyBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    ok: bool
+    difference_count: int = Field(alias="differenceCount")
+    differences: list[dict[str, Any]]
+
+
+class CollectionDiscoveryBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    contract_address: str = Field(alias="contractAddress")
+    name: str | None
+    token_type: str = Field(alias="tokenType")
+    total_supply: str | None = Field(alias="totalSupply")
+    ingestion_state: str = Field(alias="ingestionState")
+    last_error: str | None = Field(alias="lastError")
+    nfts_indexed: int = Field(alias="nftsIndexed")
+    tokens_with_owner: int = Field(alias="tokensWithOwner")
+    owners: int
+    completeness: float | None
+    ownership_coverage: float | None = Field(alias="ownershipCoverage")
+    metadata_error_rate: float | None = Field(alias="metadataErrorRate")
+
+
+class NftDiscoveryBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    collections: list[CollectionDiscoveryBody]
+    total_collections: int = Field(alias="totalCollections")
+
+
+class OwnershipStatsBody(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    total_ownership_records: int = Field(alias="totalOwnershipRecords")
+    total_user_collections: int = Field(alias="totalUserCollections")
+    total_wallet_mappings: int = Field(alias="totalWalletMappings")
+    unique_owners: int = Field(alias="uniqueOwners")
+    unique_collections: int = Field(alias="uniqueCollections")
+    summary_consistency: SummaryConsistencyBody = Field(alias="summaryConsistency")
+    nft_discovery: NftDiscoveryBody = Field(alias="nftDiscovery")
+
+
+def responses(
+    success: type[BaseModel], *, status: int = 200, description: str = "Success", errors: tuple[int, ...] = ()
+) -> dict[int, Any]:
+    """The ``responses=`` of a route: its success model and the error shape for each error status."""
+    documented: dict[int, Any] = {
+        status: {"description": description, "content": {"application/json": {"model": success}}}
+    }
+    for code in errors:
+        documented[code] = {
+            "description": ERROR_DESCRIPTIONS[code],
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return documented

@@ -1,0 +1,1 @@
+"""Token ownership: the normalized tables, their statistics, transfers and verification."""

@@ -1,0 +1,36 @@
+"""Helpers for calling handlers the way Lambda does: with an events/ file or a built HTTP API v2 event."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+class FakeContext:
+    """The attributes of a LambdaContext our handlers and Powertools read."""
+
+    function_name = "test-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A copy of ``events/<name>.json``."""
+    return copy.deepcopy(json.loads((EVENTS / f"{name}.json").read_text()))
+
+
+@pytest.fixture
+def context() -> FakeContext:
+    return FakeContext()

@@ -1,0 +1,79 @@
+"""Admin authentication: the authorizer function and the handler-side check of every admin route."""
+
+from __future__ import annotations
+
+import json
+
+import admin_authorizer
+import boto3
+import ownership_stats
+import pytest
+from moto import mock_aws
+
+from such_market.auth.admin import token_digest
+from such_market.config import load_settings
+from tests.conftest import ADMIN_TOKEN
+from tests.functions.conftest import FakeContext, load_event
+
+ADMIN_HANDLERS = [ownership_stats.lambda_handler]
+ADMIN_EVENTS = ["ownership_stats"]
+
+
+@pytest.mark.parametrize("name", ADMIN_EVENTS)
+def test_admin_route_without_token_is_401(lambda_env: dict[str, str], context: FakeContext, name: str) -> None:
+    # Given an admin request without an Authorization header
+    event = load_event(f"{name}_no_token")
+    # When it reaches the handler
+    response = ownership_stats.lambda_handler(event, context)
+    # Then it is refused with 401 and the SPEC error shape
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"]) == {"error": "admin credential required", "code": "missing_credentials"}
+
+
+@pytest.mark.parametrize("name", ADMIN_EVENTS)
+def test_admin_route_with_wrong_token_is_403(lambda_env: dict[str, str], context: FakeContext, name: str) -> None:
+    response = ownership_stats.lambda_handler(load_event(f"{name}_wrong_token"), context)
+    assert response["statusCode"] == 403
+    assert json.loads(response["body"]) == {"error": "invalid admin credential", "code": "invalid_credentials"}
+
+
+def test_admin_route_with_non_bearer_header_is_401(lambda_env: dict[str, str], context: FakeContext) -> None:
+    event = load_event("ownership_stats")
+    event["headers"]["authorization"] = "Basic dXNlcjpwYXNz"
+    response = ownership_stats.lambda_handler(event, context)
+    assert response["statusCode"] == 401
+
+
+def test_admin_route_with_valid_token_runs(lambda_env: dict[str, str], context: FakeContext) -> None:
+    response = ownership_stats.lambda_handler(load_event("ownership_stats"), context)
+    assert response["statusCode"] == 200
+
+
+def test_authorizer_allows_only_the_admin_token(lambda_env: dict[str, str], context: FakeContext) -> None:
+    assert admin_authorizer.lambda_handler(load_event("admin_authorizer"), context) == {"isAuthorized": True}
+    assert admin_authorizer.lambda_handler(load_event("admin_authorizer_wrong_token"), context) == {
+        "isAuthorized": False
+    }
+    no_header = load_event("admin_authorizer")
+    no_header["headers"].pop("authorization")
+    assert admin_authorizer.lambda_handler(no_header, context) == {"isAuthorized": False}
+
+
+@pytest.mark.parametrize("stored", ["digest", "json"])
+def test_token_digest_from_secrets_manager(
+    lambda_env: dict[str, str], context: FakeContext, monkeypatch: pytest.MonkeyPatch, stored: str
+) -> None:
+    # Given the admin token's digest kept in Secrets Manager (never the token itself)
+    with mock_aws():
+        digest = token_digest(ADMIN_TOKEN)
+        value = digest if stored == "digest" else json.dumps({"sha256": digest})
+        arn = boto3.client("secretsmanager").create_secret(Name="admin-token", SecretString=value)["ARN"]
+        monkeypatch.delenv("ADMIN_TOKEN")
+        monkeypatch.setenv("ADMIN_TOKEN_SECRET_ARN", arn)
+        load_settings.cache_clear()
+        # When requests carry the right and a wrong token, Then only the right one passes
+        assert admin_authorizer.lambda_handler(load_event("admin_authorizer"), context) == {"isAuthorized": True}
+        assert admin_authorizer.lambda_handler(load_event("admin_authorizer_wrong_token"), context) == {
+            "isAuthorized": False
+        }
+        assert ownership_stats.lambda_handler(load_event("ownership_stats"), context)["statusCode"] == 200
