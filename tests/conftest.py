@@ -22,7 +22,7 @@ import pytest
 import redis
 from moto import mock_aws
 
-from local.services import Services, start_services
+from local.services import EmbeddedValkeyCluster, Services, start_services
 from such_market.cache.client import close_clients
 from such_market.config import load_settings
 from such_market.db.connection import close_connections
@@ -106,6 +106,35 @@ def cache(services: Services) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[str]:
+    """URL of a 3-primary Valkey cluster (``REDIS_CLUSTER_URL`` or an embedded one), started on first use."""
+    external = os.environ.get("REDIS_CLUSTER_URL")
+    if external:
+        yield external
+        return
+    cluster = EmbeddedValkeyCluster().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_cache(request: pytest.FixtureRequest, services: Services) -> tuple[str, bool]:
+    """(url, cluster mode) of a flushed cache: each test using it runs on a standalone and a cluster Valkey."""
+    if request.param == "standalone":
+        url, cluster = services.redis_url, False
+        client: redis.Redis | redis.RedisCluster = redis.Redis.from_url(url)
+        client.flushdb()
+    else:
+        url, cluster = request.getfixturevalue("valkey_cluster"), True
+        client = redis.RedisCluster.from_url(url)
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    client.close()
+    return url, cluster
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ which callers fall back to PostgreSQL. ElastiCache Serverless speaks cluster mod
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from such_market.config import CacheSettings
 from such_market.secrets import get_secret_string
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from redis.cluster import RedisCluster
 
     CacheClient = Redis | RedisCluster
+
+CLUSTER_MAX_CONNECTIONS_PER_NODE = 256
 
 _lock = threading.Lock()
 _clients: dict[CacheSettings, CacheClient] = {}
@@ -31,20 +33,17 @@ def build_client(settings: CacheSettings) -> CacheClient:
     socket_timeout = settings.cache_socket_timeout_ms / 1000
     password = get_secret_string(settings.redis_auth_secret_arn) if settings.redis_auth_secret_arn else None
     if settings.redis_cluster:
+        # One connection per node suffices for a Lambda container; the bound only guards against leaks.
+        cluster_options: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": socket_timeout,
+            "password": password,
+            "max_connections": CLUSTER_MAX_CONNECTIONS_PER_NODE,
+        }
         if settings.redis_url:
-            return RedisCluster.from_url(
-                settings.redis_url,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=socket_timeout,
-                password=password,
-            )
+            return RedisCluster.from_url(settings.redis_url, **cluster_options)
         return RedisCluster(
-            host=settings.redis_host or "localhost",
-            port=settings.redis_port,
-            ssl=settings.redis_tls,
-            password=password,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
+            host=settings.redis_host or "localhost", port=settings.redis_port, ssl=settings.redis_tls, **cluster_options
         )
     if settings.redis_url:
         return Redis.from_url(
@@ -77,6 +76,9 @@ def get_client(settings: CacheSettings) -> CacheClient:
 
 def close_clients() -> None:
     """Close every cached client (tests and the local runtime call this between runs)."""
+    from such_market.cache.store import forget_caches
+
+    forget_caches()
     with _lock:
         for client in _clients.values():
             client.close()

@@ -1,0 +1,32 @@
+"""The byte layout of a cached value: a fixed header, then the pre-serialized response body.
+
+    b"200" + b"1795636800123" + body
+     status   fresh-until (ms since epoch, 13 digits)
+
+A hit slices the header and returns the body bytes as they are: no JSON parsing, no re-encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_STATUS_END = 3
+_HEADER_END = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A response as it is cached: HTTP status and JSON body bytes."""
+
+    status: int
+    body: bytes
+
+
+def encode(entry: Entry, fresh_until_ms: int) -> bytes:
+    """Prefix ``entry.body`` with its status and the time until which it is fresh."""
+    return b"%03d%013d" % (entry.status, fresh_until_ms) + entry.body
+
+
+def decode(raw: bytes) -> tuple[Entry, int]:
+    """The entry and its fresh-until time (ms since epoch) of a value written by ``encode``."""
+    return Entry(int(raw[:_STATUS_END]), raw[_HEADER_END:]), int(raw[_STATUS_END:_HEADER_END])

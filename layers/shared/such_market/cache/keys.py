@@ -1,0 +1,89 @@
+"""Cache key names: hierarchical, prefixed, and cluster-safe.
+
+The part in braces is the hash tag, so every key of one collection (metadata, pages, traits, single
+NFTs, token ownership, a wallet's tokens in it, and the index sets that track them) lives in one slot
+and can be invalidated by one atomic script, in cluster mode too. Inputs are validated before they get
+here (addresses lower-case, token ids decimal), so key names never carry raw user input.
+
+Two namespaces never mix: cache keys (``<prefix>:collections:…``, ``…:ownership:…``, ``…:wallets:…``,
+``…:users:…``, the ``…:idx:…`` index sets and ``…:lease`` fill leases) may be deleted at any time;
+durable state lives under ``<prefix>:durable:…`` and no cache operation touches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LEASE_SUFFIX = ":lease"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeys:
+    """Builds every key name of one deployment's prefix."""
+
+    prefix: str
+
+    # -- collections (hash tag: the contract address) ----------------------------------------------
+    def collection_metadata(self, address: str) -> str:
+        return f"{self.prefix}:collections:{{{address}}}:metadata"
+
+    def nft_page(self, address: str, page: int, size: int, filter_hash: str | None = None) -> str:
+        key = f"{self.prefix}:collections:{{{address}}}:nfts:page:{page}:size:{size}"
+        return f"{key}:f:{filter_hash}" if filter_hash else key
+
+    def nft_cursor_page(self, address: str, after_token_id: int, size: int, filter_hash: str | None = None) -> str:
+        key = f"{self.prefix}:collections:{{{address}}}:nfts:after:{after_token_id}:size:{size}"
+        return f"{key}:f:{filter_hash}" if filter_hash else key
+
+    def traits(self, address: str) -> str:
+        return f"{self.prefix}:collections:{{{address}}}:traits"
+
+    def nft(self, address: str, token_id: int) -> str:
+        return f"{self.prefix}:collections:{{{address}}}:nft:{token_id}"
+
+    def ownership(self, address: str, token_id: int) -> str:
+        return f"{self.prefix}:ownership:{{{address}}}:{token_id}"
+
+    def owned(self, address: str, wallet: str, page: int, size: int) -> str:
+        # The first braces are the hash tag: a wallet's tokens in a collection live with the collection.
+        return f"{self.prefix}:collections:{{{address}}}:owned:{{{wallet}}}:page:{page}:size:{size}"
+
+    def refresh_state(self, address: str) -> str:
+        return f"{self.prefix}:collections:{{{address}}}:refresh"
+
+    # -- wallets and users ------------------------------------------------------------------------
+    def wallet_contracts(self, wallet: str) -> str:
+        return f"{self.prefix}:wallets:{{{wallet}}}:contracts"
+
+    def user_profile(self, fid: int) -> str:
+        return f"{self.prefix}:users:{{{fid}}}:profile"
+
+    def user_collections(self, fid: int) -> str:
+        return f"{self.prefix}:users:{{{fid}}}:collections"
+
+    # -- index sets: which keys exist for an entity (same slot as the keys they track) ------------
+    def collection_index(self, address: str) -> str:
+        return f"{self.prefix}:idx:collections:{{{address}}}"
+
+    def owned_index(self, address: str, wallet: str) -> str:
+        return f"{self.prefix}:idx:collections:{{{address}}}:owned:{wallet}"
+
+    def wallet_collections_index(self, wallet: str) -> str:
+        """The collections in which a wallet has cached owned-token pages (for wallet-wide clears)."""
+        return f"{self.prefix}:idx:wallets:{{{wallet}}}:collections"
+
+    # -- namespaces --------------------------------------------------------------------------------
+    def cache_patterns(self) -> tuple[str, ...]:
+        """SCAN patterns covering every cache key (admin clear-all only, never a request path)."""
+        return tuple(
+            f"{self.prefix}:{namespace}:*" for namespace in ("collections", "ownership", "wallets", "users", "idx")
+        )
+
+    def durable(self, *parts: str) -> str:
+        """A key in the durable namespace (locks, idempotency, analytics): never cleared as cache."""
+        return ":".join((self.prefix, "durable", *parts))
+
+
+def lease_key(key: str) -> str:
+    """The fill lease of ``key``: same hash tag, so value, lease and indexes share a slot."""
+    return key + LEASE_SUFFIX

@@ -1,0 +1,221 @@
+"""Cache-aside with protected fills, negative caching, stale serving and a circuit breaker.
+
+``ReadThroughCache.fetch(key, tier, load)`` is the one way every read endpoint uses the cache:
+
+- **hit**: one GET; the stored bytes are returned as they are (``HIT``);
+- **miss**: the caller that wins the key's lease (SET NX in Redis, so across every container) runs
+  ``load``; everyone else polls briefly for the value it writes (no thundering herd). The write is a
+  script that succeeds only while the lease is still held, so a fill that raced an invalidation
+  never stores its stale value (memcache-style leases);
+- **not found**: ``load`` may return a 404 entry; it is cached for ≤ 60 s and never served stale;
+- **cache down or slow**: short socket timeouts, then the breaker opens and requests go straight to
+  ``load`` (``BYPASS``) without waiting on the cache at all;
+- **database down**: ``load`` raises ``ServiceUnavailableError``; an expired-but-kept value is
+  served (``STALE``); with nothing kept, the 503 propagates with its ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from such_market.cache import entries, scripts
+from such_market.cache.breaker import CircuitBreaker
+from such_market.cache.client import get_client
+from such_market.cache.entries import Entry
+from such_market.cache.keys import CacheKeys, lease_key
+from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, fresh_ttl_ms, physical_ttl_ms
+from such_market.config import CacheSettings
+from such_market.errors import ServiceUnavailableError
+from such_market.observability import logger
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+    from such_market.cache.client import CacheClient
+
+CacheStatus = Literal["HIT", "MISS", "BYPASS", "STALE"]
+Loader = Callable[[], Entry]
+
+LEASE_MS = 3000
+_WAIT_BEYOND_LEASE_SECONDS = 0.5
+_FIRST_POLL_SECONDS = 0.001
+_MAX_POLL_SECONDS = 0.008
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What a read returns: the entry and how it was served (the ``X-Cache`` header)."""
+
+    entry: Entry
+    cache: CacheStatus
+
+
+class ReadThroughCache:
+    """The container's cache front; one per client and key prefix."""
+
+    def __init__(
+        self,
+        connect: Callable[[], CacheClient],
+        keys: CacheKeys,
+        *,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        self._connect = connect
+        self._client: CacheClient | None = None
+        self.keys = keys
+        self.breaker = breaker or CircuitBreaker()
+        self._clock = clock
+        self._sleep = sleep
+        self._cache_errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+    @property
+    def client(self) -> CacheClient:
+        """The connected client; connects on first use (a failure raises the client's own error)."""
+        client = self._client
+        if client is None:
+            client = self._connect()
+            self._get_or_lease: Script = client.register_script(scripts.GET_OR_LEASE)
+            self._fill: Script = client.register_script(scripts.FILL)
+            self._release: Script = client.register_script(scripts.RELEASE_LEASE)
+            self._invalidate_index: Script = client.register_script(scripts.INVALIDATE_INDEX)
+            self._client = client
+        return client
+
+    # -- reads -------------------------------------------------------------------------------------
+    def fetch(
+        self, key: str, tier: Tier, load: Loader, *, indexes: Sequence[str] = (), lease_ms: int = LEASE_MS
+    ) -> Served:
+        """Serve ``key`` from the cache, filling it with ``load()`` on a miss (see the module doc).
+
+        ``indexes`` are the entity index sets (same hash slot as ``key``) that must know the key, so
+        that invalidating the entity deletes it. ``lease_ms`` must exceed the longest ``load`` (a
+        lease that expires mid-fill lets a second caller fill too).
+        """
+        if not self.breaker.allow():
+            return Served(load(), "BYPASS")
+        try:
+            raw: bytes | None = self.client.get(key)  # type: ignore[assignment]
+        except self._cache_errors as error:
+            self._cache_failed("get", error)
+            return Served(load(), "BYPASS")
+        self.breaker.record_success()
+        kept: Entry | None = None
+        if raw is not None:
+            entry, fresh_until_ms = entries.decode(raw)
+            if self._now_ms() < fresh_until_ms:
+                return Served(entry, "HIT")
+            kept = entry if entry.status == 200 else None
+        return self._miss(key, tier, load, indexes, kept, lease_ms)
+
+    def _miss(  # noqa: PLR0917 - private step of fetch
+        self, key: str, tier: Tier, load: Loader, indexes: Sequence[str], kept: Entry | None, lease_ms: int
+    ) -> Served:
+        token = secrets.token_hex(8)
+        lease = lease_key(key)
+        deadline = time.monotonic() + lease_ms / 1000 + _WAIT_BEYOND_LEASE_SECONDS
+        pause = _FIRST_POLL_SECONDS
+        while True:
+            try:
+                outcome = self._get_or_lease(
+                    keys=[key, lease, *indexes], args=[token, lease_ms, INDEX_TTL_SECONDS, self._now_ms()]
+                )
+            except self._cache_errors as error:
+                self._cache_failed("lease", error)
+                return self._load_or_stale(load, kept, "BYPASS")
+            if isinstance(outcome, bytes):
+                return Served(entries.decode(outcome)[0], "HIT")  # another caller filled it meanwhile
+            if outcome == 1:
+                return self._fill_as_lease_holder(key, lease, token, tier, load, indexes, kept)
+            if time.monotonic() >= deadline:
+                # The lease holder is neither done nor dead: answer, but leave the key to it.
+                return self._load_or_stale(load, kept, "MISS")
+            self._sleep(pause)
+            pause = min(pause * 2, _MAX_POLL_SECONDS)
+
+    def _fill_as_lease_holder(  # noqa: PLR0917 - private step of _miss, all positional for speed
+        self, key: str, lease: str, token: str, tier: Tier, load: Loader, indexes: Sequence[str], kept: Entry | None
+    ) -> Served:
+        try:
+            served = self._load_or_stale(load, kept, "MISS")
+        except BaseException:
+            self._give_back(lease, token)
+            raise
+        if served.cache == "STALE":
+            self._give_back(lease, token)
+        else:
+            self._store(key, lease=lease, token=token, entry=served.entry, tier=tier, indexes=indexes)
+        return served
+
+    def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus) -> Served:
+        try:
+            return Served(load(), status)
+        except ServiceUnavailableError:
+            if kept is None:
+                raise
+            return Served(kept, "STALE")
+
+    def _store(self, key: str, *, lease: str, token: str, entry: Entry, tier: Tier, indexes: Sequence[str]) -> None:
+        found = entry.status < 400
+        fresh_ms = fresh_ttl_ms(tier, found=found)
+        value = entries.encode(entry, self._now_ms() + fresh_ms)
+        try:
+            self._fill(
+                keys=[key, lease, *indexes],
+                args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
+            )
+        except self._cache_errors as error:
+            self._cache_failed("fill", error)
+
+    def _give_back(self, lease: str, token: str) -> None:
+        try:
+            self._release(keys=[lease], args=[token])
+        except self._cache_errors as error:
+            self._cache_failed("release", error)
+
+    # -- invalidation ------------------------------------------------------------------------------
+    def invalidate_keys(self, keys: Sequence[str]) -> int:
+        """Delete ``keys`` and their fill leases; returns how many values existed."""
+        if not keys:
+            return 0
+        doomed = [name for key in keys for name in (key, lease_key(key))]
+        return int(self.client.unlink(*doomed))
+
+    def invalidate_index(self, index: str) -> int:
+        """Delete every key an entity index tracks (values and in-flight leases) and the index."""
+        return int(self._invalidate_index(keys=[index]))
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _cache_failed(self, operation: str, error: BaseException) -> None:
+        self.breaker.record_failure()
+        logger.warning(
+            "cache unavailable; serving without it",
+            extra={"cache_operation": operation, "error_type": type(error).__name__, "error": str(error)[:200]},
+        )
+
+
+_caches: dict[CacheSettings, ReadThroughCache] = {}
+
+
+def get_cache(settings: CacheSettings) -> ReadThroughCache:
+    """The container's cache front for ``settings`` (client, keys and breaker made once)."""
+    cache = _caches.get(settings)
+    if cache is None:
+        cache = ReadThroughCache(lambda: get_client(settings), CacheKeys(settings.cache_prefix))
+        _caches[settings] = cache
+    return cache
+
+
+def forget_caches() -> None:
+    """Drop the container's cache fronts (tests; the local runtime between runs)."""
+    _caches.clear()
