@@ -1,0 +1,60 @@
+"""Every sample in events/ goes through its handler (or, for bus samples, through its event model).
+
+A file is named ``<function>[_<case>].json`` after the handler module it belongs to, or
+``event_<detail_type>.json`` for a sample of an event on the bus. A new sample is picked up here
+automatically; a sample that names no handler fails the test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from such_market.events.models import Event
+from tests.conftest import MotoBus
+from tests.functions.conftest import FakeContext
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = sorted((ROOT / "events").glob("*.json"))
+HANDLERS = sorted((path.name for path in (ROOT / "functions").iterdir() if path.is_dir()), key=len, reverse=True)
+
+
+def handler_module_for(sample: Path) -> str:
+    """The longest handler module name that the sample's name starts with."""
+    for name in HANDLERS:
+        if sample.stem == name or sample.stem.startswith(name + "_"):
+            return name
+    raise AssertionError(f"events/{sample.name} names no handler in functions/")
+
+
+@pytest.fixture
+def aws(lambda_env: dict[str, str], moto_bus: MotoBus) -> Iterator[MotoBus]:
+    """Handler environment plus a mocked EventBridge bus (for handlers that publish)."""
+    yield moto_bus
+
+
+@pytest.mark.parametrize("sample", [path for path in SAMPLES if path.stem.startswith("event_")], ids=lambda p: p.name)
+def test_bus_sample_is_a_valid_event(sample: Path) -> None:
+    event = Event.from_eventbridge(json.loads(sample.read_text()))
+    assert sample.stem == "event_" + event.detail_type.replace(".", "_")
+
+
+@pytest.mark.parametrize(
+    "sample", [path for path in SAMPLES if not path.stem.startswith("event_")], ids=lambda p: p.name
+)
+def test_sample_runs_through_its_handler(sample: Path, aws: MotoBus, context: FakeContext) -> None:
+    # Given the handler module the sample is named after
+    module = importlib.import_module(handler_module_for(sample))
+    # When the sample event is handled
+    result: Any = module.lambda_handler(json.loads(sample.read_text()), context)
+    # Then the handler answered without a server error
+    if isinstance(result, dict) and "statusCode" in result:
+        assert result["statusCode"] < 500, result
+        json.loads(result["body"])
+    else:
+        assert result is not None
