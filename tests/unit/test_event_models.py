@@ -16,17 +16,15 @@ from pydantic import ValidationError
 
 from such_market.events.models import (
     DETAIL_TYPES,
-    MAX_UINT256,
     CacheCleared,
     CollectionUpdated,
     Event,
     InvalidEventError,
     NftTransferred,
     OwnershipChanged,
-    normalize_address,
-    normalize_uint256,
     parse_detail,
 )
+from such_market.validation import MAX_UINT256, normalize_address, normalize_uint256
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "events").glob("event_*.json"))

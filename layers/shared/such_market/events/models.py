@@ -42,17 +42,15 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import SuchMarketError
+from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
-MAX_UINT256: Final = 2**256 - 1
 MAX_LIST_ITEMS: Final = 1000
 """Upper bound of the id/wallet lists of one event: keeps every entry far below EventBridge's 256 KiB."""
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
-_DECIMAL = re.compile(r"[0-9]{1,78}")  # 2**256-1 has 78 digits; longer input is rejected before int()
 _WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
 
 
@@ -61,26 +59,6 @@ class InvalidEventError(SuchMarketError, ValueError):
 
     Consumers let it propagate so the delivery fails and, after EventBridge's retries, lands in the DLQ.
     """
-
-
-def normalize_address(value: object) -> str:
-    """Return ``value`` as a lower-case ``0x`` address, or raise ``ValueError``."""
-    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
-        raise ValueError("must be 0x followed by 40 hexadecimal digits")
-    return value.lower()
-
-
-def normalize_uint256(value: object) -> str:
-    """Return ``value`` (a decimal string or an int) as a canonical decimal string in 0 … 2**256-1."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
-        number = int(value)
-    else:
-        raise ValueError("must be a non-negative decimal integer")
-    if not 0 <= number <= MAX_UINT256:
-        raise ValueError("must be between 0 and 2**256-1")
-    return str(number)
 
 
 def _normalize_tx_hash(value: object) -> str:
