@@ -1,7 +1,8 @@
-"""Every sample in events/ goes through its handler (or, for bus samples, through its event model).
+"""Every sample in events/ goes through its handler.
 
 A file is named ``<function>[_<case>].json`` after the handler module it belongs to, or
-``event_<detail_type>.json`` for a sample of an event on the bus. A new sample is picked up here
+``event_<detail_type>.json`` for a sample of an event on the bus: that one must be a valid event and
+goes through every function whose rule in template.yaml matches it. A new sample is picked up here
 automatically; a sample that names no handler fails the test.
 """
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from local.bus import matches_pattern
+from local.template import Template
 from such_market.events.models import Event
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext
@@ -38,10 +41,25 @@ def aws(lambda_env: dict[str, str], moto_bus: MotoBus) -> Iterator[MotoBus]:
     yield moto_bus
 
 
-@pytest.mark.parametrize("sample", [path for path in SAMPLES if path.stem.startswith("event_")], ids=lambda p: p.name)
+BUS_SAMPLES = [path for path in SAMPLES if path.stem.startswith("event_")]
+
+
+@pytest.mark.parametrize("sample", BUS_SAMPLES, ids=lambda p: p.name)
 def test_bus_sample_is_a_valid_event(sample: Path) -> None:
     event = Event.from_eventbridge(json.loads(sample.read_text()))
     assert sample.stem == "event_" + event.detail_type.replace(".", "_")
+
+
+@pytest.mark.parametrize("sample", BUS_SAMPLES, ids=lambda p: p.name)
+def test_bus_sample_runs_through_every_consumer_whose_rule_matches(
+    sample: Path, aws: MotoBus, context: FakeContext
+) -> None:
+    template = Template.load(ROOT / "template.yaml")
+    event = json.loads(sample.read_text())
+    for rule in template.rules:
+        if matches_pattern(rule.pattern, event):
+            module = importlib.import_module(template.function(rule.function_id).handler_module)
+            module.lambda_handler(event, context)  # raises on failure, as Lambda would report it
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,14 @@ _MAX_POLL_SECONDS = 0.008
 
 
 @dataclass(frozen=True, slots=True)
+class _Scripts:
+    get_or_lease: Script
+    fill: Script
+    release: Script
+    invalidate_index: Script
+
+
+@dataclass(frozen=True, slots=True)
 class Served:
     """What a read returns: the entry and how it was served (the ``X-Cache`` header)."""
 
@@ -82,12 +90,21 @@ class ReadThroughCache:
         client = self._client
         if client is None:
             client = self._connect()
-            self._get_or_lease: Script = client.register_script(scripts.GET_OR_LEASE)
-            self._fill: Script = client.register_script(scripts.FILL)
-            self._release: Script = client.register_script(scripts.RELEASE_LEASE)
-            self._invalidate_index: Script = client.register_script(scripts.INVALIDATE_INDEX)
+            self._scripts = _Scripts(
+                get_or_lease=client.register_script(scripts.GET_OR_LEASE),
+                fill=client.register_script(scripts.FILL),
+                release=client.register_script(scripts.RELEASE_LEASE),
+                invalidate_index=client.register_script(scripts.INVALIDATE_INDEX),
+            )
             self._client = client
         return client
+
+    @property
+    def scripts(self) -> _Scripts:
+        """The Lua scripts, registered on the connected client."""
+        if self._client is None:
+            _ = self.client
+        return self._scripts
 
     # -- reads -------------------------------------------------------------------------------------
     def fetch(
@@ -124,7 +141,7 @@ class ReadThroughCache:
         pause = _FIRST_POLL_SECONDS
         while True:
             try:
-                outcome = self._get_or_lease(
+                outcome = self.scripts.get_or_lease(
                     keys=[key, lease, *indexes], args=[token, lease_ms, INDEX_TTL_SECONDS, self._now_ms()]
                 )
             except self._cache_errors as error:
@@ -167,7 +184,7 @@ class ReadThroughCache:
         fresh_ms = fresh_ttl_ms(tier, found=found)
         value = entries.encode(entry, self._now_ms() + fresh_ms)
         try:
-            self._fill(
+            self.scripts.fill(
                 keys=[key, lease, *indexes],
                 args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
             )
@@ -176,7 +193,7 @@ class ReadThroughCache:
 
     def _give_back(self, lease: str, token: str) -> None:
         try:
-            self._release(keys=[lease], args=[token])
+            self.scripts.release(keys=[lease], args=[token])
         except self._cache_errors as error:
             self._cache_failed("release", error)
 
@@ -190,7 +207,7 @@ class ReadThroughCache:
 
     def invalidate_index(self, index: str) -> int:
         """Delete every key an entity index tracks (values and in-flight leases) and the index."""
-        return int(self._invalidate_index(keys=[index]))
+        return int(self.scripts.invalidate_index(keys=[index]))
 
     # -- helpers -----------------------------------------------------------------------------------
     def _now_ms(self) -> int:

@@ -1,0 +1,1 @@
+"""Farcaster users: profiles, their verified wallets, and which users own which wallets."""
