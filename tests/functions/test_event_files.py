@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,9 @@ def handler_module_for(sample: Path) -> str:
 
 
 @pytest.fixture
-def aws(lambda_env: dict[str, str], moto_bus: MotoBus) -> Iterator[MotoBus]:
+def aws(lambda_env: dict[str, str], moto_bus: MotoBus) -> MotoBus:
     """Handler environment plus a mocked EventBridge bus (for handlers that publish)."""
-    yield moto_bus
+    return moto_bus
 
 
 BUS_SAMPLES = [path for path in SAMPLES if path.stem.startswith("event_")]

@@ -1,5 +1,5 @@
-"""Each event type invalidates exactly its keys, through the invalidate_cache handler, and a fill that
-started before the event never writes afterwards."""
+"""Each event type invalidates exactly its keys, through the invalidate_cache handler (fills racing an
+invalidation are covered in test_cache_store)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import invalidate_cache
 import psycopg
 import pytest
 import redis
 
-import invalidate_cache
 from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys
 from such_market.cache.store import get_cache
