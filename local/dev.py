@@ -25,6 +25,7 @@ from local.invoker import Invoker, ensure_layer_on_path, local_environment
 from local.scheduler import LocalScheduler, describe
 from local.services import start_services
 from local.template import DEFAULT_TEMPLATE, Template
+from local.upstream_stub import ERC721_CONTRACT, AlchemyStub
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -34,10 +35,18 @@ LOCAL_REGION = "us-east-1"
 
 
 def function_environment(
-    template: Template, *, database_url: str, redis_url: str, bus_url: str, admin_token: str
+    template: Template,
+    *,
+    database_url: str,
+    redis_url: str,
+    bus_url: str,
+    admin_token: str,
+    alchemy_stub_url: str | None = None,
 ) -> dict[str, str]:
     """The environment every local function sees (the template's values, then the local ones)."""
+    upstream = {"ALCHEMY_BASE_URL": alchemy_stub_url, "ALCHEMY_API_KEY": "local-stub"} if alchemy_stub_url else {}
     overrides = {
+        **upstream,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "REDIS_CLUSTER": "false",
@@ -101,6 +110,7 @@ def _summary(
     database_url: str,
     redis_url: str,
     token: str,
+    alchemy: str,
 ) -> str:
     schedules = [f"    {describe(schedule)}" for schedule in scheduler.schedules] or ["    (none)"]
     skipped = [f"    {name}: not run automatically ({why})" for name, why in scheduler.skipped.items()]
@@ -114,12 +124,26 @@ def _summary(
         f"  event bus    {bus.url}  (bus {bus.bus_name}; dead letters: curl {bus.url}/dead-letters)",
         f"  database     {database_url}",
         f"  cache        {redis_url}",
+        f"  alchemy      {alchemy}",
+        f"  demo         curl {api.url}/api/collection/{ERC721_CONTRACT}/nfts?pageSize=5",
+        f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/traits",
+        f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/refresh   (ingestion progress)",
         "  schedules    (run one now: python -m local.scheduler run <FunctionLogicalId>)",
         *schedules,
         *skipped,
         "",
     ]
     return "\n".join(lines)
+
+
+def _load_demo_collection(api_url: str) -> None:
+    """Ask for the demo collection once, as a user would: seen for the first time, it is stored and
+    queued for ingestion, which the local bus delivers to the ingestion function."""
+    import urllib.request
+
+    url = f"{api_url}/api/collection/{ERC721_CONTRACT}"
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own local API
+        print(f"demo collection {ERC721_CONTRACT}: {response.status}, ingestion queued", flush=True)
 
 
 def main() -> int:
@@ -134,8 +158,11 @@ def main() -> int:
             running.callback(services.stop)
             _migrate(services.database_url)
 
-            # Demo data is loaded here, once it exists: after migrating, before anything serves.
-
+            alchemy_stub_url = None
+            if not os.environ.get("ALCHEMY_API_KEY") and not os.environ.get("ALCHEMY_API_KEY_SECRET_ARN"):
+                stub = AlchemyStub(host=HOST).start()
+                running.callback(stub.stop)
+                alchemy_stub_url = stub.base_url
             invoker = Invoker(template, region=LOCAL_REGION)
             bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
             bus.start()
@@ -148,6 +175,7 @@ def main() -> int:
                     redis_url=services.redis_url,
                     bus_url=bus.url,
                     admin_token=admin_token,
+                    alchemy_stub_url=alchemy_stub_url,
                 )
             )
             scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
@@ -162,9 +190,12 @@ def main() -> int:
                     database_url=services.database_url,
                     redis_url=services.redis_url,
                     token=admin_token,
+                    alchemy=f"local stub {alchemy_stub_url}" if alchemy_stub_url else "Alchemy (ALCHEMY_API_KEY)",
                 ),
                 flush=True,
             )
+            if alchemy_stub_url:
+                _load_demo_collection(api.url)
             while not stop.wait(timeout=1.0):
                 pass  # the signal handlers end this wait by raising KeyboardInterrupt
         except KeyboardInterrupt:

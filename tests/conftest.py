@@ -23,11 +23,14 @@ import redis
 from moto import mock_aws
 
 from local.services import EmbeddedValkeyCluster, Services, start_services
+from local.upstream_stub import AlchemyStub
 from such_market.cache.client import close_clients
 from such_market.config import load_settings
 from such_market.db.connection import close_connections
 from such_market.db.migrations import migrate
 from such_market.events.publisher import close_clients as close_event_clients
+from such_market.runtime import runtime_for
+from such_market.upstream.alchemy import close_alchemy_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -137,9 +140,29 @@ def any_cache(request: pytest.FixtureRequest, services: Services) -> tuple[str, 
     return url, cluster
 
 
+@pytest.fixture(scope="session")
+def alchemy_stub_server() -> Iterator[AlchemyStub]:
+    with AlchemyStub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def alchemy_stub(alchemy_stub_server: AlchemyStub) -> AlchemyStub:
+    """The Alchemy-compatible stub, with no faults injected and its counters at zero."""
+    alchemy_stub_server.latency_ms = 0
+    alchemy_stub_server.rate_limit_every = 0
+    alchemy_stub_server.server_error_every = 0
+    alchemy_stub_server.reset_counters()
+    return alchemy_stub_server
+
+
 @pytest.fixture
 def lambda_env(
-    db_url: str, services: Services, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    db_url: str,
+    services: Services,
+    cache: redis.Redis,
+    alchemy_stub: AlchemyStub,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
     """The environment of a local Lambda container pointed at this test's database and cache."""
     env = {
@@ -149,6 +172,10 @@ def lambda_env(
         "CACHE_PREFIX": "such-market",
         "EVENT_BUS_NAME": "such-market",
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "ALCHEMY_API_KEY": "test-key",
+        "ALCHEMY_BASE_URL": alchemy_stub.base_url,
+        "ALCHEMY_MAX_ATTEMPTS": "3",
+        "ALCHEMY_RETRY_BUDGET_SECONDS": "5",
         "POWERTOOLS_SERVICE_NAME": "such-market",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_NAMESPACE": "SuchMarket",
@@ -156,7 +183,7 @@ def lambda_env(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    for name in ("DB_SECRET_ARN", "ADMIN_TOKEN_SECRET_ARN", "EVENTBRIDGE_ENDPOINT_URL"):
+    for name in ("DB_SECRET_ARN", "ADMIN_TOKEN_SECRET_ARN", "ALCHEMY_API_KEY_SECRET_ARN", "EVENTBRIDGE_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -168,6 +195,8 @@ def lambda_env(
 
 
 def _forget_containers() -> None:
+    runtime_for.cache_clear()
+    close_alchemy_clients()
     load_settings.cache_clear()
     close_connections()
     close_clients()

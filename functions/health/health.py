@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.config import load_settings
 from such_market.health import HealthSettings, check_health
-from such_market.http.api import create_api
+from such_market.http.api import api_handler, create_api
 from such_market.http.responses import json_response
 from such_market.http.schemas import HealthBody, responses
 
@@ -27,6 +24,4 @@ def get_health() -> Response[str]:
     return json_response(200 if report.healthy else 503, report.as_dict(), headers={"Cache-Control": "no-store"})
 
 
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    load_settings(HealthSettings)  # a misconfigured container fails here, naming the variable
-    return app.resolve(event, context)
+lambda_handler = api_handler(app, HealthSettings)

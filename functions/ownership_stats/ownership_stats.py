@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.config import load_settings
 from such_market.db.connection import get_connection
 from such_market.http.admin import require_admin
-from such_market.http.api import create_api
+from such_market.http.api import api_handler, create_api
 from such_market.http.responses import json_response
 from such_market.http.schemas import OwnershipStatsBody, responses
 from such_market.ownership.stats import OwnershipStatsSettings, ownership_stats
@@ -30,6 +27,4 @@ def get_ownership_stats() -> Response[str]:
     return json_response(200, ownership_stats(conn=conn), headers={"Cache-Control": "no-store"})
 
 
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    load_settings(OwnershipStatsSettings)  # a misconfigured container fails here, naming the variable
-    return app.resolve(event, context)
+lambda_handler = api_handler(app, OwnershipStatsSettings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +36,34 @@ def load_event(name: str) -> dict[str, Any]:
 @pytest.fixture
 def context() -> FakeContext:
     return FakeContext()
+
+
+@dataclass
+class Reply:
+    """A response of the local API, decoded."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def cache(self) -> str | None:
+        return self.headers.get("x-cache")
+
+
+@pytest.fixture
+def api(lambda_env: dict[str, str]) -> Callable[..., Reply]:
+    """Call the API in-process exactly as ``make dev`` serves it: routes and events from template.yaml."""
+    from local.api import IncomingRequest, LocalApi
+    from local.invoker import Invoker
+    from local.template import Template
+
+    template = Template.load()
+    local = LocalApi(template, Invoker(template), quiet=True)
+
+    def call(method: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> Reply:
+        response = local.handle(IncomingRequest(method=method, target=target, headers=list(headers)))
+        decoded = {name.lower(): value for name, value in response.headers}
+        return Reply(response.status, decoded, json.loads(response.body) if response.body else None)
+
+    return call

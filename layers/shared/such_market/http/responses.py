@@ -7,10 +7,15 @@ upstream bodies.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 from aws_lambda_powertools.event_handler import Response
 
 from such_market.errors import ApiError
+
+if TYPE_CHECKING:
+    from such_market.cache.store import Served
 
 JSON = "application/json"
 
@@ -35,3 +40,13 @@ def error_response(error: ApiError) -> Response[str]:
 def internal_error_response() -> Response[str]:
     """The response for an unexpected failure: generic, without internals."""
     return json_response(500, error_body("internal error", "internal_error"))
+
+
+def served_response(served: Served, *, headers: dict[str, str] | None = None) -> Response[str]:
+    """The response of a cache-fronted read: its status and bytes as stored, plus ``X-Cache``."""
+    return Response(
+        status_code=served.entry.status,
+        content_type=JSON,
+        body=served.entry.body.decode(),
+        headers={"X-Cache": served.cache, **headers} if headers else {"X-Cache": served.cache},
+    )

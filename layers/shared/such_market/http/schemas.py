@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input",
@@ -96,6 +97,119 @@ class OwnershipStatsBody(BaseModel):
     unique_collections: int = Field(alias="uniqueCollections")
     summary_consistency: SummaryConsistencyBody = Field(alias="summaryConsistency")
     nft_discovery: NftDiscoveryBody = Field(alias="nftDiscovery")
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class IngestionBody(_Camel):
+    state: Literal["pending", "queued", "running", "complete", "failed"]
+    nfts_indexed: int
+    owners_indexed: int
+
+
+class CollectionBody(_Camel):
+    contract_address: str
+    name: str | None
+    symbol: str | None
+    token_type: Literal["ERC721", "ERC1155", "UNKNOWN"]
+    total_supply: str | None
+    image_url: str | None
+    description: str | None
+    verified: bool
+    indexing: bool
+    ingestion: IngestionBody
+
+
+class AttributeBody(BaseModel):
+    trait_type: str
+    value: str
+
+
+class NftSummaryBody(_Camel):
+    token_id: str = Field(description="decimal string (uint256)")
+    title: str | None
+    description: str | None
+    image_url: str | None
+    thumbnail_url: str | None
+    attributes: list[AttributeBody]
+
+
+class NftPageBody(_Camel):
+    nfts: list[NftSummaryBody]
+    total: int | None
+    page: int
+    page_size: int
+    has_more: bool
+    next_cursor: str | None
+    indexing: bool
+
+
+class TraitValueBody(BaseModel):
+    value: str
+    count: int
+
+
+class TraitFacetBody(_Camel):
+    trait_type: str
+    values: list[TraitValueBody]
+
+
+class TraitsBody(_Camel):
+    traits: list[TraitFacetBody]
+    total_tokens: int
+
+
+class NftBody(NftSummaryBody):
+    contract_address: str
+    metadata: dict[str, Any] | None
+    metadata_error: str | None
+
+
+class OwnerBalanceBody(BaseModel):
+    address: str
+    balance: str
+
+
+class TokenOwnerBody(_Camel):
+    contract_address: str
+    token_id: str
+    owner: str | None
+    owners: list[OwnerBalanceBody]
+    token_type: str
+    cached: bool = Field(description="answered from our ownership index without asking Alchemy")
+    verified_at: str | None
+
+
+class OwnedNftsBody(_Camel):
+    contract_address: str
+    owner: str
+    nfts: list[NftSummaryBody]
+    total: int
+    page: int
+    page_size: int
+    has_more: bool
+    indexing: bool
+
+
+class RefreshQueuedBody(_Camel):
+    status: Literal["queued"]
+    contract_address: str
+    cooldown_until: str | None
+
+
+class RefreshIngestionBody(IngestionBody):
+    error: str | None
+
+
+class RefreshStatusBody(_Camel):
+    contract_address: str
+    can_refresh: bool
+    in_progress: bool
+    cooldown_until: str | None
+    last_refresh_at: str | None
+    ingestion: RefreshIngestionBody
 
 
 def responses(

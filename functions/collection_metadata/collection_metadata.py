@@ -1,0 +1,29 @@
+"""GET /api/collection/{contractAddress}: collection metadata (cache → PostgreSQL → Alchemy)."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.collections.service import collection_metadata
+from such_market.config import load_settings
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import served_response
+from such_market.http.schemas import CollectionBody, responses
+from such_market.runtime import ReadPathSettings, runtime_for
+from such_market.validation import parse_address
+
+app = create_api()
+
+
+@app.get(
+    "/api/collection/<contractAddress>",
+    summary="Collection metadata; a collection seen for the first time is queued for ingestion",
+    tags=["collections"],
+    responses=responses(CollectionBody, errors=(400, 404, 503)),
+)
+def get_collection(contractAddress: str) -> Response[str]:
+    runtime = runtime_for(load_settings(ReadPathSettings))
+    return served_response(collection_metadata(runtime, parse_address(contractAddress)))
+
+
+lambda_handler = api_handler(app, ReadPathSettings)

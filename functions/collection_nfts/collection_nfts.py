@@ -1,0 +1,42 @@
+"""GET /api/collection/{contractAddress}/nfts: a page of NFTs in numeric token order.
+
+Query: ``page`` (≥ 0), ``pageSize`` (1..100, default 20), ``cursor`` (a previous ``nextCursor``;
+replaces ``page``), and ``trait.<type>=<value>`` filters (AND across types, OR within one).
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.collections.service import nft_page
+from such_market.config import load_settings
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import served_response
+from such_market.http.schemas import NftPageBody, responses
+from such_market.runtime import ReadPathSettings, runtime_for
+from such_market.validation import parse_address, parse_cursor, parse_page, parse_page_size, parse_trait_filters
+
+app = create_api()
+
+
+@app.get(
+    "/api/collection/<contractAddress>/nfts",
+    summary="A page of the collection's NFTs (page/pageSize or cursor, trait.<type>=<value> filters)",
+    tags=["collections"],
+    responses=responses(NftPageBody, errors=(400, 404, 503)),
+)
+def get_nfts(contractAddress: str) -> Response[str]:
+    query = app.current_event.query_string_parameters or {}
+    address = parse_address(contractAddress)
+    served = nft_page(
+        runtime_for(load_settings(ReadPathSettings)),
+        address,
+        page=parse_page(query.get("page")),
+        page_size=parse_page_size(query.get("pageSize")),
+        filters=parse_trait_filters(query),
+        after_token_id=parse_cursor(query.get("cursor")),
+    )
+    return served_response(served)
+
+
+lambda_handler = api_handler(app, ReadPathSettings)

@@ -1,0 +1,433 @@
+"""Read functions of the collection endpoints, each one round trip to PostgreSQL in the common case.
+
+Every function is keyword-only, takes an autocommit psycopg connection and returns frozen dataclasses
+holding exactly what the API answers (token ids and uint256 quantities as decimal strings, timestamps as
+``datetime``), so a use case can serialize them with orjson without re-shaping.
+
+NFT pages (``get_nft_page``), ordered by numeric token id:
+
+- by page number, no filter: a range scan of ``nfts (collection_id, position)``, i.e. O(page_size) at any
+  depth. It needs the collection fully ranked (no ``position IS NULL``, one probe of a partial index); the
+  total is then ``max(position) + 1`` (one index probe). While ranks are missing (ingestion has written
+  rows but not ranked them yet) the page is an ``OFFSET`` over the primary key, O(depth), and the total a
+  ``count(*)``; the answer is the same, only slower.
+- by cursor (``after_token_id``): a keyset scan ``token_id > after`` over the primary key, with or without
+  filters; the page number is then ignored.
+- with trait filters (AND across trait types, OR within one): the token ids of each trait type are
+  ``trait_value = ANY(values)`` range scans of the ``nft_traits`` primary key, intersected; the total is
+  the size of the intersection and the page is cut from it in token order, in the same statement.
+
+The SQL texts are constants (the filtered one exists once per number of trait types), so psycopg's
+automatic prepared statements apply.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Connection = psycopg.Connection[tuple[Any, ...]]
+
+NO_FILTERS: Mapping[str, Sequence[str]] = {}
+
+# Positions are `integer`: a page that starts beyond it is empty anyway, and clamping keeps the parameter
+# an integer so the comparison stays indexable.
+_MAX_POSITION = 2**31 - 1
+# Token ids are >= 0 (a table constraint): "after -1" is "from the start", which keeps keyset SQL static.
+_NO_TOKEN = -1
+# A filter lists up to this many values of one trait type as separate (mergeable) range scans.
+_MAX_LISTED_VALUES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRow:
+    """One collection: its metadata and the state of its ingestion."""
+
+    id: uuid.UUID
+    contract_address: str
+    name: str | None
+    symbol: str | None
+    token_type: str
+    total_supply: str | None
+    image_url: str | None
+    description: str | None
+    verified: bool
+    ingestion_state: str
+    nfts_indexed: int
+    owners_indexed: int
+    ingestion_error: str | None
+    ingestion_started_at: datetime | None
+    ingestion_finished_at: datetime | None
+    last_refresh_at: datetime | None
+    refresh_cooldown_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NftRow:
+    """One NFT as pages list it; ``attributes`` is the stored list of ``{trait_type, value}``."""
+
+    token_id: str
+    title: str | None
+    description: str | None
+    image_url: str | None
+    thumbnail_url: str | None
+    attributes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class NftDetail(NftRow):
+    """One NFT with its full upstream metadata and the error the upstream reported for it, if any."""
+
+    metadata: dict[str, Any] | None
+    metadata_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NftPage:
+    """A page of NFTs: ``total`` counts every match (not just this page); ``next_cursor_token_id`` is the
+    last token id of the page when ``has_more`` (pass it as ``after_token_id`` for the next page)."""
+
+    nfts: list[NftRow]
+    total: int
+    has_more: bool
+    next_cursor_token_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TraitValueCount:
+    value: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraitFacet:
+    """One trait type and its values, most common first."""
+
+    trait_type: str
+    values: list[TraitValueCount]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionTraits:
+    traits: list[TraitFacet]
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    owner_address: str
+    balance: str
+    last_verified_at: datetime
+
+
+COLLECTION_COLUMNS = """
+    id, contract_address, name, symbol, token_type, total_supply::text, image_url, description, verified,
+    ingestion_state, nfts_indexed, owners_indexed, ingestion_error, ingestion_started_at, ingestion_finished_at,
+    last_refresh_at, refresh_cooldown_until, created_at, updated_at
+"""
+
+_GET_COLLECTION = f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE contract_address = %(address)s"  # noqa: S608
+
+# The token total of a collection: max(position) + 1 when every row is ranked, else an exact count.
+_TOTAL = """
+    CASE WHEN EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)
+         THEN (SELECT count(*) FROM nfts WHERE collection_id = %(collection_id)s)
+         ELSE (SELECT coalesce(max(position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s)
+    END
+"""
+
+_NFT_COLUMNS = "n.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes"
+
+# One row per NFT of the page, each carrying the collection facts; a page past the end yields one row of
+# NULL NFT columns. The NFT scan runs only when the collection is fully ranked.
+_PAGE_BY_POSITION = f"""
+SELECT s.ranked, s.total, {_NFT_COLUMNS}
+FROM (
+    SELECT NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL) AS ranked,
+           (SELECT coalesce(max(position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS total
+) AS s
+LEFT JOIN LATERAL (
+    SELECT * FROM nfts
+    WHERE s.ranked AND collection_id = %(collection_id)s
+      AND position >= %(first)s AND position < %(first)s + %(size)s
+) AS n ON true
+ORDER BY n.position
+"""  # noqa: S608
+
+_PAGE_BY_OFFSET = f"""
+SELECT s.total, {_NFT_COLUMNS}
+FROM (SELECT count(*) AS total FROM nfts WHERE collection_id = %(collection_id)s) AS s
+LEFT JOIN LATERAL (
+    SELECT * FROM nfts WHERE collection_id = %(collection_id)s
+    ORDER BY token_id OFFSET %(offset)s LIMIT %(limit)s
+) AS n ON true
+ORDER BY n.token_id
+"""  # noqa: S608
+
+_PAGE_AFTER = f"""
+SELECT s.total, {_NFT_COLUMNS}
+FROM (SELECT {_TOTAL} AS total) AS s
+LEFT JOIN LATERAL (
+    SELECT * FROM nfts WHERE collection_id = %(collection_id)s AND token_id > %(after)s::numeric
+    ORDER BY token_id LIMIT %(limit)s
+) AS n ON true
+ORDER BY n.token_id
+"""  # noqa: S608
+
+_TRAITS = f"""
+SELECT ({_TOTAL}) AS total, t.trait_type, t.trait_value, t.token_count
+FROM (SELECT 1) AS one
+LEFT JOIN collection_traits AS t ON t.collection_id = %(collection_id)s
+ORDER BY t.trait_type, t.token_count DESC, t.trait_value
+"""  # noqa: S608
+
+_GET_NFT = """
+SELECT token_id::text, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error
+FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
+"""
+
+_TOKEN_OWNERS = """
+SELECT owner_address, balance::text, last_verified_at
+FROM nft_ownership
+WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
+ORDER BY balance DESC, owner_address
+"""
+
+# The wallet's tokens in token order from nft_ownership (owner_address, collection_id, token_id); a token
+# whose metadata was never ingested is still listed, with NULL metadata. The total is the trigger-kept
+# user_collections figure.
+_OWNED = """
+SELECT s.total, o.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes
+FROM (
+    SELECT coalesce((SELECT token_count FROM user_collections
+                     WHERE owner_address = %(owner)s AND collection_id = %(collection_id)s), 0) AS total
+) AS s
+LEFT JOIN LATERAL (
+    SELECT token_id FROM nft_ownership
+    WHERE owner_address = %(owner)s AND collection_id = %(collection_id)s
+      AND token_id > %(after)s::numeric
+    ORDER BY token_id OFFSET %(offset)s LIMIT %(limit)s
+) AS o ON true
+LEFT JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = o.token_id
+ORDER BY o.token_id
+"""
+
+
+def get_collection(*, conn: Connection, address: str) -> CollectionRow | None:
+    """The collection of ``address`` (lower-case 0x address), or None when it is not known."""
+    row = conn.execute(_GET_COLLECTION, {"address": address}).fetchone()
+    return None if row is None else collection_row(row)
+
+
+def get_nft_page(
+    *,
+    conn: Connection,
+    collection_id: uuid.UUID,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, Sequence[str]] = NO_FILTERS,
+    after_token_id: int | None = None,
+) -> NftPage:
+    """One page of the collection's NFTs in numeric token order (see the module docstring for the plans).
+
+    ``filters`` maps a trait type to the values accepted for it: a token matches when, for every type, it
+    has at least one of the values (a type with no values matches nothing). With ``after_token_id`` the
+    page holds the tokens after that id (keyset) and ``page`` is ignored; ``total`` is always the size of
+    the whole (filtered) collection.
+    """
+    _check_page(page, page_size)
+    if filters:
+        return _filtered_page(conn, collection_id, page, page_size, filters, after_token_id)
+    if after_token_id is not None:
+        rows = conn.execute(
+            _PAGE_AFTER, {"collection_id": collection_id, "after": after_token_id, "limit": page_size + 1}
+        ).fetchall()
+        return _keyset_page(rows, page_size)
+    first = page * page_size
+    rows = conn.execute(
+        _PAGE_BY_POSITION,
+        {"collection_id": collection_id, "first": min(first, _MAX_POSITION), "size": page_size},
+    ).fetchall()
+    ranked, total = bool(rows[0][0]), int(rows[0][1])
+    nfts = [_nft_row(row[2:]) for row in rows if row[2] is not None]
+    if ranked and len(nfts) == max(0, min(page_size, total - first)):
+        has_more = first + len(nfts) < total
+        return NftPage(nfts, total, has_more, int(nfts[-1].token_id) if has_more else None)
+    # Not (fully) ranked yet: the same page by OFFSET over the primary key.
+    rows = conn.execute(
+        _PAGE_BY_OFFSET, {"collection_id": collection_id, "offset": first, "limit": page_size + 1}
+    ).fetchall()
+    return _keyset_page(rows, page_size)
+
+
+def get_traits(*, conn: Connection, collection_id: uuid.UUID) -> CollectionTraits:
+    """The collection's trait facets (by type; values most common first, then by value) and its token
+    count."""
+    rows = conn.execute(_TRAITS, {"collection_id": collection_id}).fetchall()
+    facets: list[TraitFacet] = []
+    for _, trait_type, value, count in rows:
+        if trait_type is None:
+            break
+        if not facets or facets[-1].trait_type != trait_type:
+            facets.append(TraitFacet(trait_type, []))
+        facets[-1].values.append(TraitValueCount(value, count))
+    return CollectionTraits(facets, int(rows[0][0]))
+
+
+def get_nft(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> NftDetail | None:
+    """One NFT with its full metadata, or None when the collection has no such token (yet)."""
+    row = conn.execute(_GET_NFT, {"collection_id": collection_id, "token_id": token_id}).fetchone()
+    if row is None:
+        return None
+    token, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error = row
+    return NftDetail(token, title, description, image_url, thumbnail_url, attributes or [], metadata, metadata_error)
+
+
+def get_token_owners(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> list[TokenOwner]:
+    """Who holds the token (largest balance first); empty when nobody is known to."""
+    rows = conn.execute(_TOKEN_OWNERS, {"collection_id": collection_id, "token_id": token_id}).fetchall()
+    return [TokenOwner(owner, balance, verified_at) for owner, balance, verified_at in rows]
+
+
+def get_owned_tokens(
+    *,
+    conn: Connection,
+    collection_id: uuid.UUID,
+    owner: str,
+    page: int,
+    page_size: int,
+    after_token_id: int | None = None,
+) -> NftPage:
+    """The tokens ``owner`` holds in the collection, in token order, paged like ``get_nft_page`` (the
+    total comes from ``user_collections``; ``after_token_id`` switches to keyset and ignores ``page``)."""
+    _check_page(page, page_size)
+    offset = 0 if after_token_id is not None else page * page_size
+    rows = conn.execute(
+        _OWNED,
+        {
+            "collection_id": collection_id,
+            "owner": owner,
+            "after": _NO_TOKEN if after_token_id is None else after_token_id,
+            "offset": offset,
+            "limit": page_size + 1,
+        },
+    ).fetchall()
+    return _keyset_page(rows, page_size)
+
+
+def collection_row(row: tuple[Any, ...]) -> CollectionRow:
+    """A ``CollectionRow`` from a row selected with ``COLLECTION_COLUMNS``."""
+    return CollectionRow(*row)
+
+
+def _check_page(page: int, page_size: int) -> None:
+    if page < 0 or page_size < 1:
+        raise ValueError(f"page must be >= 0 and page_size >= 1 (got {page}, {page_size})")
+
+
+def _nft_row(row: Sequence[Any]) -> NftRow:
+    token, title, description, image_url, thumbnail_url, attributes = row
+    return NftRow(token, title, description, image_url, thumbnail_url, attributes or [])
+
+
+def _keyset_page(rows: list[tuple[Any, ...]], page_size: int) -> NftPage:
+    """A page from rows of (total, NFT columns…) fetched with LIMIT page_size + 1: the extra row, if any,
+    only says that more follow."""
+    nfts = [_nft_row(row[1:]) for row in rows if row[1] is not None]
+    has_more = len(nfts) > page_size
+    del nfts[page_size:]
+    return NftPage(nfts, int(rows[0][0]), has_more, int(nfts[-1].token_id) if has_more else None)
+
+
+def _filtered_page(
+    conn: Connection,
+    collection_id: uuid.UUID,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, Sequence[str]],
+    after_token_id: int | None,
+) -> NftPage:
+    params: dict[str, object] = {
+        "collection_id": collection_id,
+        "after": _NO_TOKEN if after_token_id is None else after_token_id,
+        "offset": 0 if after_token_id is not None else page * page_size,
+        "limit": page_size + 1,
+    }
+    shape: list[int] = []
+    for index, trait_type in enumerate(sorted(filters)):
+        values = list(dict.fromkeys(filters[trait_type]))
+        params[f"type_{index}"] = trait_type
+        if not 0 < len(values) <= _MAX_LISTED_VALUES:
+            params[f"values_{index}"] = values
+            shape.append(0)
+        else:
+            params.update({f"value_{index}_{position}": value for position, value in enumerate(values)})
+            shape.append(len(values))
+    # Custom plans (prepare=False): the best join order depends on how common each value is.
+    rows = conn.execute(_filtered_sql(tuple(shape)), params, prepare=False).fetchall()
+    return _keyset_page(rows, page_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _filtered_sql(shape: tuple[int, ...]) -> str:
+    """The filtered-page statement for one filter shape: per trait type (in name order) the number of
+    accepted values, or 0 for "more than ``_MAX_LISTED_VALUES``, passed as an array".
+
+    Each trait type's tokens come from primary-key range scans of ``nft_traits``, one per value, each
+    already in token order; a merge (UNION, which also lists once a token holding two accepted values of the
+    type) keeps that order, and the types are joined on token_id, which the planner can do as merge joins.
+    The page then reads the stream only up to offset + limit, while the total counts all of it, without a
+    sort or hash of the whole match in the common case. A type with many values uses one ``= ANY`` scan and
+    DISTINCT instead.
+    """
+
+    def tokens(index: int, values: int, bound: str) -> str:
+        scan = (
+            "SELECT token_id FROM nft_traits WHERE collection_id = %(collection_id)s"
+            f" AND trait_type = %(type_{index})s{bound} AND trait_value = "
+        )
+        if values == 0:
+            return f"{scan.replace('SELECT', 'SELECT DISTINCT', 1)}ANY(%(values_{index})s::text[])"
+        return " UNION ".join(f"{scan}%(value_{index}_{position})s" for position in range(values))
+
+    def matched(bound: str) -> str:
+        sets = [f"({tokens(index, values, bound)}) AS t{index}" for index, values in enumerate(shape)]
+        return sets[0] + "".join(f"\n    JOIN {joined} USING (token_id)" for joined in sets[1:])
+
+    return f"""
+SELECT s.total, {_NFT_COLUMNS}
+FROM (SELECT count(*) AS total FROM {matched("")}) AS s
+LEFT JOIN LATERAL (
+    SELECT token_id FROM {matched(" AND token_id > %(after)s::numeric")}
+    ORDER BY token_id OFFSET %(offset)s LIMIT %(limit)s
+) AS m ON true
+LEFT JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = m.token_id
+ORDER BY m.token_id
+"""  # noqa: S608
+
+
+__all__ = [
+    "CollectionRow",
+    "CollectionTraits",
+    "NftDetail",
+    "NftPage",
+    "NftRow",
+    "TokenOwner",
+    "TraitFacet",
+    "TraitValueCount",
+    "get_collection",
+    "get_nft",
+    "get_nft_page",
+    "get_owned_tokens",
+    "get_token_owners",
+    "get_traits",
+]

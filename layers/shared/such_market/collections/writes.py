@@ -1,0 +1,522 @@
+"""Set-based writers of collection data: metadata, NFTs and their traits, ranks, owners, ingestion state.
+
+Every writer is keyword-only, takes an autocommit psycopg connection and opens its own
+``conn.transaction()`` (a savepoint when the caller already holds one, so a caller can group several
+writers with its outbox event). Batches go through ``COPY`` into a temporary table and are applied with a
+few single statements, never row by row: ``nft_ownership`` carries statement-level summary triggers
+(migration 0003), which then run once per statement over the whole batch.
+
+Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` calls it
+unless told not to, so the page-number read path stays a range scan. Addresses are expected lower-case
+(the callers validate them; the table constraints reject anything else); token ids and balances are
+Python ints stored as ``numeric(78,0)``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from such_market.collections.queries import COLLECTION_COLUMNS, CollectionRow, TokenOwner, collection_row
+
+if TYPE_CHECKING:
+    import psycopg
+
+    Connection = psycopg.Connection[tuple[Any, ...]]
+
+IngestionState = Literal["pending", "queued", "running", "complete", "failed"]
+
+# Advisory lock class of "ranking this collection" (the object id is a hash of the collection id).
+_POSITIONS_LOCK_CLASS = 0x5C4D_0007
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionMetadata:
+    """What the upstream says about a contract (``total_supply`` None when it did not say)."""
+
+    contract_address: str
+    name: str | None = None
+    symbol: str | None = None
+    token_type: Literal["ERC721", "ERC1155", "UNKNOWN"] = "UNKNOWN"
+    total_supply: int | None = None
+    image_url: str | None = None
+    description: str | None = None
+    verified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NftRecord:
+    """One token as ingestion stores it; ``attributes`` are already normalized to
+    ``{"trait_type": ..., "value": ...}`` and become the token's ``nft_traits`` rows."""
+
+    token_id: int
+    title: str | None = None
+    description: str | None = None
+    image_url: str | None = None
+    thumbnail_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    attributes: list[dict[str, str]] = field(default_factory=list)
+    metadata_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnersReplaced:
+    """What ``replace_collection_owners`` did: ``deleted`` rows removed, ``held`` rows now held (each one
+    inserted or re-verified)."""
+
+    deleted: int
+    held: int
+
+
+_UPSERT_COLLECTION = f"""
+INSERT INTO collections AS c
+    (contract_address, name, symbol, token_type, total_supply, image_url, description, verified)
+VALUES (%(contract_address)s, %(name)s, %(symbol)s, %(token_type)s, %(total_supply)s::numeric, %(image_url)s,
+        %(description)s, %(verified)s)
+ON CONFLICT (contract_address) DO UPDATE
+SET name = excluded.name, symbol = excluded.symbol, token_type = excluded.token_type,
+    total_supply = excluded.total_supply, image_url = excluded.image_url, description = excluded.description,
+    verified = excluded.verified
+RETURNING {COLLECTION_COLUMNS}
+"""  # noqa: S608
+
+# A fresh batch table per call: dropped first in case an enclosing transaction already made one.
+_NFT_BATCH = """
+DROP TABLE IF EXISTS pg_temp.nft_batch;
+CREATE TEMP TABLE nft_batch (
+    token_id       numeric(78, 0) NOT NULL,
+    title          text,
+    description    text,
+    image_url      text,
+    thumbnail_url  text,
+    metadata       jsonb,
+    attributes     jsonb,
+    metadata_error text,
+    stale_traits   boolean
+) ON COMMIT DROP
+"""
+
+_COPY_NFTS = """
+COPY nft_batch (token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error)
+FROM STDIN
+"""
+
+# Rows that did not change are left alone (no new tuple, no updated_at bump). Ranks are not touched.
+_UPSERT_NFTS = """
+INSERT INTO nfts AS n
+    (collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error)
+SELECT %(collection_id)s, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
+       metadata_error
+FROM nft_batch
+ORDER BY token_id
+ON CONFLICT (collection_id, token_id) DO UPDATE
+SET title = excluded.title, description = excluded.description, image_url = excluded.image_url,
+    thumbnail_url = excluded.thumbnail_url, metadata = excluded.metadata, attributes = excluded.attributes,
+    metadata_error = excluded.metadata_error
+WHERE (n.title, n.description, n.image_url, n.thumbnail_url, n.metadata, n.attributes, n.metadata_error)
+      IS DISTINCT FROM
+      (excluded.title, excluded.description, excluded.image_url, excluded.thumbnail_url, excluded.metadata,
+       excluded.attributes, excluded.metadata_error)
+"""
+
+# The statements below never join the batch against a big table: the planner's estimates for a collection
+# that is being loaded are stale (often "1 row"), and a misjudged nested loop there turns quadratic. They
+# probe by primary key per batch row (a correlated subquery) or pass the batch as an array instead.
+#
+# A batch token's nft_traits rows are derived from its stored attributes, so they are rewritten only for
+# tokens whose attributes change (stale_traits true) or that are new (NULL); unchanged tokens cost nothing.
+_MARK_STALE_TRAITS = """
+UPDATE nft_batch AS b
+SET stale_traits = (
+    SELECT n.attributes IS DISTINCT FROM b.attributes
+    FROM nfts AS n
+    WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
+)
+"""
+
+_DELETE_STALE_TRAITS = """
+DELETE FROM nft_traits
+WHERE collection_id = %(collection_id)s
+  AND token_id = ANY (ARRAY(SELECT token_id FROM nft_batch WHERE stale_traits))
+"""
+
+_INSERT_TRAITS = """
+INSERT INTO nft_traits (collection_id, token_id, trait_type, trait_value)
+SELECT %(collection_id)s::uuid, b.token_id, a.attr ->> 'trait_type', a.attr ->> 'value'
+FROM nft_batch AS b
+CROSS JOIN LATERAL jsonb_array_elements(
+    CASE WHEN jsonb_typeof(b.attributes) = 'array' THEN b.attributes ELSE '[]'::jsonb END
+) AS a(attr)
+WHERE b.stale_traits IS NOT FALSE
+  AND jsonb_typeof(a.attr) = 'object'
+  AND a.attr ->> 'trait_type' IS NOT NULL AND a.attr ->> 'value' IS NOT NULL
+ON CONFLICT DO NOTHING  -- also skips a pair listed twice for one token
+"""
+
+_REBUILD_TRAITS = """
+WITH vanished AS (
+    DELETE FROM collection_traits AS ct
+    WHERE ct.collection_id = %(collection_id)s
+      AND NOT EXISTS (
+          SELECT 1 FROM nft_traits AS t
+          WHERE t.collection_id = ct.collection_id AND t.trait_type = ct.trait_type AND t.trait_value = ct.trait_value
+      )
+)
+INSERT INTO collection_traits AS ct (collection_id, trait_type, trait_value, token_count)
+SELECT %(collection_id)s, trait_type, trait_value, count(*)::integer
+FROM nft_traits
+WHERE collection_id = %(collection_id)s
+GROUP BY trait_type, trait_value
+ON CONFLICT (collection_id, trait_type, trait_value) DO UPDATE
+SET token_count = excluded.token_count
+WHERE ct.token_count <> excluded.token_count
+"""
+
+_LOCK_POSITIONS = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(collection_id)s::text))"
+
+_POSITION_STATE = """
+SELECT (SELECT min(token_id) FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL),
+       last.position, last.token_id
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT position, token_id FROM nfts
+    WHERE collection_id = %(collection_id)s AND position IS NOT NULL
+    ORDER BY position DESC LIMIT 1
+) AS last ON true
+"""
+
+# Ranks are written as an upsert onto the primary key rather than an UPDATE ... FROM join, whose plan
+# depends on statistics that are stale while a collection loads: each ranked row is one key probe. The
+# proposed rows never get inserted (every token exists); only the conflict branch runs.
+#
+# Every unranked token lies above the highest ranked one: rank them after it, in token order.
+_APPEND_POSITIONS = """
+INSERT INTO nfts AS n (collection_id, token_id, position)
+SELECT %(collection_id)s, token_id, %(base)s + row_number() OVER (ORDER BY token_id) - 1
+FROM nfts
+WHERE collection_id = %(collection_id)s AND position IS NULL
+ON CONFLICT (collection_id, token_id) DO UPDATE SET position = excluded.position
+"""
+
+# Some unranked token falls between ranked ones: re-rank the collection, writing only the rows whose rank
+# changes (the suffix above the first insertion point). The unique constraint on ranks is DEFERRABLE, so
+# the transient collisions of the shift are fine.
+_RENUMBER_POSITIONS = """
+INSERT INTO nfts AS n (collection_id, token_id, position)
+SELECT %(collection_id)s, token_id, row_number() OVER (ORDER BY token_id) - 1
+FROM nfts
+WHERE collection_id = %(collection_id)s
+ON CONFLICT (collection_id, token_id) DO UPDATE SET position = excluded.position
+WHERE n.position IS DISTINCT FROM excluded.position
+"""
+
+_COLLECTION_TOKEN_TYPE = "SELECT token_type FROM collections WHERE id = %(collection_id)s"
+
+_OWNER_BATCH = """
+DROP TABLE IF EXISTS pg_temp.owner_batch;
+CREATE TEMP TABLE owner_batch (
+    owner_address text NOT NULL,
+    token_id      numeric(78, 0) NOT NULL,
+    balance       numeric(78, 0) NOT NULL
+) ON COMMIT DROP
+"""
+
+# Lets the anti-join below probe the batch by key whichever side the planner drives it from.
+_INDEX_OWNER_BATCH = "CREATE INDEX ON owner_batch (token_id, owner_address)"
+
+_COPY_OWNERS = "COPY owner_batch (owner_address, token_id, balance) FROM STDIN"
+
+_SHARED_ERC721_TOKEN = """
+SELECT token_id::text FROM owner_batch GROUP BY token_id HAVING count(DISTINCT owner_address) > 1 LIMIT 1
+"""
+
+_DELETE_ABSENT_OWNERS = """
+DELETE FROM nft_ownership AS o
+WHERE o.collection_id = %(collection_id)s
+  AND NOT EXISTS (
+      SELECT 1 FROM owner_batch AS b WHERE b.token_id = o.token_id AND b.owner_address = o.owner_address
+  )
+"""
+
+# Duplicate (token, owner) rows of the batch count once, with their largest balance. Every held row is
+# re-verified now, so its last_verified_at moves even when its balance did not change.
+_UPSERT_OWNERS = """
+INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at)
+SELECT %(collection_id)s, token_id, owner_address,
+       CASE WHEN %(single_owner)s THEN 1 ELSE max(balance) END, now()
+FROM owner_batch
+GROUP BY token_id, owner_address
+ORDER BY token_id, owner_address
+ON CONFLICT (collection_id, token_id, owner_address) DO UPDATE
+SET balance = excluded.balance, last_verified_at = excluded.last_verified_at
+"""
+
+_DELETE_TOKEN_OWNERS = """
+DELETE FROM nft_ownership
+WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
+  AND owner_address <> ALL(%(owners)s::text[])
+"""
+
+_UPSERT_TOKEN_OWNERS = """
+INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at)
+SELECT %(collection_id)s, %(token_id)s::numeric, h.owner_address, h.balance, now()
+FROM unnest(%(owners)s::text[], %(balances)s::numeric[]) AS h(owner_address, balance)
+ORDER BY h.owner_address
+ON CONFLICT (collection_id, token_id, owner_address) DO UPDATE
+SET balance = excluded.balance, last_verified_at = excluded.last_verified_at
+RETURNING owner_address, balance::text, last_verified_at
+"""
+
+# A run starting (entering 'running') stamps its start and clears the previous finish; a run ending stamps
+# its finish; progress updates ('running' again) keep both. The error is replaced when one is given and
+# cleared by a successful finish.
+_SET_INGESTION_STATE = f"""
+UPDATE collections
+SET ingestion_state = %(state)s,
+    nfts_indexed = coalesce(%(nfts_indexed)s, nfts_indexed),
+    owners_indexed = coalesce(%(owners_indexed)s, owners_indexed),
+    ingestion_error = CASE WHEN %(error)s::text IS NOT NULL THEN %(error)s::text
+                           WHEN %(state)s = 'complete' THEN NULL
+                           ELSE ingestion_error END,
+    ingestion_started_at = CASE WHEN %(state)s = 'running' AND ingestion_state <> 'running' THEN now()
+                                ELSE ingestion_started_at END,
+    ingestion_finished_at = CASE WHEN %(state)s IN ('complete', 'failed') THEN now()
+                                 WHEN %(state)s = 'running' AND ingestion_state <> 'running' THEN NULL
+                                 ELSE ingestion_finished_at END
+WHERE id = %(collection_id)s
+RETURNING {COLLECTION_COLUMNS}
+"""  # noqa: S608
+
+_MARK_REFRESH = """
+UPDATE collections
+SET last_refresh_at = now(), refresh_cooldown_until = now() + make_interval(secs => %(cooldown_seconds)s)
+WHERE id = %(collection_id)s
+RETURNING refresh_cooldown_until
+"""
+
+
+def upsert_collection(*, conn: Connection, metadata: CollectionMetadata) -> CollectionRow:
+    """Insert the collection or overwrite its metadata; ingestion fields are left as they are."""
+    params = {
+        "contract_address": metadata.contract_address,
+        "name": metadata.name,
+        "symbol": metadata.symbol,
+        "token_type": metadata.token_type,
+        "total_supply": None if metadata.total_supply is None else str(metadata.total_supply),
+        "image_url": metadata.image_url,
+        "description": metadata.description,
+        "verified": metadata.verified,
+    }
+    with conn.transaction():
+        row = conn.execute(_UPSERT_COLLECTION, params).fetchone()
+    assert row is not None  # noqa: S101 - INSERT ... ON CONFLICT DO UPDATE ... RETURNING returns the row
+    return collection_row(row)
+
+
+def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[NftRecord], rank: bool = True) -> int:
+    """Insert or update a batch of tokens and make their ``nft_traits`` rows match their attributes.
+
+    A token listed twice counts once (the last record wins). Returns the number of distinct tokens
+    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``); a bulk load
+    that arrives out of token order can pass ``False`` and call ``assign_positions`` once at the end.
+    Collection trait counts are not touched: call ``rebuild_traits`` after the batches.
+    """
+    batch = {record.token_id: record for record in nfts}
+    if not batch:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(_NFT_BATCH)
+        with cur.copy(_COPY_NFTS) as copy:
+            for record in batch.values():
+                copy.write_row(
+                    (
+                        record.token_id,
+                        _text(record.title),
+                        _text(record.description),
+                        _text(record.image_url),
+                        _text(record.thumbnail_url),
+                        None if record.metadata is None else _json(record.metadata),
+                        _json(record.attributes),
+                        _text(record.metadata_error),
+                    )
+                )
+        params = {"collection_id": collection_id}
+        cur.execute(_MARK_STALE_TRAITS, params)
+        cur.execute(_DELETE_STALE_TRAITS, params)
+        cur.execute(_UPSERT_NFTS, params)
+        cur.execute(_INSERT_TRAITS, params)
+        if rank:
+            assign_positions(conn=conn, collection_id=collection_id)
+    return len(batch)
+
+
+def rebuild_traits(*, conn: Connection, collection_id: uuid.UUID) -> None:
+    """Recompute the collection's trait facets (``collection_traits``) from ``nft_traits`` in one statement;
+    values no token holds any more disappear."""
+    with conn.transaction():
+        conn.execute(_REBUILD_TRAITS, {"collection_id": collection_id})
+
+
+def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
+    """Rank the collection's unranked tokens; returns how many rows got a new rank.
+
+    When every unranked token lies above the highest ranked one (ingestion in token order, a new mint)
+    they are appended after it; otherwise the collection is re-ranked, writing only the rows whose rank
+    moves. Both are one UPDATE, serialized per collection by a transaction-level advisory lock.
+    """
+    params: dict[str, object] = {"collection_id": collection_id}
+    with conn.transaction():
+        conn.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
+        state = conn.execute(_POSITION_STATE, params).fetchone()
+        assert state is not None  # noqa: S101 - a one-row SELECT
+        first_unranked, last_position, last_token = state
+        if first_unranked is None:
+            return 0
+        if last_token is None or first_unranked > last_token:
+            base = 0 if last_position is None else last_position + 1
+            return conn.execute(_APPEND_POSITIONS, {**params, "base": base}).rowcount
+        return conn.execute(_RENUMBER_POSITIONS, params).rowcount
+
+
+def replace_collection_owners(
+    *, conn: Connection, collection_id: uuid.UUID, owners: Iterable[tuple[str, int, int]]
+) -> OwnersReplaced:
+    """Make the collection's ``nft_ownership`` exactly ``owners`` — (owner, token id, balance) triples.
+
+    Rows not listed are deleted, the listed ones inserted or updated (balance, ``last_verified_at``), in
+    two statements so the summary triggers run once each over the whole set. A non-positive balance means
+    "does not hold" (the row is treated as not listed), and duplicate (token, owner) pairs count once with their largest balance. For an ERC-721 collection
+    every balance is stored as 1 and a token listed with two different owners raises ``ValueError``
+    (nothing is written): such a token must end with exactly one owner row.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        token_type_row = cur.execute(_COLLECTION_TOKEN_TYPE, {"collection_id": collection_id}).fetchone()
+        if token_type_row is None:
+            raise LookupError(f"collection {collection_id} does not exist")
+        single_owner = token_type_row[0] == "ERC721"
+        cur.execute(_OWNER_BATCH)
+        with cur.copy(_COPY_OWNERS) as copy:
+            for owner, token_id, balance in owners:
+                if balance > 0:
+                    copy.write_row((owner, token_id, balance))
+        cur.execute(_INDEX_OWNER_BATCH)
+        if single_owner:
+            shared = cur.execute(_SHARED_ERC721_TOKEN).fetchone()
+            if shared is not None:
+                raise ValueError(f"ERC-721 token {shared[0]} is listed with more than one owner")
+        params = {"collection_id": collection_id, "single_owner": single_owner}
+        deleted = cur.execute(_DELETE_ABSENT_OWNERS, params).rowcount
+        held = cur.execute(_UPSERT_OWNERS, params).rowcount
+    return OwnersReplaced(deleted=deleted, held=held)
+
+
+def set_token_owners(
+    *, conn: Connection, collection_id: uuid.UUID, token_id: int, owners: Sequence[tuple[str, int]]
+) -> list[TokenOwner]:
+    """Replace the owners of one token with ``owners`` — (address, balance) pairs — verified now.
+
+    Non-positive balances mean "does not hold"; a repeated address keeps its last balance; an empty list
+    removes every owner (a burn). For an ERC-721 collection more than one holder raises ``ValueError``.
+    Returns the token's owners as stored, largest balance first.
+    """
+    holders = {address: balance for address, balance in owners}
+    holders = {address: balance for address, balance in holders.items() if balance > 0}
+    addresses = sorted(holders)
+    params: dict[str, object] = {
+        "collection_id": collection_id,
+        "token_id": token_id,
+        "owners": addresses,
+        "balances": [str(holders[address]) for address in addresses],
+    }
+    with conn.transaction():
+        token_type_row = conn.execute(_COLLECTION_TOKEN_TYPE, params).fetchone()
+        if token_type_row is None:
+            raise LookupError(f"collection {collection_id} does not exist")
+        if token_type_row[0] == "ERC721" and len(addresses) > 1:
+            raise ValueError(f"ERC-721 token {token_id} cannot have {len(addresses)} owners")
+        conn.execute(_DELETE_TOKEN_OWNERS, params)
+        rows = conn.execute(_UPSERT_TOKEN_OWNERS, params).fetchall() if addresses else []
+    stored = [TokenOwner(owner, balance, verified_at) for owner, balance, verified_at in rows]
+    stored.sort(key=lambda owner: (-int(owner.balance), owner.owner_address))
+    return stored
+
+
+def set_ingestion_state(
+    *,
+    conn: Connection,
+    collection_id: uuid.UUID,
+    state: IngestionState,
+    nfts_indexed: int | None = None,
+    owners_indexed: int | None = None,
+    error: str | None = None,
+) -> CollectionRow | None:
+    """Record the ingestion state (counters left as they are when None); see ``_SET_INGESTION_STATE`` for
+    the timestamps. Returns the updated collection, or None when it does not exist."""
+    params = {
+        "collection_id": collection_id,
+        "state": state,
+        "nfts_indexed": nfts_indexed,
+        "owners_indexed": owners_indexed,
+        "error": error,
+    }
+    with conn.transaction():
+        row = conn.execute(_SET_INGESTION_STATE, params).fetchone()
+    return None if row is None else collection_row(row)
+
+
+def mark_refresh(*, conn: Connection, collection_id: uuid.UUID, cooldown_seconds: float) -> datetime | None:
+    """Stamp a refresh now and start its cooldown; returns when the cooldown ends (None: no such collection).
+
+    Whether a refresh may start (cooldown, a run in progress) is the caller's decision, taken under its
+    refresh lock."""
+    with conn.transaction():
+        row = conn.execute(
+            _MARK_REFRESH, {"collection_id": collection_id, "cooldown_seconds": cooldown_seconds}
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters, which upstream metadata sometimes contains."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "")
+
+
+def _json(value: object) -> str:
+    """JSON text for a jsonb column; jsonb rejects the NUL escape, so NULs are dropped from strings."""
+    text = orjson.dumps(value).decode()
+    if "\\u0000" in text:
+        text = orjson.dumps(_without_nul(value)).decode()
+    return text
+
+
+def _without_nul(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+__all__ = [
+    "CollectionMetadata",
+    "IngestionState",
+    "NftRecord",
+    "OwnersReplaced",
+    "assign_positions",
+    "mark_refresh",
+    "rebuild_traits",
+    "replace_collection_owners",
+    "set_ingestion_state",
+    "set_token_owners",
+    "upsert_collection",
+    "upsert_nfts",
+]

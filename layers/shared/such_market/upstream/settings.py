@@ -1,0 +1,60 @@
+"""Settings of the upstream clients, validated at cold start like every other settings mixin.
+
+``AlchemySettings`` says how to reach the Alchemy NFT API v3: the API key (``ALCHEMY_API_KEY``
+locally, or ``ALCHEMY_API_KEY_SECRET_ARN`` naming a Secrets Manager secret or an SSM parameter in AWS),
+the base URL (``ALCHEMY_BASE_URL``, to point at the local stub) and network (``ALCHEMY_NETWORK``), and
+the bounds of the client: attempts per call, total retry time per call, pages per listing, timeouts.
+The key is a ``SecretStr``, so it never shows in a repr, a log line or a validation message.
+
+This module imports only pydantic, so a function can validate its settings without paying for httpx.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from such_market.config import FunctionSettings
+from such_market.errors import ConfigurationError
+
+DEFAULT_ALCHEMY_NETWORK = "base-mainnet"
+
+
+class AlchemySettings(FunctionSettings):
+    """Where the Alchemy NFT API is, with which key, and how hard the client tries."""
+
+    alchemy_api_key: SecretStr | None = None
+    alchemy_api_key_secret_arn: str | None = Field(
+        default=None,
+        pattern=r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$",
+        description="a Secrets Manager ARN, an SSM parameter ARN, or an SSM parameter name (/…)",
+    )
+    alchemy_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="replaces https://{network}.g.alchemy.com (the local stub, a proxy)",
+    )
+    alchemy_network: str = Field(default=DEFAULT_ALCHEMY_NETWORK, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
+    alchemy_max_attempts: int = Field(default=4, ge=1, le=10)
+    alchemy_retry_budget_seconds: float = Field(default=20.0, gt=0, le=300)
+    alchemy_max_pages: int = Field(default=2000, ge=1, le=100_000)
+    alchemy_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    alchemy_read_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        key = self.alchemy_api_key.get_secret_value() if self.alchemy_api_key else ""
+        if not key.strip() and not self.alchemy_api_key_secret_arn:
+            raise ValueError("set ALCHEMY_API_KEY or ALCHEMY_API_KEY_SECRET_ARN")
+        return self
+
+    def resolve_api_key(self) -> str:
+        """The API key itself: the plain variable, else the secret it references (cached per container)."""
+        if self.alchemy_api_key is not None and self.alchemy_api_key.get_secret_value().strip():
+            return self.alchemy_api_key.get_secret_value().strip()
+        if self.alchemy_api_key_secret_arn is None:
+            raise ConfigurationError("set ALCHEMY_API_KEY or ALCHEMY_API_KEY_SECRET_ARN")
+        from such_market.secrets import get_secret_string
+
+        return get_secret_string(self.alchemy_api_key_secret_arn).strip()
