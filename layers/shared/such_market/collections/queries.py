@@ -196,10 +196,10 @@ FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::n
 """
 
 _TOKEN_OWNERS = """
-SELECT owner_address, balance::text, last_verified_at
-FROM nft_ownership
-WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
-ORDER BY balance DESC, owner_address
+SELECT o.owner_address, o.balance::text, o.last_verified_at
+FROM nft_ownership AS o
+WHERE o.collection_id = %(collection_id)s AND o.token_id = %(token_id)s::numeric
+ORDER BY o.balance DESC, o.owner_address
 """
 
 # The wallet's tokens in token order from nft_ownership (owner_address, collection_id, token_id); a token
@@ -246,7 +246,14 @@ def get_nft_page(
     """
     _check_page(page, page_size)
     if filters:
-        return _filtered_page(conn, collection_id, page, page_size, filters, after_token_id)
+        return _filtered_page(
+            conn=conn,
+            collection_id=collection_id,
+            page=page,
+            page_size=page_size,
+            filters=filters,
+            after_token_id=after_token_id,
+        )
     if after_token_id is not None:
         rows = conn.execute(
             _PAGE_AFTER, {"collection_id": collection_id, "after": after_token_id, "limit": page_size + 1}
@@ -349,6 +356,7 @@ def _keyset_page(rows: list[tuple[Any, ...]], page_size: int) -> NftPage:
 
 
 def _filtered_page(
+    *,
     conn: Connection,
     collection_id: uuid.UUID,
     page: int,
@@ -392,7 +400,7 @@ def _filtered_sql(shape: tuple[int, ...]) -> str:
 
     def tokens(index: int, values: int, bound: str) -> str:
         scan = (
-            "SELECT token_id FROM nft_traits WHERE collection_id = %(collection_id)s"
+            "SELECT token_id FROM nft_traits WHERE collection_id = %(collection_id)s"  # noqa: S608 - placeholders
             f" AND trait_type = %(type_{index})s{bound} AND trait_value = "
         )
         if values == 0:

@@ -390,9 +390,9 @@ def replace_collection_owners(
 
     Rows not listed are deleted, the listed ones inserted or updated (balance, ``last_verified_at``), in
     two statements so the summary triggers run once each over the whole set. A non-positive balance means
-    "does not hold" (the row is treated as not listed), and duplicate (token, owner) pairs count once with their largest balance. For an ERC-721 collection
-    every balance is stored as 1 and a token listed with two different owners raises ``ValueError``
-    (nothing is written): such a token must end with exactly one owner row.
+    "does not hold" (the row is treated as not listed); duplicate (token, owner) pairs count once, with
+    their largest balance. For an ERC-721 collection every balance is stored as 1, and a token listed with
+    two different owners raises ``ValueError`` (nothing is written): it must end with exactly one owner.
     """
     with conn.transaction(), conn.cursor() as cur:
         token_type_row = cur.execute(_COLLECTION_TOKEN_TYPE, {"collection_id": collection_id}).fetchone()
@@ -424,8 +424,7 @@ def set_token_owners(
     removes every owner (a burn). For an ERC-721 collection more than one holder raises ``ValueError``.
     Returns the token's owners as stored, largest balance first.
     """
-    holders = {address: balance for address, balance in owners}
-    holders = {address: balance for address, balance in holders.items() if balance > 0}
+    holders = {address: balance for address, balance in dict(owners).items() if balance > 0}
     addresses = sorted(holders)
     params: dict[str, object] = {
         "collection_id": collection_id,
