@@ -1,0 +1,45 @@
+"""EventBridge consumer of ``collection.ingest_requested``: runs the collection's ingestion job (SPEC §6).
+
+Once per ``eventId`` (Powertools idempotency). The job's time budget is the invocation's remaining time
+less a margin, so a run records its end before Lambda's timeout could stop it. Returns the run's report;
+an upstream failure is recorded on the collection and re-raised, so Lambda retries the event and then
+sends it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from such_market.collections.ingestion import DEFAULT_TIME_BUDGET_SECONDS, ingest_collection, time_budget_for
+from such_market.config import load_settings
+from such_market.events.consumer import EventConsumer
+from such_market.events.models import CollectionIngestRequested
+from such_market.runtime import ReadPathSettings, runtime_for
+
+consumer = EventConsumer("ingester", settings_model=ReadPathSettings)
+_time_budget: ContextVar[float] = ContextVar("time_budget", default=DEFAULT_TIME_BUDGET_SECONDS)
+
+
+@consumer.on(CollectionIngestRequested)
+def _ingest(detail: CollectionIngestRequested) -> dict[str, object]:
+    runtime = runtime_for(load_settings(ReadPathSettings))
+    report = ingest_collection(
+        conn=runtime.conn,
+        alchemy=runtime.alchemy,
+        publisher=runtime.publisher,
+        address=detail.contract_address,
+        reason=detail.reason,
+        time_budget_seconds=_time_budget.get(),
+    )
+    return report.as_dict()
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> object:
+    token = _time_budget.set(time_budget_for(context.get_remaining_time_in_millis()))
+    try:
+        return consumer.handle(event, context)
+    finally:
+        _time_budget.reset(token)

@@ -1,0 +1,531 @@
+"""The ingestion job of one collection (SPEC §6 ``collection.ingest_requested``): Alchemy → PostgreSQL.
+
+``ingest_collection`` reads the contract's metadata, every token (getNFTsForContract) and every holder
+with its balances (getOwnersForContract ``withTokenBalances``), and stores them with the set-based
+writers of ``such_market.collections.writes``:
+
+1. the collection row is marked ``running`` (created first from its metadata when it is new); an
+   address without an NFT contract ends ``failed`` at once, without an exception, so the event is not
+   retried for nothing;
+2. token pages stream from a fetch thread through a bounded queue into ``upsert_nfts`` batches on the
+   calling thread, so the fetch of the next pages overlaps the write of the current batch and memory
+   holds at most ``prefetch_pages`` pages plus one batch. Alchemy pages are sequential (each
+   ``pageKey`` comes from the page before), so this overlap is the only parallelism the token listing
+   allows. The holder listing, which needs no token data, runs at the same time on a second thread:
+   at most two Alchemy calls are in flight, each with the client's 429-aware bounded retries;
+3. once both listings are complete, one transaction finishes the run: tokens Alchemy no longer lists
+   are deleted, ranks assigned, trait facets rebuilt, ``nft_ownership`` replaced by the holder listing
+   in one set-based call (the summary triggers run once over the whole set), the state set
+   ``complete`` with its counters, and ``collection.refreshed`` written to the outbox. Token rows appear
+   batch by batch during the run, but ownership, facets, ranks and the state switch in that one commit,
+   and a crash before it marks nothing complete.
+
+Failures end the run with state ``failed`` and the error text (Alchemy's redacted message or a generic
+one: never the key, never internals):
+
+- an upstream failure (5xx/timeouts/429 through every retry, or a 4xx) is re-raised after recording it,
+  so the invocation fails: EventBridge invokes Lambda asynchronously, Lambda retries the failed
+  invocation (twice: the function's ``EventInvokeConfig`` in template.yaml) and then sends the event
+  to the events dead-letter queue. A failed run leaves no idempotency record, so a retry runs the job
+  again;
+- the time budget (``time_budget_seconds``, default below the Lambda timeout; the handler derives it
+  from the remaining time) is checked between pages: when it runs out the run stops, records "time
+  budget exceeded" and returns normally (a retry would take as long). An Alchemy call in flight at the
+  deadline may overrun it by that call's own retry budget; the margin below the Lambda timeout covers
+  that, so a run never stays ``running`` because Lambda killed it;
+- a listing that stops before its end (the client's page cap, a repeated page key), or a holder listing
+  without balances, is not complete either: ``failed``, returned normally, and neither tokens nor
+  ownership are removed on its account.
+
+When a failed run has already written token rows, ``collection.updated`` goes out with the failed state
+so cached pages of the collection are dropped.
+
+Re-running converges: token rows are upserted (unchanged rows untouched) and those no longer listed
+deleted, traits and ranks recomputed, ownership replaced, so a run leaves the same rows whatever the
+collection held before. A run that finds
+another run of the same collection in progress (a session advisory lock) returns ``skipped``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pydantic.alias_generators import to_camel
+
+from such_market.collections.from_alchemy import collection_metadata, nft_record
+from such_market.collections.queries import get_collection
+from such_market.collections.writes import (
+    NftRecord,
+    assign_positions,
+    rebuild_traits,
+    replace_collection_owners,
+    set_ingestion_state,
+    upsert_collection,
+    upsert_nfts,
+)
+from such_market.errors import SuchMarketError
+from such_market.events.models import CollectionRefreshed, CollectionUpdated, Event
+from such_market.events.outbox import outbox_transaction
+from such_market.observability import logger
+from such_market.upstream.alchemy import ERC721, NftPage, UpstreamError
+from such_market.validation import normalize_address
+
+if TYPE_CHECKING:
+    import uuid
+
+    import psycopg
+
+    from such_market.events.publisher import EventPublisher
+    from such_market.upstream.alchemy import AlchemyClient
+
+    Connection = psycopg.Connection[tuple[Any, ...]]
+
+LAMBDA_TIMEOUT_SECONDS: Final = 900.0
+TIME_BUDGET_MARGIN_SECONDS: Final = 60.0
+"""Kept free below the Lambda timeout: one in-flight Alchemy call's retry budget plus the final transaction."""
+
+DEFAULT_TIME_BUDGET_SECONDS: Final = LAMBDA_TIMEOUT_SECONDS - TIME_BUDGET_MARGIN_SECONDS
+DEFAULT_BATCH_TOKENS: Final = 1000
+"""Tokens per ``upsert_nfts`` call: ten Alchemy pages, one COPY and three statements."""
+
+DEFAULT_PREFETCH_PAGES: Final = 20
+"""How many token pages the fetch thread may read ahead of the writer (memory bound: 2,000 tokens)."""
+
+MAX_CONFLICT_LOOKUPS: Final = 50
+"""ERC-721 tokens listed with two holders (a transfer between two owner pages) re-read one by one."""
+
+FINISH_STATEMENT_TIMEOUT_MS: Final = 120_000
+"""Statement timeout of the finishing transaction: whole-collection statements over up to 100k+ rows."""
+
+MAX_REASON_LENGTH: Final = 200
+"""The events' ``reason`` label limit."""
+
+NOT_A_CONTRACT_ERROR: Final = "the address holds no NFT contract"
+TIME_BUDGET_ERROR: Final = "time budget exceeded"
+INTERNAL_ERROR: Final = "internal error during ingestion"
+
+# Advisory lock class of "ingesting this collection" (the object id is a hash of the contract address).
+_INGESTION_LOCK_CLASS: Final = 0x5C4D_1001
+_TRY_LOCK = "SELECT pg_try_advisory_lock(%(lock_class)s, hashtext(%(address)s))"
+_UNLOCK = "SELECT pg_advisory_unlock(%(lock_class)s, hashtext(%(address)s))"
+_SET_FINISH_TIMEOUT = f"SET LOCAL statement_timeout = {FINISH_STATEMENT_TIMEOUT_MS}"
+# Tokens of the collection that the complete listing did not return (burned, or never real): an anti-join
+# against the listed ids, so the cost is one hash over the listing whatever its size.
+_PRUNE_UNLISTED_NFTS = """
+DELETE FROM nfts AS n
+WHERE n.collection_id = %(collection_id)s
+  AND NOT EXISTS (SELECT 1 FROM unnest(%(token_ids)s::numeric[]) AS l(token_id) WHERE l.token_id = n.token_id)
+"""
+
+IngestionOutcome = Literal["complete", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestionReport:
+    """What one run did. ``owners`` counts distinct holders, ``token_owner_rows`` the ``nft_ownership``
+    rows now held, ``broken`` the tokens whose metadata Alchemy could not read, ``pages`` the token pages."""
+
+    contract_address: str
+    state: IngestionOutcome
+    nfts: int = 0
+    broken: int = 0
+    owners: int = 0
+    token_owner_rows: int = 0
+    pages: int = 0
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The camelCase JSON form (the handler's result, stored by the idempotency layer)."""
+        return {to_camel(name): value for name, value in asdict(self).items()}
+
+
+class _StopIngestion(SuchMarketError):  # noqa: N818 - an outcome, not a fault
+    """The run ends ``failed`` with ``message`` and returns normally (retrying would not help)."""
+
+
+def time_budget_for(remaining_ms: int, *, cap: float = DEFAULT_TIME_BUDGET_SECONDS) -> float:
+    """The time budget of a run that has ``remaining_ms`` before Lambda stops it: the remaining time less
+    a margin (``TIME_BUDGET_MARGIN_SECONDS``, or a tenth of the remaining time when that is shorter)."""
+    remaining = max(0.0, remaining_ms / 1000)
+    return max(0.0, min(cap, remaining - min(TIME_BUDGET_MARGIN_SECONDS, remaining / 10)))
+
+
+def ingest_collection(
+    *,
+    conn: Connection,
+    alchemy: AlchemyClient,
+    publisher: EventPublisher,
+    address: str,
+    reason: str,
+    time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    prefetch_pages: int = DEFAULT_PREFETCH_PAGES,
+    clock: Callable[[], float] = time.monotonic,
+) -> IngestionReport:
+    """Ingest the collection at ``address`` completely (see the module docstring).
+
+    Returns the report of a ``complete`` run, of a ``failed`` one that retrying would not fix (no NFT
+    contract, time budget, truncated listing), or of a ``skipped`` one (another run holds the
+    collection). Raises ``UpstreamError`` after recording the failure when Alchemy could not answer,
+    and re-raises anything unexpected after recording a generic error.
+    """
+    if batch_tokens < 1 or prefetch_pages < 1:
+        raise ValueError("batch_tokens and prefetch_pages must be at least 1")
+    if not 1 <= len(reason) <= MAX_REASON_LENGTH:
+        raise ValueError(f"reason must be 1-{MAX_REASON_LENGTH} characters")  # checked before the work, not after
+    run = _Run(
+        conn=conn,
+        alchemy=alchemy,
+        publisher=publisher,
+        address=normalize_address(address),
+        reason=reason,
+        deadline=clock() + time_budget_seconds,
+        batch_tokens=batch_tokens,
+        prefetch_pages=prefetch_pages,
+        clock=clock,
+    )
+    with _ingestion_lock(conn, run.address) as acquired:
+        if not acquired:
+            logger.info("another ingestion of this collection is running; skipped", extra={"contract": run.address})
+            return run.report("skipped")
+        return run.execute()
+
+
+@contextlib.contextmanager
+def _ingestion_lock(conn: Connection, address: str) -> Iterator[bool]:
+    """Hold the session-level advisory lock of ``address`` for the block; yields whether it was free."""
+    params = {"lock_class": _INGESTION_LOCK_CLASS, "address": address}
+    row = conn.execute(_TRY_LOCK, params).fetchone()
+    acquired = bool(row and row[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                conn.execute(_UNLOCK, params)
+            except Exception:  # a broken connection released it with its session
+                logger.warning("could not release the ingestion lock", extra={"contract": address})
+
+
+@dataclass(frozen=True, slots=True)
+class _Owners:
+    """The holder listing as ``nft_ownership`` rows, and whether the listing reached its end."""
+
+    rows: list[tuple[str, int, int]]
+    complete: bool
+
+
+class _Run:
+    """One ingestion run: its inputs, its deadline and what it has done so far."""
+
+    def __init__(
+        self,
+        *,
+        conn: Connection,
+        alchemy: AlchemyClient,
+        publisher: EventPublisher,
+        address: str,
+        reason: str,
+        deadline: float,
+        batch_tokens: int,
+        prefetch_pages: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.conn = conn
+        self.alchemy = alchemy
+        self.publisher = publisher
+        self.address = address
+        self.reason = reason
+        self.deadline = deadline
+        self.batch_tokens = batch_tokens
+        self.prefetch_pages = prefetch_pages
+        self.clock = clock
+        self.started = clock()
+        self.stop = threading.Event()
+        self.token_ids: set[int] = set()
+        self.broken: set[int] = set()
+        self.pages = 0
+        self.written = 0
+        self.owners = 0
+        self.owner_rows = 0
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def execute(self) -> IngestionReport:
+        existing = get_collection(conn=self.conn, address=self.address)
+        collection_id = existing.id if existing is not None else None
+        try:
+            if collection_id is not None:
+                set_ingestion_state(conn=self.conn, collection_id=collection_id, state="running")
+            metadata = self.alchemy.get_contract_metadata(contract=self.address)
+            if metadata is None:
+                raise _StopIngestion(NOT_A_CONTRACT_ERROR)
+            row = upsert_collection(conn=self.conn, metadata=collection_metadata(metadata))
+            collection_id = row.id
+            if existing is None:
+                set_ingestion_state(conn=self.conn, collection_id=collection_id, state="running")
+            self._ingest(collection_id, single_owner=metadata.token_type == ERC721)
+        except _StopIngestion as stop:
+            self._record_failure(collection_id, str(stop))
+            return self.report("failed", error=str(stop))
+        except UpstreamError as error:
+            self._record_failure(collection_id, str(error))
+            raise
+        except Exception:
+            self._record_failure(collection_id, INTERNAL_ERROR)
+            raise
+        finally:
+            self.stop.set()
+        return self.report("complete")
+
+    def report(self, state: IngestionOutcome, *, error: str | None = None) -> IngestionReport:
+        return IngestionReport(
+            contract_address=self.address,
+            state=state,
+            nfts=len(self.token_ids),
+            broken=len(self.broken),
+            owners=self.owners,
+            token_owner_rows=self.owner_rows,
+            pages=self.pages,
+            duration_seconds=round(self.clock() - self.started, 3),
+            error=error,
+        )
+
+    def _ingest(self, collection_id: uuid.UUID, *, single_owner: bool) -> None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-owners") as pool:
+            owners_future = pool.submit(self._list_owners)
+            try:
+                listed_completely = self._load_nfts(collection_id, owners_future)
+                owners = self._result(owners_future)
+            finally:
+                self.stop.set()  # the owner thread stops at its next page if the token pass failed
+        if not listed_completely or not owners.complete:
+            raise _StopIngestion("the upstream listing stopped before its end (page cap or repeated page key)")
+        rows = self._single_owner_rows(owners.rows) if single_owner else owners.rows
+        self._finish(collection_id, rows)
+
+    def _load_nfts(self, collection_id: uuid.UUID, owners_future: Future[_Owners]) -> bool:
+        """Write every token page; True when the listing reached its end."""
+        pages = _Prefetch(
+            self.alchemy.iter_nfts_for_contract(contract=self.address),
+            depth=self.prefetch_pages,
+            stop=self.stop,
+            name="ingest-nfts",
+        )
+        batch: list[NftRecord] = []
+        complete = False
+        try:
+            while (page := pages.get(timeout=self._remaining())) is not None:
+                self.pages += 1
+                complete = page.page_key is None
+                batch.extend(self._records(page))
+                if len(batch) >= self.batch_tokens:
+                    self._write(collection_id, batch)
+                    batch = []
+                if owners_future.done() and owners_future.exception() is not None:
+                    break  # the holder listing failed: fail now, not after the last token page
+            if batch:
+                self._write(collection_id, batch)
+        except queue.Empty:
+            raise _StopIngestion(TIME_BUDGET_ERROR) from None
+        finally:
+            pages.close()
+        return complete
+
+    def _records(self, page: NftPage) -> Iterator[NftRecord]:
+        for nft in page.nfts:
+            record = nft_record(nft)
+            self.token_ids.add(record.token_id)
+            if record.metadata_error:
+                self.broken.add(record.token_id)
+            else:
+                self.broken.discard(record.token_id)
+            yield record
+
+    def _write(self, collection_id: uuid.UUID, batch: list[NftRecord]) -> None:
+        if self.clock() > self.deadline:
+            raise _StopIngestion(TIME_BUDGET_ERROR)
+        self.written += upsert_nfts(conn=self.conn, collection_id=collection_id, nfts=batch, rank=False)
+        set_ingestion_state(
+            conn=self.conn, collection_id=collection_id, state="running", nfts_indexed=len(self.token_ids)
+        )
+
+    def _list_owners(self) -> _Owners:
+        """Every holder with its balances (runs on the owner thread, stops with the run)."""
+        rows: list[tuple[str, int, int]] = []
+        holders = 0
+        complete = False
+        for page in self.alchemy.get_owners_for_contract(contract=self.address, with_token_balances=True):
+            holders += len(page.owners)
+            rows.extend(
+                (owner.address, int(held.token_id), int(held.balance))
+                for owner in page.owners
+                for held in owner.token_balances
+            )
+            complete = page.page_key is None
+            if self.stop.is_set() or self.clock() > self.deadline:
+                break
+        if holders and not rows:
+            # Holders without a single balance would wipe the collection's ownership: refuse them.
+            raise _StopIngestion("the holder listing carried no token balances")
+        return _Owners(rows=rows, complete=complete)
+
+    def _result(self, owners_future: Future[_Owners]) -> _Owners:
+        try:
+            return owners_future.result(timeout=self._remaining())
+        except TimeoutError:
+            raise _StopIngestion(TIME_BUDGET_ERROR) from None
+
+    def _single_owner_rows(self, rows: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """One holder per ERC-721 token. A token listed with two holders (it moved while the listing was
+        being read) is re-read with getOwnersForNFT, up to ``MAX_CONFLICT_LOOKUPS`` of them; the others
+        get no holder this run, and the ownership re-verification job reads them later."""
+        owner_of: dict[int, str] = {}
+        conflicted: set[int] = set()
+        for owner, token_id, balance in rows:
+            if balance > 0 and owner_of.setdefault(token_id, owner) != owner:
+                conflicted.add(token_id)
+        for index, token_id in enumerate(sorted(conflicted)):
+            del owner_of[token_id]
+            if index >= MAX_CONFLICT_LOOKUPS:
+                continue
+            holders = self.alchemy.get_owners_for_nft(contract=self.address, token_id=token_id, token_type=ERC721)
+            if len(holders) == 1:
+                owner_of[token_id] = holders[0].address
+        if len(conflicted) > MAX_CONFLICT_LOOKUPS:
+            logger.warning(
+                "ERC-721 tokens listed with several holders were left without one",
+                extra={"contract": self.address, "tokens": len(conflicted) - MAX_CONFLICT_LOOKUPS},
+            )
+        return [(owner, token_id, 1) for token_id, owner in owner_of.items()]
+
+    def _finish(self, collection_id: uuid.UUID, owner_rows: list[tuple[str, int, int]]) -> None:
+        """Prune, rank, count traits, replace ownership, mark complete and emit the event: one transaction."""
+        if self.clock() > self.deadline:
+            raise _StopIngestion(TIME_BUDGET_ERROR)
+        holders = len({owner for owner, _, balance in owner_rows if balance > 0})
+        with outbox_transaction(self.conn, self.publisher) as tx:
+            self.conn.execute(_SET_FINISH_TIMEOUT)
+            self.conn.execute(
+                _PRUNE_UNLISTED_NFTS, {"collection_id": collection_id, "token_ids": sorted(self.token_ids)}
+            )
+            assign_positions(conn=self.conn, collection_id=collection_id)
+            rebuild_traits(conn=self.conn, collection_id=collection_id)
+            replaced = replace_collection_owners(conn=self.conn, collection_id=collection_id, owners=owner_rows)
+            set_ingestion_state(
+                conn=self.conn,
+                collection_id=collection_id,
+                state="complete",
+                nfts_indexed=len(self.token_ids),
+                owners_indexed=holders,
+            )
+            tx.add(Event(CollectionRefreshed(contract_address=self.address, reason=self.reason)))
+        self.owners = holders
+        self.owner_rows = replaced.held
+        logger.info(
+            "collection ingested",
+            extra={
+                "contract": self.address,
+                "nfts": len(self.token_ids),
+                "owners": holders,
+                "pages": self.pages,
+                "seconds": round(self.clock() - self.started, 3),
+            },
+        )
+
+    def _record_failure(self, collection_id: uuid.UUID | None, error: str) -> None:
+        """State ``failed`` with ``error`` (and ``collection.updated`` if token rows changed); never raises,
+        so the failure that brought us here is the one the caller sees."""
+        logger.warning("collection ingestion failed", extra={"contract": self.address, "error": error})
+        if collection_id is None:
+            return
+        try:
+            with outbox_transaction(self.conn, self.publisher) as tx:
+                set_ingestion_state(conn=self.conn, collection_id=collection_id, state="failed", error=error)
+                if self.written:
+                    tx.add(Event(CollectionUpdated(contract_address=self.address, reason="ingestion_failed")))
+        except Exception:  # the original failure matters more; the state is best effort
+            logger.exception("could not record the failed ingestion", extra={"contract": self.address})
+
+    def _remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+
+class _End:
+    """The source is exhausted."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """The source raised ``error``."""
+
+    error: BaseException
+
+
+class _Prefetch:
+    """Iterates ``source`` on a daemon thread, at most ``depth`` items ahead of the consumer.
+
+    ``get`` returns the next item, ``None`` at the end, re-raises what the source raised, and raises
+    ``queue.Empty`` when nothing arrives within ``timeout``. ``close`` (or ``stop``) ends the thread after
+    the item it is reading; the source's own timeouts bound how long that takes.
+    """
+
+    def __init__(self, source: Iterator[NftPage], *, depth: int, stop: threading.Event, name: str) -> None:
+        self._source = source
+        self._queue: queue.Queue[NftPage | _End | _Failure] = queue.Queue(maxsize=depth)
+        self._stop = stop
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def get(self, *, timeout: float) -> NftPage | None:
+        item = self._queue.get(timeout=timeout)
+        if isinstance(item, _Failure):
+            raise item.error
+        if isinstance(item, _End):
+            return None
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=TIME_BUDGET_MARGIN_SECONDS)
+
+    def _stopped(self) -> bool:
+        return self._closed.is_set() or self._stop.is_set()
+
+    def _offer(self, item: NftPage | _End | _Failure) -> bool:
+        while not self._stopped():
+            try:
+                self._queue.put(item, timeout=0.05)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._source:
+                if not self._offer(item):
+                    return
+            self._offer(_End())
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._offer(_Failure(error))
+        finally:
+            if isinstance(self._source, Generator):
+                self._source.close()
+
+
+__all__ = [
+    "DEFAULT_TIME_BUDGET_SECONDS",
+    "IngestionReport",
+    "ingest_collection",
+    "time_budget_for",
+]

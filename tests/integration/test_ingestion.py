@@ -1,0 +1,457 @@
+"""The ingestion job against real PostgreSQL, the Alchemy stub over HTTP and a moto EventBridge bus.
+
+Every assertion compares what the database holds with the stub's ground truth (tokens, traits, broken
+metadata, holders and balances) and checks that the ownership summaries stay exact. Waits between
+Alchemy retries are recorded instead of slept (the client's ``sleep`` seam), so fault tests stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from local.upstream_stub import (
+    ERC721_CONTRACT,
+    ERC721_TOKEN_COUNT,
+    ERC721_WALLET_COUNT,
+    ERC1155_CONTRACT,
+    ERC1155_TOKEN_COUNT,
+    NOT_A_CONTRACT,
+    AlchemyStub,
+    broken_token_ids,
+    distinct_owners,
+    token_holders,
+    trait_counts,
+)
+from such_market.collections.ingestion import (
+    NOT_A_CONTRACT_ERROR,
+    TIME_BUDGET_ERROR,
+    IngestionReport,
+    ingest_collection,
+)
+from such_market.collections.queries import CollectionRow, get_collection
+from such_market.collections.writes import CollectionMetadata, upsert_collection
+from such_market.config import EventSettings
+from such_market.db.consistency import check_summaries
+from such_market.events.publisher import EventPublisher
+from such_market.upstream.alchemy import AlchemyClient, UpstreamUnavailable
+from tests.conftest import MotoBus
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+API_KEY = "stub-key-ingestion-0123"
+NFT_PAGES = ERC721_TOKEN_COUNT // 100
+OWNER_PAGES = -(-ERC721_WALLET_COUNT // 1000)
+ERC721_REQUESTS = 1 + NFT_PAGES + OWNER_PAGES  # metadata, token pages, holder pages
+
+
+@pytest.fixture
+def fresh_stub(alchemy_stub: AlchemyStub) -> Iterator[AlchemyStub]:
+    """The session's stub with counters reset and no fault injection (restored after the test)."""
+    yield alchemy_stub
+    alchemy_stub.rate_limit_every = 0
+    alchemy_stub.server_error_every = 0
+    alchemy_stub.retry_after_seconds = 1
+    alchemy_stub.reset_counters()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def alchemy(fresh_stub: AlchemyStub, sleeps: list[float]) -> Iterator[AlchemyClient]:
+    with AlchemyClient(api_key=API_KEY, base_url=fresh_stub.base_url, sleep=sleeps.append) as client:
+        yield client
+
+
+@pytest.fixture
+def publisher(moto_bus: MotoBus) -> EventPublisher:
+    return EventPublisher(EventSettings(event_bus_name=moto_bus.name, eventbridge_endpoint_url=None))
+
+
+def ingest(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, address: str, **options: Any
+) -> IngestionReport:
+    return ingest_collection(conn=db, alchemy=alchemy, publisher=publisher, address=address, reason="test", **options)
+
+
+def collection(db: Conn, address: str) -> CollectionRow:
+    row = get_collection(conn=db, address=address)
+    assert row is not None
+    return row
+
+
+def stored_traits(db: Conn, address: str) -> dict[str, dict[str, int]]:
+    traits: dict[str, dict[str, int]] = {}
+    for trait_type, value, count in db.execute(
+        "SELECT t.trait_type, t.trait_value, t.token_count FROM collection_traits t "
+        "JOIN collections c ON c.id = t.collection_id WHERE c.contract_address = %s",
+        (address,),
+    ):
+        traits.setdefault(trait_type, {})[value] = count
+    return traits
+
+
+def stored_holders(db: Conn, address: str) -> dict[str, dict[str, int]]:
+    holders: dict[str, dict[str, int]] = {}
+    for token_id, owner, balance in db.execute(
+        "SELECT o.token_id::text, o.owner_address, o.balance::bigint FROM nft_ownership o "
+        "JOIN collections c ON c.id = o.collection_id WHERE c.contract_address = %s",
+        (address,),
+    ):
+        holders.setdefault(token_id, {})[owner] = balance
+    return holders
+
+
+def stored_broken(db: Conn, address: str) -> frozenset[str]:
+    rows = db.execute(
+        "SELECT n.token_id::text FROM nfts n JOIN collections c ON c.id = n.collection_id "
+        "WHERE c.contract_address = %s AND n.metadata_error IS NOT NULL",
+        (address,),
+    ).fetchall()
+    return frozenset(token_id for (token_id,) in rows)
+
+
+def nft_digest(db: Conn, address: str) -> tuple[int, str]:
+    """(row count, md5 over every stored token column that ingestion writes, ranks included)."""
+    row = db.execute(
+        "SELECT count(*), md5(string_agg(concat_ws('|', n.token_id, n.position, n.title, n.image_url, "
+        "n.thumbnail_url, n.metadata::text, n.attributes::text, n.metadata_error), ',' ORDER BY n.token_id)) "
+        "FROM nfts n JOIN collections c ON c.id = n.collection_id WHERE c.contract_address = %s",
+        (address,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def outbox_events(db: Conn, detail_type: str) -> list[tuple[dict[str, Any], bool]]:
+    """(detail, published?) of every outbox row of ``detail_type``."""
+    rows = db.execute(
+        "SELECT detail, published_at IS NOT NULL FROM cache_events_outbox WHERE detail_type = %s ORDER BY id",
+        (detail_type,),
+    ).fetchall()
+    return [(detail, published) for detail, published in rows]
+
+
+@contextlib.contextmanager
+def rewritten(stub: AlchemyStub, method: str, change: Callable[[str, dict[str, Any]], None]) -> Iterator[None]:
+    """The stub's 200 answers to ``method`` pass through ``change(target, body)`` before they are sent."""
+    original = stub.handle
+
+    def handle(target: str) -> tuple[int, bytes, dict[str, str]]:
+        status, body, headers = original(target)
+        if status == 200 and f"/{method}?" in target:
+            payload = orjson.loads(body)
+            change(target, payload)
+            body = orjson.dumps(payload)
+        return status, body, headers
+
+    stub.handle = handle  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        stub.handle = original  # type: ignore[method-assign]
+
+
+def known_collection(db: Conn, address: str) -> CollectionRow:
+    """A collection row as the read path leaves it when it queues the first ingestion."""
+    row = upsert_collection(conn=db, metadata=CollectionMetadata(contract_address=address, token_type="ERC721"))
+    db.execute("UPDATE collections SET ingestion_state = 'queued' WHERE id = %s", (row.id,))
+    return row
+
+
+def test_the_erc721_collection_is_ingested_completely(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub, moto_bus: MotoBus
+) -> None:
+    # Given the 10,000-token ERC-721 collection, never seen before
+    # When it is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then the report counts every token, broken token, holder and page
+    assert report.state == "complete"
+    assert report.error is None
+    assert report.nfts == ERC721_TOKEN_COUNT
+    assert report.broken == len(broken_token_ids(ERC721_CONTRACT))
+    assert report.owners == ERC721_WALLET_COUNT == len(distinct_owners(ERC721_CONTRACT))
+    assert report.token_owner_rows == ERC721_TOKEN_COUNT
+    assert report.pages == NFT_PAGES
+    # And every token is stored, ranked 0..9,999 in token order
+    count, _ = nft_digest(db, ERC721_CONTRACT)
+    assert count == ERC721_TOKEN_COUNT
+    ranks = db.execute("SELECT count(*) FROM nfts WHERE position = token_id").fetchone()
+    assert ranks == (ERC721_TOKEN_COUNT,)
+    # And the trait facets equal the stub's ground truth exactly
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    # And exactly the broken tokens carry their metadata error
+    assert stored_broken(db, ERC721_CONTRACT) == broken_token_ids(ERC721_CONTRACT)
+    assert broken_token_ids(ERC721_CONTRACT)
+    # And every token has exactly its one stub owner, and the summaries agree
+    assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
+    assert check_summaries(conn=db).ok
+    # And the collection is complete with its counters and its metadata
+    row = collection(db, ERC721_CONTRACT)
+    assert (row.ingestion_state, row.nfts_indexed, row.owners_indexed) == (
+        "complete",
+        ERC721_TOKEN_COUNT,
+        ERC721_WALLET_COUNT,
+    )
+    assert (row.name, row.symbol, row.token_type, row.total_supply) == ("Such Punks", "SUCH", "ERC721", "10000")
+    assert row.ingestion_error is None
+    assert row.ingestion_started_at is not None
+    assert row.ingestion_finished_at is not None
+    # And collection.refreshed went through the outbox to the bus
+    ((detail, published),) = outbox_events(db, "collection.refreshed")
+    assert (detail["contractAddress"], detail["reason"], published) == (ERC721_CONTRACT, "test", True)
+    (delivered,) = moto_bus.received()
+    assert delivered["detail-type"] == "collection.refreshed"
+    assert moto_bus.received_ids() == []  # exactly one delivery
+    assert delivered["detail"] == detail
+    # And it took one request per page, no more
+    assert fresh_stub.request_count() == ERC721_REQUESTS
+
+
+def test_the_erc1155_collection_is_ingested_with_balances(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher
+) -> None:
+    # Given the ERC-1155 collection whose tokens have several holders each
+    # When it is ingested
+    report = ingest(db, alchemy, publisher, ERC1155_CONTRACT)
+
+    # Then every (token, holder) row carries the stub's balance and the summaries agree
+    expected = token_holders(ERC1155_CONTRACT)
+    assert report.state == "complete"
+    assert stored_holders(db, ERC1155_CONTRACT) == expected
+    assert any(len(holders) > 1 for holders in expected.values())
+    assert any(balance > 1 for holders in expected.values() for balance in holders.values())
+    assert report.token_owner_rows == sum(len(holders) for holders in expected.values())
+    assert check_summaries(conn=db).ok
+    # And tokens, traits and counters are right
+    assert stored_traits(db, ERC1155_CONTRACT) == trait_counts(ERC1155_CONTRACT)
+    row = collection(db, ERC1155_CONTRACT)
+    assert (row.ingestion_state, row.token_type, row.nfts_indexed, row.owners_indexed) == (
+        "complete",
+        "ERC1155",
+        ERC1155_TOKEN_COUNT,
+        len(distinct_owners(ERC1155_CONTRACT)),
+    )
+
+
+def test_an_address_without_an_nft_contract_fails_without_raising(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a queued collection whose address turns out to hold no contract
+    known_collection(db, NOT_A_CONTRACT)
+
+    # When it is ingested
+    report = ingest(db, alchemy, publisher, NOT_A_CONTRACT)
+
+    # Then the run ends failed with a clear error after one request, and nothing is retried
+    assert (report.state, report.error) == ("failed", NOT_A_CONTRACT_ERROR)
+    row = collection(db, NOT_A_CONTRACT)
+    assert (row.ingestion_state, row.ingestion_error) == ("failed", NOT_A_CONTRACT_ERROR)
+    assert fresh_stub.request_counts() == {"getContractMetadata": 1}
+    assert outbox_events(db, "collection.refreshed") == []
+
+
+def test_an_unknown_address_without_an_nft_contract_leaves_no_row(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher
+) -> None:
+    # Given an address never seen, holding no contract
+    # When it is ingested
+    report = ingest(db, alchemy, publisher, NOT_A_CONTRACT)
+
+    # Then the run fails and no collection row is created for it
+    assert report.state == "failed"
+    assert get_collection(conn=db, address=NOT_A_CONTRACT) is None
+
+
+def test_rate_limiting_is_retried_and_the_requests_stay_bounded(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub, sleeps: list[float]
+) -> None:
+    # Given an upstream that answers every 7th request with 429 Retry-After: 1
+    fresh_stub.rate_limit_every = 7
+
+    # When the ERC-721 collection is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then it completes with the same data as without rate limiting
+    assert report.state == "complete"
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
+    assert check_summaries(conn=db).ok
+    # And each 429 cost exactly one retry, honouring Retry-After
+    rejected = fresh_stub.request_count() // 7
+    assert rejected > 0
+    assert fresh_stub.request_count() == ERC721_REQUESTS + rejected
+    assert len(sleeps) == rejected
+    assert all(delay >= 1 for delay in sleeps)
+
+
+def test_an_upstream_that_keeps_failing_fails_the_run_and_raises(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a queued collection and an upstream answering 503 to every request
+    known_collection(db, ERC721_CONTRACT)
+    fresh_stub.server_error_every = 1
+
+    # When it is ingested, the upstream failure is raised (so the event is retried, then dead-lettered)
+    with pytest.raises(UpstreamUnavailable):
+        ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then the collection is failed with the upstream's error, without the key, after bounded attempts
+    row = collection(db, ERC721_CONTRACT)
+    assert row.ingestion_state == "failed"
+    assert row.ingestion_error is not None
+    assert "HTTP 503" in row.ingestion_error
+    assert API_KEY not in row.ingestion_error
+    assert row.ingestion_finished_at is not None
+    assert fresh_stub.request_count() == alchemy.max_attempts
+    # And nothing claims completion
+    assert row.nfts_indexed == 0
+    assert outbox_events(db, "collection.refreshed") == []
+
+
+def test_a_failure_after_tokens_were_written_invalidates_the_collection(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given an upstream that fails every holder page once every token page has been served
+    original = fresh_stub.handle
+
+    def failing_owner_pages(target: str) -> tuple[int, bytes, dict[str, str]]:
+        if "/getOwnersForContract" not in target:
+            return original(target)
+        deadline = time.monotonic() + 30
+        while fresh_stub.request_count("getNFTsForContract") < NFT_PAGES and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
+
+    fresh_stub.handle = failing_owner_pages  # type: ignore[method-assign]
+    try:
+        # When the collection is ingested
+        with pytest.raises(UpstreamUnavailable):
+            ingest(db, alchemy, publisher, ERC721_CONTRACT)
+    finally:
+        fresh_stub.handle = original  # type: ignore[method-assign]
+
+    # Then the run is failed, not complete, and no ownership was written
+    row = collection(db, ERC721_CONTRACT)
+    assert row.ingestion_state == "failed"
+    assert "getOwnersForContract" in (row.ingestion_error or "")
+    assert stored_holders(db, ERC721_CONTRACT) == {}
+    assert outbox_events(db, "collection.refreshed") == []
+    # And collection.updated drops whatever the cache held of the collection
+    ((detail, _),) = outbox_events(db, "collection.updated")
+    assert (detail["contractAddress"], detail["reason"]) == (ERC721_CONTRACT, "ingestion_failed")
+
+
+def test_an_erc721_token_listed_under_two_holders_is_read_again(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a holder listing that shows one token under a second holder too (it moved mid-listing)
+    truth = token_holders(ERC721_CONTRACT)
+
+    def add_a_moved_token(target: str, payload: dict[str, Any]) -> None:
+        if "pageKey=" in target:
+            return
+        first = payload["owners"][0]
+        moved = next(token for token, holders in truth.items() if first["ownerAddress"].lower() not in holders)
+        first["tokenBalances"].append({"tokenId": moved, "balance": "1"})
+
+    # When the collection is ingested
+    with rewritten(fresh_stub, "getOwnersForContract", add_a_moved_token):
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then that token was read again on its own, and every token has its one true owner
+    assert report.state == "complete"
+    assert fresh_stub.request_count("getOwnersForNFT") == 1
+    assert stored_holders(db, ERC721_CONTRACT) == truth
+    assert check_summaries(conn=db).ok
+
+
+def test_a_holder_listing_without_balances_keeps_the_stored_ownership(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a completely ingested collection
+    ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    def drop_balances(target: str, payload: dict[str, Any]) -> None:
+        for owner in payload["owners"]:
+            owner.pop("tokenBalances", None)
+
+    # When it is ingested again while the holder listing comes without balances
+    with rewritten(fresh_stub, "getOwnersForContract", drop_balances):
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then the run fails without wiping the ownership it had
+    assert (report.state, report.error) == ("failed", "the holder listing carried no token balances")
+    assert collection(db, ERC721_CONTRACT).ingestion_state == "failed"
+    assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
+    assert check_summaries(conn=db).ok
+
+
+def test_the_time_budget_stops_the_run_cleanly(db: Conn, alchemy: AlchemyClient, publisher: EventPublisher) -> None:
+    # Given a run with no time to spend after the metadata
+    # When the ERC-721 collection is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT, time_budget_seconds=0.0)
+
+    # Then it stops, failed, with a clear error, and does not stay running
+    assert (report.state, report.error) == ("failed", TIME_BUDGET_ERROR)
+    row = collection(db, ERC721_CONTRACT)
+    assert (row.ingestion_state, row.ingestion_error) == ("failed", TIME_BUDGET_ERROR)
+    assert outbox_events(db, "collection.refreshed") == []
+
+
+def test_reingestion_converges_to_the_same_rows(db: Conn, alchemy: AlchemyClient, publisher: EventPublisher) -> None:
+    # Given a completely ingested collection
+    ingest(db, alchemy, publisher, ERC721_CONTRACT)
+    digest = nft_digest(db, ERC721_CONTRACT)
+    # And drift since: a token the upstream does not list, a lost owner row, a wrong facet count
+    collection_id = collection(db, ERC721_CONTRACT).id
+    db.execute(
+        "INSERT INTO nfts (collection_id, token_id, title, attributes) "
+        'VALUES (%s, 123456, \'ghost\', \'[{"trait_type": "Body", "value": "Ghost"}]\')',
+        (collection_id,),
+    )
+    db.execute("INSERT INTO nft_traits VALUES (%s, 123456, 'Body', 'Ghost')", (collection_id,))
+    db.execute("DELETE FROM nft_ownership WHERE collection_id = %s AND token_id = 42", (collection_id,))
+    db.execute("UPDATE collection_traits SET token_count = 1 WHERE collection_id = %s", (collection_id,))
+
+    # When it is ingested again
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then it holds exactly what the first run stored
+    assert report.state == "complete"
+    assert nft_digest(db, ERC721_CONTRACT) == digest
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
+    assert check_summaries(conn=db).ok
+    row = collection(db, ERC721_CONTRACT)
+    assert (row.ingestion_state, row.nfts_indexed, row.owners_indexed) == (
+        "complete",
+        ERC721_TOKEN_COUNT,
+        ERC721_WALLET_COUNT,
+    )
+    assert len(outbox_events(db, "collection.refreshed")) == 2
+
+
+def test_a_run_of_a_collection_already_being_ingested_is_skipped(
+    db: Conn, db_url: str, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given another run holding the collection's ingestion lock
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (0x5C4D_1001, ERC721_CONTRACT))
+
+        # When the collection is ingested
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then this run does nothing
+    assert report.state == "skipped"
+    assert fresh_stub.request_count() == 0
+    assert get_collection(conn=db, address=ERC721_CONTRACT) is None
