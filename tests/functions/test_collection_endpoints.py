@@ -188,6 +188,16 @@ def test_refresh_queues_then_refuses_while_running(
     db.execute("UPDATE collections SET ingestion_state = 'complete' WHERE contract_address = %s", (SEEDED,))
     cooled = api("POST", f"/api/collection/{SEEDED}/refresh")
     assert (cooled.status, cooled.body["code"]) == (429, "refresh_cooldown")
+    # And a run that was killed long ago (state left "running") does not block refreshes forever
+    with db.transaction():
+        db.execute("SET LOCAL session_replication_role = replica")  # keep set_updated_at from stamping now()
+        db.execute(
+            "UPDATE collections SET ingestion_state = 'running', refresh_cooldown_until = now() - interval '1 s',"
+            " updated_at = now() - interval '1 hour' WHERE contract_address = %s",
+            (SEEDED,),
+        )
+    revived = api("POST", f"/api/collection/{SEEDED}/refresh")
+    assert (revived.status, revived.body["status"]) == (202, "queued")
     # And the refresh lock was released on every path
     assert not cache.exists(f"such-market:durable:locks:refresh:{SEEDED}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from such_market.collections.queries import CollectionRow, get_collection
 from such_market.collections.service import require_collection
@@ -25,6 +25,9 @@ REFRESH_COOLDOWN_SECONDS = 300
 REFRESH_LOCK_TTL_MS = 10_000
 IN_PROGRESS_RETRY_AFTER_SECONDS = 30
 IN_PROGRESS_STATES = frozenset({"queued", "running"})
+# An ingestion stops itself within its time budget (< 15 min); a state left "queued"/"running" for
+# longer belongs to a run that was killed, and must not block refreshes forever.
+ABANDONED_AFTER = timedelta(minutes=20)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -36,11 +39,15 @@ def _cooldown_left(row: CollectionRow, now: datetime) -> float:
     return (until - now).total_seconds() if until and until > now else 0.0
 
 
+def _in_progress(row: CollectionRow, now: datetime) -> bool:
+    return row.ingestion_state in IN_PROGRESS_STATES and row.updated_at > now - ABANDONED_AFTER
+
+
 def refresh_status(runtime: Runtime, address: str) -> dict[str, object]:
     """GET /api/collection/{address}/refresh."""
     row = require_collection(runtime, address)
     now = datetime.now(UTC)
-    in_progress = row.ingestion_state in IN_PROGRESS_STATES
+    in_progress = _in_progress(row, now)
     return {
         "contractAddress": address,
         "canRefresh": not in_progress and _cooldown_left(row, now) == 0,
@@ -87,13 +94,14 @@ def request_refresh(runtime: Runtime, address: str) -> dict[str, object]:
         row = get_collection(conn=conn, address=address)
         if row is None:  # deleted between the two reads
             raise TooManyRequestsError("the collection is changing; try again", retry_after=1)
-        if row.ingestion_state in IN_PROGRESS_STATES:
+        now = datetime.now(UTC)
+        if _in_progress(row, now):
             raise TooManyRequestsError(
                 "this collection is already being ingested",
                 code="refresh_in_progress",
                 retry_after=IN_PROGRESS_RETRY_AFTER_SECONDS,
             )
-        left = _cooldown_left(row, datetime.now(UTC))
+        left = _cooldown_left(row, now)
         if left > 0:
             raise TooManyRequestsError(
                 "this collection was refreshed recently", code="refresh_cooldown", retry_after=math.ceil(left)
