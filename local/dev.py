@@ -22,6 +22,7 @@ from types import FrameType
 from local.api import DEFAULT_PORT, LocalApi
 from local.bus import LocalEventBus
 from local.invoker import Invoker, ensure_layer_on_path, local_environment
+from local.neynar_stub import NeynarStub
 from local.scheduler import LocalScheduler, describe
 from local.services import start_services
 from local.template import DEFAULT_TEMPLATE, Template
@@ -42,9 +43,12 @@ def function_environment(
     bus_url: str,
     admin_token: str,
     alchemy_stub_url: str | None = None,
+    neynar_stub_url: str | None = None,
 ) -> dict[str, str]:
     """The environment every local function sees (the template's values, then the local ones)."""
     upstream = {"ALCHEMY_BASE_URL": alchemy_stub_url, "ALCHEMY_API_KEY": "local-stub"} if alchemy_stub_url else {}
+    if neynar_stub_url:
+        upstream |= {"NEYNAR_BASE_URL": neynar_stub_url, "NEYNAR_API_KEY": "local-stub"}
     overrides = {
         **upstream,
         "DATABASE_URL": database_url,
@@ -111,6 +115,7 @@ def _summary(
     redis_url: str,
     token: str,
     alchemy: str,
+    neynar: str,
 ) -> str:
     schedules = [f"    {describe(schedule)}" for schedule in scheduler.schedules] or ["    (none)"]
     skipped = [f"    {name}: not run automatically ({why})" for name, why in scheduler.skipped.items()]
@@ -125,9 +130,11 @@ def _summary(
         f"  database     {database_url}",
         f"  cache        {redis_url}",
         f"  alchemy      {alchemy}",
+        f"  neynar       {neynar}",
         f"  demo         curl {api.url}/api/collection/{ERC721_CONTRACT}/nfts?pageSize=5",
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/traits",
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/refresh   (ingestion progress)",
+        f"               curl {api.url}/api/nft-contracts/1   (fids 1-50 exist with the Neynar stub)",
         "  schedules    (run one now: python -m local.scheduler run <FunctionLogicalId>)",
         *schedules,
         *skipped,
@@ -163,6 +170,11 @@ def main() -> int:
                 stub = AlchemyStub(host=HOST).start()
                 running.callback(stub.stop)
                 alchemy_stub_url = stub.base_url
+            neynar_stub_url = None
+            if not os.environ.get("NEYNAR_API_KEY") and not os.environ.get("NEYNAR_API_KEY_SECRET_ARN"):
+                neynar_stub = NeynarStub(host=HOST).start()
+                running.callback(neynar_stub.stop)
+                neynar_stub_url = neynar_stub.base_url
             invoker = Invoker(template, region=LOCAL_REGION)
             bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
             bus.start()
@@ -176,6 +188,7 @@ def main() -> int:
                     bus_url=bus.url,
                     admin_token=admin_token,
                     alchemy_stub_url=alchemy_stub_url,
+                    neynar_stub_url=neynar_stub_url,
                 )
             )
             scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
@@ -191,6 +204,7 @@ def main() -> int:
                     redis_url=services.redis_url,
                     token=admin_token,
                     alchemy=f"local stub {alchemy_stub_url}" if alchemy_stub_url else "Alchemy (ALCHEMY_API_KEY)",
+                    neynar=f"local stub {neynar_stub_url}" if neynar_stub_url else "Neynar (NEYNAR_API_KEY)",
                 ),
                 flush=True,
             )

@@ -22,6 +22,7 @@ import pytest
 import redis
 from moto import mock_aws
 
+from local.neynar_stub import NeynarStub
 from local.services import EmbeddedValkeyCluster, Services, start_services
 from local.upstream_stub import AlchemyStub
 from such_market.cache.client import close_clients
@@ -31,11 +32,14 @@ from such_market.db.migrations import migrate
 from such_market.events.publisher import close_clients as close_event_clients
 from such_market.runtime import runtime_for
 from such_market.upstream.alchemy import close_alchemy_clients
+from such_market.upstream.neynar import close_neynar_clients
+from such_market.users.runtime import users_runtime_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 TEMPLATE_DB = "such_market_template"
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+WEBHOOK_SIGNING_KEY = "test-webhook-signing-key"
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -156,12 +160,30 @@ def alchemy_stub(alchemy_stub_server: AlchemyStub) -> AlchemyStub:
     return alchemy_stub_server
 
 
+@pytest.fixture(scope="session")
+def neynar_stub_server() -> Iterator[NeynarStub]:
+    with NeynarStub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def neynar_stub(neynar_stub_server: NeynarStub) -> NeynarStub:
+    """The Neynar-compatible stub, with no faults injected and its counters at zero."""
+    neynar_stub_server.latency_ms = 0
+    neynar_stub_server.rate_limit_every = 0
+    neynar_stub_server.server_error_every = 0
+    neynar_stub_server.reset_counters()
+    return neynar_stub_server
+
+
 @pytest.fixture
 def lambda_env(
     db_url: str,
     services: Services,
     cache: redis.Redis,
+    *,
     alchemy_stub: AlchemyStub,
+    neynar_stub: NeynarStub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
     """The environment of a local Lambda container pointed at this test's database and cache."""
@@ -176,6 +198,11 @@ def lambda_env(
         "ALCHEMY_BASE_URL": alchemy_stub.base_url,
         "ALCHEMY_MAX_ATTEMPTS": "3",
         "ALCHEMY_RETRY_BUDGET_SECONDS": "5",
+        "ALCHEMY_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
+        "NEYNAR_API_KEY": "test-neynar-key",
+        "NEYNAR_BASE_URL": neynar_stub.base_url,
+        "NEYNAR_MAX_ATTEMPTS": "2",
+        "NEYNAR_RETRY_BUDGET_SECONDS": "3",
         "POWERTOOLS_SERVICE_NAME": "such-market",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_NAMESPACE": "SuchMarket",
@@ -183,7 +210,14 @@ def lambda_env(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    for name in ("DB_SECRET_ARN", "ADMIN_TOKEN_SECRET_ARN", "ALCHEMY_API_KEY_SECRET_ARN", "EVENTBRIDGE_ENDPOINT_URL"):
+    for name in (
+        "DB_SECRET_ARN",
+        "ADMIN_TOKEN_SECRET_ARN",
+        "ALCHEMY_API_KEY_SECRET_ARN",
+        "ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN",
+        "NEYNAR_API_KEY_SECRET_ARN",
+        "EVENTBRIDGE_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -196,7 +230,9 @@ def lambda_env(
 
 def _forget_containers() -> None:
     runtime_for.cache_clear()
+    users_runtime_for.cache_clear()
     close_alchemy_clients()
+    close_neynar_clients()
     load_settings.cache_clear()
     close_connections()
     close_clients()

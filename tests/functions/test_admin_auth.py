@@ -6,6 +6,7 @@ import json
 
 import admin_authorizer
 import boto3
+import ownership_actions
 import ownership_stats
 import pytest
 from moto import mock_aws
@@ -15,24 +16,26 @@ from such_market.config import load_settings
 from tests.conftest import ADMIN_TOKEN
 from tests.functions.conftest import FakeContext, load_event
 
-ADMIN_HANDLERS = [ownership_stats.lambda_handler]
-ADMIN_EVENTS = ["ownership_stats"]
+ADMIN_ROUTES = {
+    "ownership_stats": ownership_stats.lambda_handler,
+    "ownership_actions": ownership_actions.lambda_handler,
+}
 
 
-@pytest.mark.parametrize("name", ADMIN_EVENTS)
+@pytest.mark.parametrize("name", ADMIN_ROUTES)
 def test_admin_route_without_token_is_401(lambda_env: dict[str, str], context: FakeContext, name: str) -> None:
     # Given an admin request without an Authorization header
     event = load_event(f"{name}_no_token")
     # When it reaches the handler
-    response = ownership_stats.lambda_handler(event, context)
+    response = ADMIN_ROUTES[name](event, context)
     # Then it is refused with 401 and the SPEC error shape
     assert response["statusCode"] == 401
     assert json.loads(response["body"]) == {"error": "admin credential required", "code": "missing_credentials"}
 
 
-@pytest.mark.parametrize("name", ADMIN_EVENTS)
+@pytest.mark.parametrize("name", ADMIN_ROUTES)
 def test_admin_route_with_wrong_token_is_403(lambda_env: dict[str, str], context: FakeContext, name: str) -> None:
-    response = ownership_stats.lambda_handler(load_event(f"{name}_wrong_token"), context)
+    response = ADMIN_ROUTES[name](load_event(f"{name}_wrong_token"), context)
     assert response["statusCode"] == 403
     assert json.loads(response["body"]) == {"error": "invalid admin credential", "code": "invalid_credentials"}
 

@@ -10,4 +10,4 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def test_required_schema_version_is_the_newest_migration() -> None:
-    assert REQUIRED_SCHEMA_VERSION == discover(MIGRATIONS)[-1].version
+    assert discover(MIGRATIONS)[-1].version == REQUIRED_SCHEMA_VERSION

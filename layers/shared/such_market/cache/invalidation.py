@@ -3,9 +3,11 @@
 - ``collection.updated`` / ``collection.refreshed`` → every key of the collection (its index set:
   metadata, pages, traits, single NFTs, token ownership, wallets' tokens in it, in-flight fills);
 - ``nft.transferred`` → the token's ownership key; the sender's and the receiver's tokens in the
-  collection and contract lists; the collection keys of the users who own either wallet;
+  collection and contract lists; the collection keys (plain and normalized) of the users who own
+  either wallet;
 - ``ownership.changed`` → the same for every listed token and wallet;
-- ``user.updated`` → the user's profile and collections, and the contract lists of the listed wallets.
+- ``user.updated`` → every key of the user (profile, verifications, collections), and the contract
+  lists of the listed wallets.
 
 Each operation is single-slot (cluster-safe) and costs O(keys of the entity): no ``KEYS``, no ``SCAN``.
 """
@@ -51,13 +53,14 @@ def invalidate_ownership(
         deleted += cache.invalidate_index(keys.owned_index(address, wallet))
     singles = [keys.ownership(address, token_id) for token_id in sorted(set(token_ids))]
     singles += [keys.wallet_contracts(wallet) for wallet in holders]
-    singles += [keys.user_collections(fid) for fid in fids_owning(holders)]
+    for fid in fids_owning(holders):
+        singles += [keys.user_collections(fid), keys.user_collections_normalized(fid)]
     return deleted + cache.invalidate_keys(singles)
 
 
 def invalidate_user(cache: ReadThroughCache, *, fid: int, wallets: Iterable[str]) -> int:
     keys = cache.keys
-    singles = [keys.user_profile(fid), keys.user_collections(fid)]
+    singles = list(keys.user_keys(fid))
     singles += [keys.wallet_contracts(wallet) for wallet in sorted(set(wallets))]
     return cache.invalidate_keys(singles)
 

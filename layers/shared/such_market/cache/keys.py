@@ -61,6 +61,21 @@ class CacheKeys:
     def user_collections(self, fid: int) -> str:
         return f"{self.prefix}:users:{{{fid}}}:collections"
 
+    def user_collections_normalized(self, fid: int) -> str:
+        return f"{self.prefix}:users:{{{fid}}}:collections:normalized"
+
+    def user_verifications(self, fid: int) -> str:
+        return f"{self.prefix}:users:{{{fid}}}:verifications"
+
+    def user_keys(self, fid: int) -> tuple[str, ...]:
+        """Every cache key of one Farcaster user."""
+        return (
+            self.user_profile(fid),
+            self.user_verifications(fid),
+            self.user_collections(fid),
+            self.user_collections_normalized(fid),
+        )
+
     # -- index sets: which keys exist for an entity (same slot as the keys they track) ------------
     def collection_index(self, address: str) -> str:
         return f"{self.prefix}:idx:collections:{{{address}}}"

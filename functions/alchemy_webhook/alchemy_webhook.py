@@ -1,0 +1,46 @@
+"""POST /api/webhooks/alchemy: Alchemy's NFT-activity webhook, signature first, then transfers (SPEC §5).
+
+The signature is checked on the raw body before anything is parsed (401 ``invalid_signature``); a
+signed body that is not a webhook is a 400. Transfers are applied idempotently in one transaction with
+their events, which are published right after commit; the event consumers invalidate the cache. The
+answer is 200 ``{received, applied, duplicates, ignored}``.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.config import load_settings
+from such_market.db.connection import get_connection
+from such_market.events.publisher import EventPublisher
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import json_response
+from such_market.http.schemas import responses
+from such_market.ownership.webhook import AlchemyWebhookSettings, WebhookReceiptBody, raw_body, receive_webhook
+from such_market.runtime import database_errors
+
+app = create_api()
+
+
+@app.post(
+    "/api/webhooks/alchemy",
+    summary="Alchemy NFT-activity webhook (signed with X-Alchemy-Signature)",
+    tags=["webhooks"],
+    responses=responses(WebhookReceiptBody, errors=(400, 401, 503)),
+)
+def post_alchemy_webhook() -> Response[str]:
+    settings = load_settings(AlchemyWebhookSettings)
+    event = app.current_event
+    body = raw_body(event.raw_event)
+    with database_errors():
+        receipt = receive_webhook(
+            connect=lambda: get_connection(settings),
+            publisher=EventPublisher(settings),
+            signing_key=settings.resolve_signing_key(),
+            body=body,
+            headers=event.headers,
+        )
+    return json_response(200, receipt, headers={"Cache-Control": "no-store"})
+
+
+lambda_handler = api_handler(app, AlchemyWebhookSettings)

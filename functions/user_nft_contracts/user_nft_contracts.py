@@ -1,0 +1,31 @@
+"""GET /api/nft-contracts/{fid}: the collections each of a Farcaster user's verified wallets holds, from
+Alchemy wallet scans (stored in ``wallet_collection_mapping``)."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.config import load_settings
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import served_response
+from such_market.http.schemas import responses
+from such_market.http.user_schemas import NftContractsBody
+from such_market.users.runtime import UsersSettings, users_runtime_for
+from such_market.users.service import nft_contracts
+from such_market.validation import parse_fid
+
+app = create_api()
+
+
+@app.get(
+    "/api/nft-contracts/<fid>",
+    summary="The collections of a Farcaster user's verified wallets, scanned with Alchemy",
+    tags=["users"],
+    responses=responses(NftContractsBody, errors=(400, 404, 503)),
+)
+def get_nft_contracts(fid: str) -> Response[str]:
+    runtime = users_runtime_for(load_settings(UsersSettings))
+    return served_response(nft_contracts(runtime, parse_fid(fid)))
+
+
+lambda_handler = api_handler(app, UsersSettings)

@@ -1,0 +1,30 @@
+"""GET /api/profile/{fid}: a Farcaster profile (cache → ``fc_users`` while fresh → Neynar)."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.config import load_settings
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import served_response
+from such_market.http.schemas import responses
+from such_market.http.user_schemas import ProfileBody
+from such_market.users.runtime import UsersSettings, users_runtime_for
+from such_market.users.service import profile
+from such_market.validation import parse_fid
+
+app = create_api()
+
+
+@app.get(
+    "/api/profile/<fid>",
+    summary="A Farcaster user's profile",
+    tags=["users"],
+    responses=responses(ProfileBody, errors=(400, 404, 503)),
+)
+def get_profile(fid: str) -> Response[str]:
+    runtime = users_runtime_for(load_settings(UsersSettings))
+    return served_response(profile(runtime, parse_fid(fid)))
+
+
+lambda_handler = api_handler(app, UsersSettings)

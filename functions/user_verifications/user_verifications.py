@@ -1,0 +1,30 @@
+"""GET /api/verifications/{fid}: a Farcaster user's verified Ethereum addresses and custody address."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from such_market.config import load_settings
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import served_response
+from such_market.http.schemas import responses
+from such_market.http.user_schemas import VerificationsBody
+from such_market.users.runtime import UsersSettings, users_runtime_for
+from such_market.users.service import verifications
+from such_market.validation import parse_fid
+
+app = create_api()
+
+
+@app.get(
+    "/api/verifications/<fid>",
+    summary="A Farcaster user's verified addresses",
+    tags=["users"],
+    responses=responses(VerificationsBody, errors=(400, 404, 503)),
+)
+def get_verifications(fid: str) -> Response[str]:
+    runtime = users_runtime_for(load_settings(UsersSettings))
+    return served_response(verifications(runtime, parse_fid(fid)))
+
+
+lambda_handler = api_handler(app, UsersSettings)

@@ -1,0 +1,76 @@
+"""Response models of the user endpoints for the OpenAPI document (profile, verifications, nft-contracts).
+
+Like ``such_market.http.schemas`` (whose ``responses(...)`` builds a route's ``responses=`` from them),
+these models only document: the handlers serve pre-serialized bytes and never instantiate them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ProfileBody(_Camel):
+    fid: int
+    username: str | None
+    display_name: str | None
+    pfp_url: str | None
+    custody_address: str | None = Field(description="lower-case")
+    verified_addresses: list[str] = Field(description="verified Ethereum addresses, lower-case")
+    follower_count: int | None
+    following_count: int | None
+    fetched_at: str = Field(description="when the profile was last fetched from Neynar (ISO 8601, UTC)")
+
+
+class VerificationsBody(_Camel):
+    fid: int
+    username: str | None
+    custody_address: str | None
+    verified_addresses: list[str]
+
+
+class UserSummaryBody(_Camel):
+    fid: int
+    username: str | None
+    display_name: str | None
+    pfp_url: str | None
+
+
+class WalletContractBody(_Camel):
+    address: str
+    name: str | None
+    symbol: str | None
+    token_type: str = Field(description="ERC721, ERC1155 or UNKNOWN")
+    total_balance: str | None = Field(description="decimal string (uint256)")
+    num_distinct_tokens_owned: str | None = Field(description="decimal string")
+    is_spam: bool
+
+
+class WalletCollectionsBody(_Camel):
+    wallet_address: str
+    status: Literal["success", "error", "truncated"] = Field(
+        description="error: the wallet could not be scanned now, so the answer is not cached (the normalized "
+        "answer still lists what our tables hold for it); truncated: the wallet holds more collections than one "
+        "scan lists"
+    )
+    contracts: list[WalletContractBody]
+    total_collections_found: int
+
+
+class NftContractsBody(_Camel):
+    user: UserSummaryBody
+    wallets: list[WalletCollectionsBody]
+    total_wallets: int
+    successful_wallets: int
+    total_collections: int = Field(description="distinct contracts across the user's wallets")
+    message: str
+
+
+class NormalizedNftContractsBody(NftContractsBody):
+    system: Literal["normalized"]

@@ -1,0 +1,697 @@
+"""Applying ownership changes: on-chain transfers (the Alchemy webhook) and verified owners (re-verification).
+
+There is one mover of ``nft_ownership`` here, ``_write``: every change of this module — a transfer, the
+reversal of a re-orged transfer, a correction found by re-verification — is planned as "these rows of
+these tokens should end like this" and written by ONE ``MERGE`` (insert, move, balance change, delete,
+``last_verified_at = now()`` on every touched row), so the summary triggers of migration 0003 run once per
+action over the whole batch.
+
+Two entry points, each ONE transaction that also writes its events through the outbox
+(``outbox_transaction``: the change and its events commit together, and are published right after):
+
+- ``apply_transfers``: transfers as the chain reports them. ERC-721: the token moves to ``to`` (a mint
+  creates the row, a burn to 0x0 deletes it, a move updates the one row, never leaving the old owner
+  behind); a transfer older than the newest one already applied to the token (an out-of-order delivery)
+  does not move it back. ERC-1155: the sender's balance drops (its row is deleted at 0, never below) and
+  the receiver's grows; a TransferBatch is several ``Transfer``s with distinct ``batch_index``es.
+  Every transfer is recorded in ``ownership_activity`` (migration 0008) under the identity of its log,
+  so a replay changes nothing and ``removed=True`` (a re-org) reverses an applied transfer exactly once
+  (ERC-721: back to ``from`` if ``to`` still holds it; ERC-1155: the balances flow back). Removals are
+  undone before the batch's new transfers are applied (newest first), as a re-org replaces the orphaned
+  logs by the new chain's. Transfers of contracts not in ``collections`` are recorded but create no
+  ownership rows: we only index collections we know, and their ingestion loads a full owner snapshot.
+  Emits ``nft.transferred`` per transfer that was not a duplicate and ``ownership.changed`` per contract
+  whose rows changed.
+- ``reconcile_owners``: the complete holder lists of some tokens as observed upstream (re-verification);
+  rows are made to match, unchanged rows get ``last_verified_at = now()``; emits ``ownership.changed``.
+
+Concurrency: both take a transaction-level advisory lock per collection (in address order, in one
+statement) before reading the current owners, so two writers of this module never interleave on one
+collection and never lock summary rows in opposite orders. A deadlock or unique violation caused by a
+writer outside this module (which does not take the lock) rolls the attempt back; it is retried a few
+times.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from such_market.events.models import MAX_LIST_ITEMS, Event, NftTransferred, OwnershipChanged
+from such_market.events.outbox import outbox_transaction
+from such_market.observability import logger
+from such_market.validation import MAX_UINT256, normalize_address
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from such_market.events.publisher import EventPublisher
+
+    Connection = psycopg.Connection[tuple[Any, ...]]
+
+TokenType = Literal["ERC721", "ERC1155"]
+
+ZERO_ADDRESS: Final = "0x" + "0" * 40
+OWNERSHIP_LOCK_CLASS: Final = 0x5C4D_0008
+"""Advisory lock class of "changing this collection's owners" (object id: hashtext of the contract)."""
+MAX_ATTEMPTS: Final = 3
+"""Attempts of one transaction when a writer outside this module deadlocks or races with it."""
+
+_HASH_LENGTH = 66
+_MAX_LOG_INDEX = 2**31 - 1
+_MAX_BLOCK = 2**63 - 1
+
+Position = tuple[int, int, int]
+ActivityKey = tuple[str, int, int, str]
+TokenKey = tuple[uuid.UUID, int]
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs and outputs
+
+
+def _hash(value: str, name: str) -> str:
+    text = value.lower()
+    if len(text) != _HASH_LENGTH or not text.startswith("0x") or any(c not in "0123456789abcdef" for c in text[2:]):
+        raise ValueError(f"{name} must be 0x followed by 64 hexadecimal digits")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One token's transfer from one log. Addresses and hashes are normalized to lower case on creation;
+    ``ValueError`` for anything out of range.
+
+    ``batch_index`` is the token's position in an ERC-1155 TransferBatch log (0 otherwise);
+    ``block_hash`` (optional) tells a re-mined transaction from the orphaned one; ``token_type`` is the
+    payload's hint, used only when the collection's own type is UNKNOWN; ``event_id`` is the delivery's
+    id (kept for the audit trail).
+    """
+
+    contract: str
+    token_id: int
+    from_address: str
+    to_address: str
+    amount: int
+    block_number: int
+    tx_hash: str
+    log_index: int
+    event_id: str
+    removed: bool = False
+    batch_index: int = 0
+    block_hash: str | None = None
+    token_type: TokenType | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "contract", normalize_address(self.contract))
+        set_(self, "from_address", normalize_address(self.from_address))
+        set_(self, "to_address", normalize_address(self.to_address))
+        set_(self, "tx_hash", _hash(self.tx_hash, "tx_hash"))
+        if self.block_hash is not None:
+            set_(self, "block_hash", _hash(self.block_hash, "block_hash"))
+        if not 0 <= self.token_id <= MAX_UINT256 or not 0 <= self.amount <= MAX_UINT256:
+            raise ValueError("token_id and amount must be between 0 and 2**256-1")
+        if not 0 <= self.log_index <= _MAX_LOG_INDEX or not 0 <= self.batch_index <= _MAX_LOG_INDEX:
+            raise ValueError("log_index and batch_index must be non-negative 32-bit integers")
+        if not 0 <= self.block_number <= _MAX_BLOCK:
+            raise ValueError("block_number must be a non-negative 64-bit integer")
+        if not self.event_id or len(self.event_id) > 200:
+            raise ValueError("event_id must be 1 to 200 characters")
+
+    @property
+    def key(self) -> ActivityKey:
+        """The identity of the log entry: (tx hash, log index, batch index, block hash or '')."""
+        return (self.tx_hash, self.log_index, self.batch_index, self.block_hash or "")
+
+    @property
+    def position(self) -> Position:
+        """Where the transfer sits in the chain: (block, log index, batch index)."""
+        return (self.block_number, self.log_index, self.batch_index)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedToken:
+    """The complete holder list of one token as observed upstream: ``owners`` maps address → balance
+    (``None``: holds an unknown balance — an existing row keeps its balance, a new one gets 1)."""
+
+    contract: str
+    token_id: int
+    owners: Mapping[str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipChanges:
+    """What one write changed, per contract: the tokens whose rows changed and the wallets that gained or
+    lost some; ``touched`` counts the rows written (changed or only re-verified)."""
+
+    tokens: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    wallets: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    touched: int = 0
+
+    @property
+    def changed_tokens(self) -> int:
+        return sum(len(tokens) for tokens in self.tokens.values())
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """The outcome of ``apply_transfers``.
+
+    ``applied``: new transfers of known collections (processed into ``nft_ownership``); ``reversed``:
+    removals that undid an applied transfer; ``duplicates``: transfers (or removals) already recorded;
+    ``ignored``: recorded without effect (unknown collection, a removal of a transfer never applied).
+    """
+
+    received: int
+    applied: int
+    reversed: int
+    duplicates: int
+    ignored: int
+    changes: OwnershipChanges
+    outbox_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """The outcome of ``reconcile_owners``: ``skipped`` tokens could not be reconciled (unknown
+    collection, or an ERC-721 token reported with several holders)."""
+
+    changes: OwnershipChanges
+    skipped: int
+    outbox_ids: tuple[int, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------------
+# SQL
+
+# One statement; the array comes sorted, so every writer takes the locks in the same order.
+_LOCK_COLLECTIONS = """
+SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(address))
+FROM unnest(%(addresses)s::text[]) AS a(address)
+"""
+
+_COLLECTIONS = """
+SELECT contract_address, id, token_type FROM collections WHERE contract_address = ANY(%(addresses)s::text[])
+"""
+
+# New keys are inserted; a removal of a recorded, not yet removed key marks it removed; anything else
+# conflicts without an update and is not returned (a duplicate). Returns the stored row, so a reversal
+# undoes exactly what was recorded.
+_RECORD = """
+INSERT INTO ownership_activity AS a (
+    block_hash, tx_hash, log_index, batch_index, event_id, contract_address, collection_id, token_id,
+    from_address, to_address, amount, block_number, removed, applied, applied_at, removed_at
+)
+SELECT i.block_hash, i.tx_hash, i.log_index, i.batch_index, i.event_id, i.contract_address, c.id, i.token_id,
+       i.from_address, i.to_address, i.amount, i.block_number, i.removed,
+       c.id IS NOT NULL AND NOT i.removed,
+       CASE WHEN c.id IS NOT NULL AND NOT i.removed THEN now() END,
+       CASE WHEN i.removed THEN now() END
+FROM unnest(%(block_hashes)s::text[], %(tx_hashes)s::text[], %(log_indexes)s::int[], %(batch_indexes)s::int[],
+            %(event_ids)s::text[], %(contracts)s::text[], %(token_ids)s::numeric[], %(froms)s::text[],
+            %(tos)s::text[], %(amounts)s::numeric[], %(blocks)s::bigint[], %(removed)s::boolean[])
+     AS i(block_hash, tx_hash, log_index, batch_index, event_id, contract_address, token_id, from_address,
+          to_address, amount, block_number, removed)
+LEFT JOIN collections AS c ON c.contract_address = i.contract_address
+ORDER BY i.tx_hash, i.log_index, i.batch_index, i.block_hash
+ON CONFLICT (tx_hash, log_index, batch_index, block_hash) DO UPDATE
+SET removed = true, removed_at = now()
+WHERE excluded.removed AND NOT a.removed
+RETURNING a.tx_hash, a.log_index, a.batch_index, a.block_hash, (a.xmax = 0) AS inserted, a.applied,
+          a.collection_id, a.token_id::text, a.from_address, a.to_address, a.amount::text, a.block_number
+"""
+
+# The newest applied, not removed transfer of each ERC-721 token, this batch's own keys excluded.
+_LATEST_APPLIED = """
+SELECT t.contract_address, t.token_id::text, l.block_number, l.log_index, l.batch_index
+FROM unnest(%(contracts)s::text[], %(token_ids)s::numeric[]) AS t(contract_address, token_id)
+CROSS JOIN LATERAL (
+    SELECT a.block_number, a.log_index, a.batch_index
+    FROM ownership_activity AS a
+    WHERE a.contract_address = t.contract_address AND a.token_id = t.token_id AND a.applied AND NOT a.removed
+      AND (a.tx_hash, a.log_index, a.batch_index, a.block_hash) NOT IN (
+          SELECT * FROM unnest(%(key_tx)s::text[], %(key_log)s::int[], %(key_batch)s::int[], %(key_block)s::text[]))
+    ORDER BY a.block_number DESC, a.log_index DESC, a.batch_index DESC
+    LIMIT 1
+) AS l
+"""
+
+# Every owner row of whole tokens (ERC-721, reconciliation) plus single (token, owner) rows (ERC-1155
+# transfers), locked in key order.
+_CURRENT = """
+SELECT o.collection_id, o.token_id::text, o.owner_address, o.balance::text
+FROM nft_ownership AS o
+WHERE (o.collection_id, o.token_id) IN (
+          SELECT * FROM unnest(%(token_collections)s::uuid[], %(token_ids)s::numeric[]))
+   OR (o.collection_id, o.token_id, o.owner_address) IN (
+          SELECT * FROM unnest(%(row_collections)s::uuid[], %(row_token_ids)s::numeric[], %(row_owners)s::text[]))
+ORDER BY o.collection_id, o.token_id, o.owner_address
+FOR UPDATE
+"""
+
+# The one mover. Source rows: (collection, token, matched owner or NULL, owner to hold, balance; 0 = delete).
+_MERGE = """
+MERGE INTO nft_ownership AS o
+USING (
+    SELECT * FROM unnest(%(collections)s::uuid[], %(token_ids)s::numeric[], %(old_owners)s::text[],
+                         %(new_owners)s::text[], %(balances)s::numeric[])
+        AS s(collection_id, token_id, old_owner, new_owner, balance)
+    ORDER BY collection_id, token_id, old_owner, new_owner
+) AS s
+ON o.collection_id = s.collection_id AND o.token_id = s.token_id AND o.owner_address = s.old_owner
+WHEN MATCHED AND s.balance = 0 THEN DELETE
+WHEN MATCHED THEN
+    UPDATE SET owner_address = s.new_owner, balance = s.balance, last_verified_at = now()
+WHEN NOT MATCHED AND s.balance > 0 THEN
+    INSERT (collection_id, token_id, owner_address, balance, last_verified_at)
+    VALUES (s.collection_id, s.token_id, s.new_owner, s.balance, now())
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning: current rows → wanted rows → MERGE source rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Collection:
+    id: uuid.UUID
+    contract: str
+    token_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RowWrite:
+    collection_id: uuid.UUID
+    token_id: int
+    old_owner: str | None
+    new_owner: str
+    balance: int
+
+
+@dataclass
+class _Plan:
+    """The rows to write and what they change, accumulated over tokens."""
+
+    writes: list[_RowWrite] = field(default_factory=list)
+    tokens: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    wallets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def token(
+        self, collection: _Collection, token_id: int, current: Mapping[str, int], wanted: Mapping[str, int]
+    ) -> None:
+        """Plan the rows of the ``current`` and ``wanted`` owners of one token to end as ``wanted`` (a
+        missing or zero balance: no row). Unchanged rows are rewritten as they are (re-verified now).
+        For an ERC-721 token, a holder replaced by another is a move of the row."""
+        removed = sorted(owner for owner, balance in current.items() if balance > 0 and wanted.get(owner, 0) <= 0)
+        added = sorted(owner for owner, balance in wanted.items() if balance > 0 and current.get(owner, 0) <= 0)
+        if collection.token_type == "ERC721" and removed and added:
+            old, new = removed.pop(0), added.pop(0)
+            self.writes.append(_RowWrite(collection.id, token_id, old, new, wanted[new]))
+            self._changed(collection, token_id, old, new)
+        for owner in removed:
+            self.writes.append(_RowWrite(collection.id, token_id, owner, owner, 0))
+            self._changed(collection, token_id, owner)
+        for owner in added:
+            self.writes.append(_RowWrite(collection.id, token_id, None, owner, wanted[owner]))
+            self._changed(collection, token_id, owner)
+        for owner, balance in sorted(wanted.items()):
+            if balance > 0 and current.get(owner, 0) > 0:
+                self.writes.append(_RowWrite(collection.id, token_id, owner, owner, balance))
+                if balance != current[owner]:
+                    self._changed(collection, token_id, owner)
+
+    def _changed(self, collection: _Collection, token_id: int, *owners: str) -> None:
+        self.tokens[collection.contract].add(token_id)
+        self.wallets[collection.contract].update(owners)
+
+
+def _lock_and_load(conn: Connection, contracts: Iterable[str]) -> dict[str, _Collection]:
+    """Take the collections' advisory locks (sorted, one statement) and read the known ones."""
+    addresses = sorted(set(contracts))
+    conn.execute(_LOCK_COLLECTIONS, {"lock_class": OWNERSHIP_LOCK_CLASS, "addresses": addresses})
+    rows = conn.execute(_COLLECTIONS, {"addresses": addresses}).fetchall()
+    return {address: _Collection(id=cid, contract=address, token_type=kind) for address, cid, kind in rows}
+
+
+def lock_collections(*, conn: Connection, contracts: Iterable[str]) -> None:
+    """Take this module's per-collection advisory locks inside the caller's transaction (for other
+    writers of ``nft_ownership`` — such as a full owner sync — that must not interleave with transfers)."""
+    _lock_and_load(conn, contracts)
+
+
+def _current_rows(
+    conn: Connection, *, whole_tokens: Iterable[TokenKey], rows: Iterable[tuple[uuid.UUID, int, str]]
+) -> dict[TokenKey, dict[str, int]]:
+    tokens = sorted(set(whole_tokens))
+    pairs = sorted(set(rows))
+    params = {
+        "token_collections": [cid for cid, _ in tokens],
+        "token_ids": [str(token) for _, token in tokens],
+        "row_collections": [cid for cid, _, _ in pairs],
+        "row_token_ids": [str(token) for _, token, _ in pairs],
+        "row_owners": [owner for _, _, owner in pairs],
+    }
+    current: dict[TokenKey, dict[str, int]] = defaultdict(dict)
+    for cid, token, owner, balance in conn.execute(_CURRENT, params).fetchall():
+        current[cid, int(token)][owner] = int(balance)
+    return current
+
+
+def _write(conn: Connection, plan: _Plan) -> OwnershipChanges:
+    """Write ``plan`` in one MERGE (the only statement of this module that changes ``nft_ownership``)."""
+    if plan.writes:
+        writes = plan.writes
+        conn.execute(
+            _MERGE,
+            {
+                "collections": [w.collection_id for w in writes],
+                "token_ids": [str(w.token_id) for w in writes],
+                "old_owners": [w.old_owner for w in writes],
+                "new_owners": [w.new_owner for w in writes],
+                "balances": [str(w.balance) for w in writes],
+            },
+        )
+    return OwnershipChanges(
+        tokens={contract: frozenset(tokens) for contract, tokens in plan.tokens.items() if tokens},
+        wallets={contract: frozenset(wallets) for contract, wallets in plan.wallets.items() if wallets},
+        touched=len(plan.writes),
+    )
+
+
+def _ownership_events(changes: OwnershipChanges) -> list[Event]:
+    """``ownership.changed`` per contract (split so no list exceeds ``MAX_LIST_ITEMS``)."""
+    events: list[Event] = []
+    for contract in sorted(changes.tokens):
+        tokens = [str(token) for token in sorted(changes.tokens[contract])]
+        wallets = sorted(changes.wallets.get(contract, ()))
+        for start in range(0, max(len(tokens), len(wallets)), MAX_LIST_ITEMS):
+            detail = OwnershipChanged(
+                contract_address=contract,
+                token_ids=tuple(tokens[start : start + MAX_LIST_ITEMS]),
+                wallets=tuple(wallets[start : start + MAX_LIST_ITEMS]),
+            )
+            events.append(Event(detail))
+    return events
+
+
+def _with_retries[T](
+    conn: Connection, publisher: EventPublisher, attempt: Callable[[], tuple[T, list[Event]]]
+) -> tuple[T, tuple[int, ...]]:
+    """Run ``attempt`` in an outbox transaction with its events; retry when another writer deadlocked or
+    raced with it (the attempt is rolled back as a whole, events included). Returns the attempt's result
+    and the outbox ids of its events."""
+    from psycopg import errors
+
+    for number in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with outbox_transaction(conn, publisher) as tx:
+                result, events = attempt()
+                for event in events:
+                    tx.add(event)
+        except (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation):
+            if number == MAX_ATTEMPTS:
+                raise
+            logger.warning("ownership write raced with another writer; retrying", extra={"attempt": number})
+        else:
+            return result, tuple(tx.outbox_ids)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# Transfers
+
+
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """A transfer as stored, returned by the recording statement."""
+
+    key: ActivityKey
+    inserted: bool
+    applied: bool
+    collection_id: uuid.UUID | None
+    token_id: int
+    from_address: str
+    to_address: str
+    amount: int
+    position: Position
+
+
+def _dedupe(transfers: Sequence[Transfer]) -> tuple[list[Transfer], int]:
+    """One transfer per log key; a removal wins over the transfer it removes (applied and undone in one
+    go is no change). Returns the kept transfers and how many were dropped as duplicates."""
+    kept: dict[ActivityKey, Transfer] = {}
+    for transfer in transfers:
+        present = kept.get(transfer.key)
+        if present is None or (transfer.removed and not present.removed):
+            kept[transfer.key] = transfer
+    return list(kept.values()), len(transfers) - len(kept)
+
+
+def _record(conn: Connection, transfers: Sequence[Transfer]) -> list[_Recorded]:
+    params = {
+        "block_hashes": [t.block_hash or "" for t in transfers],
+        "tx_hashes": [t.tx_hash for t in transfers],
+        "log_indexes": [t.log_index for t in transfers],
+        "batch_indexes": [t.batch_index for t in transfers],
+        "event_ids": [t.event_id for t in transfers],
+        "contracts": [t.contract for t in transfers],
+        "token_ids": [str(t.token_id) for t in transfers],
+        "froms": [t.from_address for t in transfers],
+        "tos": [t.to_address for t in transfers],
+        "amounts": [str(t.amount) for t in transfers],
+        "blocks": [t.block_number for t in transfers],
+        "removed": [t.removed for t in transfers],
+    }
+    return [
+        _Recorded(
+            key=(tx, log, batch, block_hash),
+            inserted=inserted,
+            applied=applied,
+            collection_id=cid,
+            token_id=int(token),
+            from_address=sender,
+            to_address=receiver,
+            amount=int(amount),
+            position=(int(block), log, batch),
+        )
+        for tx, log, batch, block_hash, inserted, applied, cid, token, sender, receiver, amount, block in conn.execute(
+            _RECORD, params
+        ).fetchall()
+    ]
+
+
+def _latest_applied(
+    conn: Connection, tokens: Iterable[tuple[str, int]], exclude: Sequence[ActivityKey]
+) -> dict[tuple[str, int], Position]:
+    wanted = sorted(set(tokens))
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        _LATEST_APPLIED,
+        {
+            "contracts": [contract for contract, _ in wanted],
+            "token_ids": [str(token) for _, token in wanted],
+            "key_tx": [key[0] for key in exclude],
+            "key_log": [key[1] for key in exclude],
+            "key_batch": [key[2] for key in exclude],
+            "key_block": [key[3] for key in exclude],
+        },
+    ).fetchall()
+    return {(contract, int(token)): (int(block), log, batch) for contract, token, block, log, batch in rows}
+
+
+def _effective_type(collection: _Collection, hint: TokenType | None) -> _Collection:
+    """The collection with the type its transfers follow: its own, else the payload's hint, else balances."""
+    if collection.token_type in ("ERC721", "ERC1155"):
+        return collection
+    return _Collection(collection.id, collection.contract, hint or "ERC1155")
+
+
+def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[TransferResult, list[Event]]:
+    collections = _lock_and_load(conn, (t.contract for t in transfers))
+    by_key = {t.key: t for t in transfers}
+    recorded = _record(conn, transfers)
+
+    # What to do with each newly recorded transfer or newly recorded removal: (record, collection, sign).
+    steps: list[tuple[_Recorded, _Collection, int]] = []
+    kinds: dict[uuid.UUID, _Collection] = {}
+    for record in recorded:
+        transfer = by_key[record.key]
+        collection = collections.get(transfer.contract)
+        applies = record.inserted and record.applied
+        reverses = not record.inserted and record.applied
+        if not (applies or reverses) or collection is None or collection.id != record.collection_id:
+            continue  # unknown collection, tombstone of a never-applied transfer, or a re-created collection
+        kind = kinds.setdefault(collection.id, _effective_type(collection, transfer.token_type))
+        steps.append((record, kind, 1 if applies else -1))
+    # Undo the orphaned transfers newest first, then apply the new ones oldest first.
+    steps.sort(key=lambda step: (step[2], step[0].position if step[2] > 0 else _negated(step[0].position)))
+
+    single = [(record, kind) for record, kind, _ in steps if kind.token_type == "ERC721"]
+    latest = _latest_applied(conn, ((kind.contract, record.token_id) for record, kind in single), list(by_key))
+    current = _current_rows(
+        conn,
+        whole_tokens=((kind.id, record.token_id) for record, kind in single),
+        rows=(
+            (kind.id, record.token_id, owner)
+            for record, kind, _ in steps
+            if kind.token_type != "ERC721"
+            for owner in (record.from_address, record.to_address)
+            if owner != ZERO_ADDRESS
+        ),
+    )
+    wanted = {key: dict(owners) for key, owners in current.items()}
+    for record, kind, sign in steps:
+        holders = wanted.setdefault((kind.id, record.token_id), {})
+        if kind.token_type == "ERC721":
+            _move_single(holders, record, sign, latest, (kind.contract, record.token_id))
+        else:
+            _move_balance(holders, record, sign)
+
+    plan = _Plan()
+    for (collection_id, token_id), holders in sorted(wanted.items(), key=lambda item: (str(item[0][0]), item[0][1])):
+        plan.token(kinds[collection_id], token_id, current.get((collection_id, token_id), {}), holders)
+    changes = _write(conn, plan)
+
+    events = [_transferred_event(record, by_key[record.key]) for record in recorded]
+    events.extend(_ownership_events(changes))
+    reversed_count = sum(1 for _, _, sign in steps if sign < 0)
+    result = TransferResult(
+        received=len(transfers),
+        applied=len(steps) - reversed_count,
+        reversed=reversed_count,
+        duplicates=len(transfers) - len(recorded),
+        ignored=len(recorded) - len(steps),
+        changes=changes,
+    )
+    return result, events
+
+
+def _negated(position: Position) -> Position:
+    return (-position[0], -position[1], -position[2])
+
+
+def _transferred_event(record: _Recorded, transfer: Transfer) -> Event:
+    """``nft.transferred`` of a recorded transfer, with the values as stored (a removal names the
+    transfer it removes)."""
+    return Event(
+        NftTransferred(
+            contract_address=transfer.contract,
+            token_id=str(record.token_id),
+            from_=record.from_address,
+            to=record.to_address,
+            amount=str(record.amount),
+            block_number=record.position[0],
+            tx_hash=record.key[0],
+            log_index=record.key[1],
+            removed=transfer.removed,
+        )
+    )
+
+
+def _move_single(
+    holders: dict[str, int],
+    record: _Recorded,
+    sign: int,
+    latest: dict[tuple[str, int], Position],
+    token: tuple[str, int],
+) -> None:
+    """ERC-721: apply (sign 1) or undo (sign -1) one transfer to the token's holder map."""
+    if sign > 0:
+        if token in latest and record.position <= latest[token]:
+            return  # an older transfer delivered late: the token already moved on
+        latest[token] = record.position
+        holders.clear()
+        if record.to_address != ZERO_ADDRESS:
+            holders[record.to_address] = 1
+        return
+    holds_now = holders.get(record.to_address, 0) > 0 if record.to_address != ZERO_ADDRESS else not holders
+    if not holds_now:
+        return  # the token has moved on since: a later transfer (or re-verification) decides
+    holders.clear()
+    if record.from_address != ZERO_ADDRESS:
+        holders[record.from_address] = 1
+
+
+def _move_balance(holders: dict[str, int], record: _Recorded, sign: int) -> None:
+    """ERC-1155: apply (sign 1) or undo (sign -1) one transfer's amount; balances never go below 0."""
+    source, target = (record.from_address, record.to_address) if sign > 0 else (record.to_address, record.from_address)
+    if source != ZERO_ADDRESS:
+        holders[source] = max(0, holders.get(source, 0) - record.amount)
+    if target != ZERO_ADDRESS:
+        holders[target] = holders.get(target, 0) + record.amount
+
+
+def apply_transfers(*, conn: Connection, transfers: Sequence[Transfer], publisher: EventPublisher) -> TransferResult:
+    """Record and apply ``transfers`` (see the module docstring) in one transaction with their events.
+
+    ``conn`` is an autocommit connection outside any transaction (the outbox transaction is opened
+    here). The same log listed twice in the batch counts once (a removal wins). Returns counts and the
+    changes; an empty batch writes nothing.
+    """
+    unique, repeated = _dedupe(transfers)
+    if not unique:
+        return TransferResult(
+            received=len(transfers), applied=0, reversed=0, duplicates=repeated, ignored=0, changes=OwnershipChanges()
+        )
+    result, outbox_ids = _with_retries(conn, publisher, lambda: _apply_attempt(conn, unique))
+    return replace(result, received=len(transfers), duplicates=result.duplicates + repeated, outbox_ids=outbox_ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reconciliation (re-verification)
+
+
+def _reconcile_attempt(conn: Connection, observed: Sequence[ObservedToken]) -> tuple[ReconcileResult, list[Event]]:
+    collections = _lock_and_load(conn, (token.contract for token in observed))
+    known = [token for token in observed if token.contract in collections]
+    current = _current_rows(conn, whole_tokens=((collections[t.contract].id, t.token_id) for t in known), rows=())
+    plan = _Plan()
+    skipped = len(observed) - len(known)
+    for token in sorted(known, key=lambda t: (t.contract, t.token_id)):
+        collection = collections[token.contract]
+        held = current.get((collection.id, token.token_id), {})
+        wanted = {
+            owner: (held.get(owner) or 1) if balance is None else balance
+            for owner, balance in token.owners.items()
+            if balance is None or balance > 0
+        }
+        if collection.token_type == "ERC721":
+            if len(wanted) > 1:
+                skipped += 1
+                logger.warning("an ERC-721 token was reported with several holders; left as it is")
+                continue
+            wanted = dict.fromkeys(wanted, 1)
+        plan.token(collection, token.token_id, held, wanted)
+    changes = _write(conn, plan)
+    return ReconcileResult(changes=changes, skipped=skipped), _ownership_events(changes)
+
+
+def reconcile_owners(
+    *, conn: Connection, observed: Sequence[ObservedToken], publisher: EventPublisher
+) -> ReconcileResult:
+    """Make the owner rows of each observed token match its observed holders, in one transaction with
+    the ``ownership.changed`` events; rows that already match are re-verified (``last_verified_at``)."""
+    if not observed:
+        return ReconcileResult(changes=OwnershipChanges(), skipped=0)
+    result, outbox_ids = _with_retries(conn, publisher, lambda: _reconcile_attempt(conn, observed))
+    return replace(result, outbox_ids=outbox_ids)
+
+
+__all__ = [
+    "OWNERSHIP_LOCK_CLASS",
+    "ZERO_ADDRESS",
+    "ObservedToken",
+    "OwnershipChanges",
+    "ReconcileResult",
+    "TokenType",
+    "Transfer",
+    "TransferResult",
+    "apply_transfers",
+    "lock_collections",
+    "reconcile_owners",
+]

@@ -1,0 +1,141 @@
+"""Scheduled ownership re-verification (SPEC §6): the least recently verified tokens, checked upstream.
+
+``reverify`` picks a bounded batch of tokens whose owner rows carry the oldest ``last_verified_at`` (read
+along the ``nft_ownership_last_verified`` index, never a full scan), asks Alchemy ``getOwnersForNFT``
+for each (with the collection's token type, so ERC-721 needs one call per token), and hands what it saw
+to ``reconcile_owners`` — the same mover and the same outbox transaction as the webhook's transfers —
+so corrections emit ``ownership.changed`` and rows that were right get ``last_verified_at = now()``.
+
+Bounds: ``batch_size`` tokens per run; no new upstream call after ``time_budget_seconds``; a rate
+limit or an exhausted upstream ends the run early (what was observed so far is still applied); a
+token whose lookup failed otherwise is counted and left for the next run (its rows stay oldest).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from such_market.config import DatabaseSettings, EventSettings
+from such_market.observability import logger
+from such_market.ownership.transfers import ObservedToken, reconcile_owners
+from such_market.upstream.settings import AlchemySettings
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from such_market.events.publisher import EventPublisher
+    from such_market.upstream.alchemy import AlchemyClient
+
+DEFAULT_BATCH_SIZE: Final = 200
+DEFAULT_TIME_BUDGET_SECONDS: Final = 60.0
+MAX_BATCH_SIZE: Final = 5000
+_ROWS_PER_TOKEN: Final = 4
+"""Rows read per wanted token: ERC-1155 tokens have several rows, so read a few more than the batch."""
+
+
+class VerifyOwnershipSettings(DatabaseSettings, EventSettings, AlchemySettings):
+    """Settings of the re-verification function: the database, the bus and Alchemy."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What one run did: ``checked`` tokens were looked up, ``corrected`` of them had wrong rows,
+    ``failed`` lookups are left for later, ``skipped`` tokens could not be reconciled; ``stopped_early``
+    when the time budget or the upstream ended the run."""
+
+    checked: int
+    corrected: int
+    unchanged: int
+    failed: int
+    skipped: int
+    wallets_changed: int
+    stopped_early: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report with camelCase keys (the admin action's answer)."""
+        names = {"wallets_changed": "walletsChanged", "stopped_early": "stoppedEarly"}
+        return {names.get(key, key): value for key, value in asdict(self).items()}
+
+
+_STALEST = """
+SELECT c.contract_address, c.token_type, o.token_id::text
+FROM (
+    SELECT collection_id, token_id, last_verified_at
+    FROM nft_ownership
+    WHERE %(collection_id)s::uuid IS NULL OR collection_id = %(collection_id)s::uuid
+    ORDER BY last_verified_at
+    LIMIT %(rows)s
+) AS o
+JOIN collections AS c ON c.id = o.collection_id
+ORDER BY o.last_verified_at
+"""
+
+
+def stalest_tokens(
+    *, conn: psycopg.Connection[tuple[Any, ...]], limit: int, collection_id: uuid.UUID | None = None
+) -> list[tuple[str, str, int]]:
+    """Up to ``limit`` distinct (contract, token type, token id), least recently verified first."""
+    rows = conn.execute(_STALEST, {"collection_id": collection_id, "rows": limit * _ROWS_PER_TOKEN}).fetchall()
+    seen: dict[tuple[str, int], str] = {}
+    for contract, token_type, token_id in rows:
+        seen.setdefault((contract, int(token_id)), token_type)
+        if len(seen) == limit:
+            break
+    return [(contract, token_type, token_id) for (contract, token_id), token_type in seen.items()]
+
+
+def reverify(
+    *,
+    conn: psycopg.Connection[tuple[Any, ...]],
+    alchemy: AlchemyClient,
+    publisher: EventPublisher,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS,
+    collection_id: uuid.UUID | None = None,
+) -> VerifyReport:
+    """Re-verify the ``batch_size`` least recently verified tokens (of one collection when given)."""
+    from such_market.upstream.alchemy import UpstreamError, UpstreamUnavailable
+
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    deadline = time.monotonic() + time_budget_seconds
+    observed: list[ObservedToken] = []
+    failed = 0
+    stopped_early = False
+    for contract, token_type, token_id in stalest_tokens(conn=conn, limit=batch_size, collection_id=collection_id):
+        if time.monotonic() >= deadline:
+            stopped_early = True
+            break
+        try:
+            owners = alchemy.get_owners_for_nft(
+                contract=contract, token_id=token_id, token_type=None if token_type == "UNKNOWN" else token_type
+            )
+        except UpstreamUnavailable:
+            logger.warning("re-verification stopped: the upstream is unavailable or rate limiting")
+            failed += 1
+            stopped_early = True
+            break
+        except UpstreamError:
+            failed += 1
+            continue
+        observed.append(
+            ObservedToken(
+                contract=contract,
+                token_id=token_id,
+                owners={owner.address: None if owner.balance is None else int(owner.balance) for owner in owners},
+            )
+        )
+    result = reconcile_owners(conn=conn, observed=observed, publisher=publisher)
+    corrected = result.changes.changed_tokens
+    return VerifyReport(
+        checked=len(observed),
+        corrected=corrected,
+        unchanged=len(observed) - corrected - result.skipped,
+        failed=failed,
+        skipped=result.skipped,
+        wallets_changed=sum(len(wallets) for wallets in result.changes.wallets.values()),
+        stopped_early=stopped_early,
+    )

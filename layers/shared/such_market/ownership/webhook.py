@@ -1,0 +1,273 @@
+"""The Alchemy NFT-activity webhook (``POST /api/webhooks/alchemy``): signature, payload, use case.
+
+Order of business, so nothing unauthenticated is ever parsed:
+
+1. ``raw_body``: the exact bytes Alchemy signed (HTTP API v2 events may carry them base64-encoded);
+2. ``verify_signature``: ``X-Alchemy-Signature`` must be the hex HMAC-SHA256 of those bytes under the
+   webhook's signing key, compared in constant time — missing or wrong → 401 ``invalid_signature``;
+3. ``parse_webhook``: only now is the body read as JSON; not JSON, or not the webhook's shape → 400;
+4. ``receive_webhook``: the transfers go through ``apply_transfers`` (one transaction with their
+   events, published right after commit; the cache is invalidated by the event consumers, not here).
+
+The payload (Alchemy's documented shape; fields we do not use are ignored)::
+
+    {"webhookId": "wh_…", "id": "whevt_…", "createdAt": "…", "type": "NFT_ACTIVITY",
+     "event": {"network": "BASE_MAINNET", "activity": [
+        {"fromAddress": "0x…", "toAddress": "0x…", "contractAddress": "0x…", "blockNum": "0x…", "hash": "0x…",
+         "category": "erc721" | "erc1155", "erc721TokenId": "0x1f",            # ERC-721
+         "erc1155Metadata": [{"tokenId": "0x1", "value": "0x2"}, …],         # ERC-1155 (a batch: several)
+         "log": {"address": "0x…", "blockNumber": "0x…", "blockHash": "0x…", "transactionHash": "0x…",
+                 "logIndex": "0x…", "removed": false}}]}}
+
+Token ids, amounts, block numbers and log indexes come as hex strings (decimal strings and numbers
+are accepted too); ``tokenType`` is read when ``category`` is absent. An activity we cannot use (not an
+NFT transfer, a field missing or out of range) is skipped and counted as ignored rather than failing the
+delivery, which Alchemy would otherwise retry forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import orjson
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from such_market.config import DatabaseSettings, EventSettings
+from such_market.errors import BadRequestError, ConfigurationError, UnauthorizedError
+from such_market.ownership.transfers import TokenType, Transfer, apply_transfers
+from such_market.validation import MAX_UINT256
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from such_market.events.publisher import EventPublisher
+
+SIGNATURE_HEADER: Final = "x-alchemy-signature"
+NFT_ACTIVITY: Final = "NFT_ACTIVITY"
+MAX_BODY_BYTES: Final = 2 * 1024 * 1024
+"""Larger bodies are refused (400) after the signature check; Alchemy's deliveries are far smaller."""
+
+
+class AlchemyWebhookSettings(DatabaseSettings, EventSettings):
+    """Settings of the webhook function: the database, the bus and the signing key (plain locally, a
+    Secrets Manager/SSM reference in AWS)."""
+
+    alchemy_webhook_signing_key: SecretStr | None = None
+    alchemy_webhook_signing_key_secret_arn: str | None = Field(
+        default=None, pattern=r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$"
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        key = self.alchemy_webhook_signing_key.get_secret_value() if self.alchemy_webhook_signing_key else ""
+        if not key.strip() and not self.alchemy_webhook_signing_key_secret_arn:
+            raise ValueError("set ALCHEMY_WEBHOOK_SIGNING_KEY or ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN")
+        return self
+
+    def resolve_signing_key(self) -> str:
+        """The signing key itself: the plain variable, else the secret it references (cached per container)."""
+        if self.alchemy_webhook_signing_key is not None and self.alchemy_webhook_signing_key.get_secret_value().strip():
+            return self.alchemy_webhook_signing_key.get_secret_value().strip()
+        if self.alchemy_webhook_signing_key_secret_arn is None:
+            raise ConfigurationError("set ALCHEMY_WEBHOOK_SIGNING_KEY or ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN")
+        from such_market.secrets import get_secret_string
+
+        return get_secret_string(self.alchemy_webhook_signing_key_secret_arn).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedWebhook:
+    """A delivery: its id, the transfers it reports, and how many activities could not be used."""
+
+    event_id: str
+    transfers: tuple[Transfer, ...]
+    skipped: int
+
+
+# --------------------------------------------------------------------------------------------------
+# Raw body and signature
+
+
+def raw_body(event: Mapping[str, Any]) -> bytes:
+    """The request body as sent: base64-decoded when ``isBase64Encoded``, else the UTF-8 of ``body``."""
+    body = event.get("body")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise BadRequestError("the request body is not text", code="invalid_body")
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequestError("the request body is not valid base64", code="invalid_body") from None
+    return body.encode()
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header's value, whatever the case of its name."""
+    wanted = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def signature(body: bytes, key: str) -> str:
+    """The hex HMAC-SHA256 of ``body`` under ``key``: what Alchemy sends in ``X-Alchemy-Signature``."""
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(body: bytes, presented: str | None, key: str) -> None:
+    """Raise ``UnauthorizedError`` (401, ``invalid_signature``) unless ``presented`` signs ``body``."""
+    expected = signature(body, key)
+    candidate = (presented or "").strip().lower()
+    if not hmac.compare_digest(expected.encode(), candidate.encode()):
+        raise UnauthorizedError("missing or invalid webhook signature", code="invalid_signature")
+
+
+# --------------------------------------------------------------------------------------------------
+# Payload
+
+
+def _int(value: object, *, maximum: int) -> int:
+    """A non-negative integer given as a number, a decimal string or a 0x hex string."""
+    if isinstance(value, bool):
+        raise ValueError("not an integer")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value[:2].lower() == "0x" and 2 < len(value) <= 66:
+        number = int(value[2:], 16)
+    elif isinstance(value, str) and value.isdigit() and len(value) <= 78:
+        number = int(value)
+    else:
+        raise ValueError("not an integer")
+    if not 0 <= number <= maximum:
+        raise ValueError("out of range")
+    return number
+
+
+_TOKEN_TYPES: Final[Mapping[str, TokenType]] = {"ERC721": "ERC721", "ERC1155": "ERC1155"}
+
+
+def _token_type(activity: Mapping[str, Any]) -> TokenType | None:
+    """``category`` (``erc721``/``erc1155``) or ``tokenType``, as a token type (None when neither says)."""
+    return _TOKEN_TYPES.get(str(activity.get("category") or activity.get("tokenType") or "").upper().replace("-", ""))
+
+
+def _activity_transfers(activity: object, event_id: str) -> list[Transfer]:
+    """The transfers of one activity (ValueError when it is not a usable NFT transfer)."""
+    if not isinstance(activity, Mapping):
+        raise ValueError("an activity is not an object")
+    log = activity.get("log")
+    log = log if isinstance(log, Mapping) else {}
+    kind = _token_type(activity)
+    common: dict[str, Any] = {
+        "contract": activity.get("contractAddress") or log.get("address"),
+        "from_address": activity.get("fromAddress"),
+        "to_address": activity.get("toAddress"),
+        "block_number": _int(log.get("blockNumber", activity.get("blockNum")), maximum=2**63 - 1),
+        "tx_hash": log.get("transactionHash") or activity.get("hash"),
+        "log_index": _int(log.get("logIndex"), maximum=2**31 - 1),
+        "removed": log.get("removed") is True,
+        "block_hash": log.get("blockHash") or None,
+        "event_id": event_id,
+    }
+    for name in ("contract", "from_address", "to_address", "tx_hash"):
+        if not isinstance(common[name], str):
+            raise ValueError(f"{name} is missing")
+    if common["block_hash"] is not None and not isinstance(common["block_hash"], str):
+        raise ValueError("blockHash is not a string")
+    batch = activity.get("erc1155Metadata")
+    if isinstance(batch, list) and batch:
+        transfers = []
+        for index, item in enumerate(batch):
+            if not isinstance(item, Mapping):
+                raise ValueError("an erc1155Metadata entry is not an object")
+            transfers.append(
+                Transfer(
+                    **common,
+                    token_id=_int(item.get("tokenId"), maximum=MAX_UINT256),
+                    amount=_int(item.get("value"), maximum=MAX_UINT256),
+                    batch_index=index,
+                    token_type=kind or "ERC1155",
+                )
+            )
+        return transfers
+    token = activity.get("erc721TokenId")
+    if token is None:
+        raise ValueError("neither erc721TokenId nor erc1155Metadata")
+    return [Transfer(**common, token_id=_int(token, maximum=MAX_UINT256), amount=1, token_type=kind or "ERC721")]
+
+
+def parse_webhook(body: bytes) -> ParsedWebhook:
+    """Parse a (verified) delivery. ``BadRequestError`` (400) when the body is not JSON or not a webhook;
+    unusable activities are skipped and counted."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequestError("the webhook body is too large", code="invalid_body")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequestError("the webhook body is not valid JSON", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise BadRequestError("the webhook body is not a JSON object", code="invalid_payload")
+    event_id = payload.get("id")
+    event = payload.get("event")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 200 or not isinstance(event, dict):
+        raise BadRequestError("the webhook body lacks id or event", code="invalid_payload")
+    activities = event.get("activity")
+    if not isinstance(activities, list):
+        raise BadRequestError("the webhook event lacks its activity list", code="invalid_payload")
+    if payload.get("type") != NFT_ACTIVITY:
+        return ParsedWebhook(event_id=event_id, transfers=(), skipped=len(activities))
+    transfers: list[Transfer] = []
+    skipped = 0
+    for activity in activities:
+        try:
+            transfers.extend(_activity_transfers(activity, event_id))
+        except ValueError:
+            skipped += 1
+    return ParsedWebhook(event_id=event_id, transfers=tuple(transfers), skipped=skipped)
+
+
+# --------------------------------------------------------------------------------------------------
+# Use case
+
+
+class WebhookReceiptBody(BaseModel):
+    """The 200 answer to a delivery (``applied`` counts re-org reversals too)."""
+
+    received: int
+    applied: int
+    duplicates: int
+    ignored: int
+
+
+def receive_webhook(
+    *,
+    connect: Callable[[], psycopg.Connection[tuple[Any, ...]]],
+    publisher: EventPublisher,
+    signing_key: str,
+    body: bytes,
+    headers: Mapping[str, str] | None,
+) -> dict[str, int]:
+    """Verify, parse and apply one delivery; returns the body of the 200 answer (``WebhookReceiptBody``).
+
+    ``connect`` is called only once the signature and the payload are valid, so unauthenticated or
+    malformed requests never open a database connection."""
+    verify_signature(body, header(headers, SIGNATURE_HEADER), signing_key)
+    parsed = parse_webhook(body)
+    if not parsed.transfers:
+        return {"received": parsed.skipped, "applied": 0, "duplicates": 0, "ignored": parsed.skipped}
+    result = apply_transfers(conn=connect(), transfers=parsed.transfers, publisher=publisher)
+    return {
+        "received": len(parsed.transfers) + parsed.skipped,
+        "applied": result.applied + result.reversed,
+        "duplicates": result.duplicates,
+        "ignored": result.ignored + parsed.skipped,
+    }

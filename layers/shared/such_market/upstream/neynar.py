@@ -1,0 +1,315 @@
+"""The Neynar API v2 client (SPEC §7): Farcaster users by fid, one sync httpx client per container.
+
+``GET {NEYNAR_BASE_URL}/v2/farcaster/user/bulk/?fids=1,2,3`` with the key in the ``x-api-key`` header.
+The key lives only inside the client's transport: the ``httpx.Client``, every ``httpx.Request`` it
+creates and every response's ``request`` are without it (the transport adds the header to the copy that
+goes on the wire), so httpx's logs, exception messages and reprs never contain it. Error details read
+from Neynar are redacted as well, and httpx exceptions are never chained into ours.
+
+What callers can rely on:
+
+- ``get_users(fids=…)`` asks for at most ``MAX_FIDS_PER_CALL`` (100) fids per request and batches
+  beyond; fids are de-duplicated; a fid Neynar does not know is simply absent from the result;
+- explicit timeouts (connect 2 s, read 5 s by default); 429 honours ``Retry-After`` with jittered,
+  bounded backoff, and 5xx/timeouts retry, exactly as for Alchemy (``such_market.upstream.retrying``);
+  failures raise the ``UpstreamError`` tree of ``such_market.upstream.alchemy`` with ``upstream="Neynar"``;
+- users become small frozen ``NeynarUser`` models, read tolerantly: unknown fields ignored, numbers
+  given as strings parsed, negative or absurd counts dropped, addresses lower-cased, invalid or
+  duplicate verified addresses dropped, ``verifications`` (older shape) read when
+  ``verified_addresses.eth_addresses`` is absent, ``pfp.url`` when ``pfp_url`` is. A user without a
+  usable fid is skipped (and counted in a warning) rather than failing the batch.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from such_market.observability import logger
+from such_market.upstream.alchemy import UpstreamProtocolError
+from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, NeynarSettings
+from such_market.upstream.retrying import RetryingGetter, RetryPolicy
+from such_market.validation import MAX_FID, normalize_address
+
+UPSTREAM: Final = "Neynar"
+MAX_FIDS_PER_CALL: Final = 100
+"""Neynar's limit of fids per ``user/bulk`` request."""
+
+API_KEY_HEADER: Final = "x-api-key"
+MAX_COUNT: Final = 2**31 - 1
+"""Follower/following counts beyond this (``fc_users`` stores ``integer``) are not believed."""
+
+_BULK_METHOD: Final = "user/bulk"
+_BULK_PATH: Final = "user/bulk/"
+_MAX_TEXT: Final = 2048
+
+
+# --------------------------------------------------------------------------------------------------
+# Tolerant readers
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text[:_MAX_TEXT] if text else None
+
+
+def _count(value: object, *, maximum: int) -> int | None:
+    """A non-negative integer up to ``maximum`` from an int, an integral float or a decimal string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 0 <= value <= maximum:
+        return value
+    return None
+
+
+def _address(value: object) -> str | None:
+    try:
+        return normalize_address(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        return None
+
+
+def _addresses(values: object) -> tuple[str, ...]:
+    """Valid addresses, lower-cased, de-duplicated in order; anything else is dropped."""
+    found: dict[str, None] = {}
+    for value in values if isinstance(values, list) else []:
+        address = _address(value)
+        if address is not None:
+            found[address] = None
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+class NeynarUser(BaseModel):
+    """A Farcaster user as we keep it (``fc_users``): addresses lower-case, counts non-negative."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fid: int
+    username: str | None = None
+    display_name: str | None = None
+    pfp_url: str | None = None
+    custody_address: str | None = None
+    verified_eth_addresses: tuple[str, ...] = ()
+    follower_count: int | None = None
+    following_count: int | None = None
+
+    @classmethod
+    def from_neynar(cls, payload: object) -> NeynarUser:
+        """Parse one entry of ``users``. Raises ``ValueError`` without a usable fid."""
+        raw = _mapping(payload)
+        fid = _count(raw.get("fid"), maximum=MAX_FID)
+        if not fid:
+            raise ValueError("a user needs a positive fid")
+        verified = _mapping(raw.get("verified_addresses"))
+        eth = verified.get("eth_addresses") if "eth_addresses" in verified else raw.get("verifications")
+        return cls(
+            fid=fid,
+            username=_text(raw.get("username")),
+            display_name=_text(raw.get("display_name", raw.get("displayName"))),
+            pfp_url=_text(raw.get("pfp_url")) or _text(_mapping(raw.get("pfp")).get("url")),
+            custody_address=_address(raw.get("custody_address", raw.get("custodyAddress"))),
+            verified_eth_addresses=_addresses(eth),
+            follower_count=_count(raw.get("follower_count", raw.get("followerCount")), maximum=MAX_COUNT),
+            following_count=_count(raw.get("following_count", raw.get("followingCount")), maximum=MAX_COUNT),
+        )
+
+
+def parse_users(payload: Mapping[str, Any]) -> tuple[NeynarUser, ...]:
+    """The users of a ``user/bulk`` response; malformed entries are skipped and counted in a warning."""
+    items = payload.get("users")
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise UpstreamProtocolError(_BULK_METHOD, "users is not a JSON array", upstream=UPSTREAM)
+    users: list[NeynarUser] = []
+    for item in items:
+        try:
+            users.append(NeynarUser.from_neynar(item))
+        except ValueError:
+            continue
+    skipped = len(items) - len(users)
+    if skipped:
+        logger.warning("skipped malformed upstream items", extra={"method": _BULK_METHOD, "skipped": skipped})
+    return tuple(users)
+
+
+# --------------------------------------------------------------------------------------------------
+# Transport
+
+
+class _ApiKeyTransport(httpx.BaseTransport):
+    """Adds the key header to the copy of each request that goes on the wire, and to nothing else."""
+
+    def __init__(self, inner: httpx.BaseTransport, api_key: str) -> None:
+        self._inner = inner
+        self._header = (API_KEY_HEADER.encode(), api_key.encode())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        outgoing = httpx.Request(
+            request.method,
+            request.url,
+            headers=[*request.headers.raw, self._header],
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        return self._inner.handle_request(outgoing)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __repr__(self) -> str:
+        return f"<_ApiKeyTransport {type(self._inner).__name__}>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Client
+
+
+class NeynarClient:
+    """A sync client of the Neynar API v2. Thread-safe (one ``httpx.Client``); create once per container.
+
+    ``transport``, ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall clock) and ``jitter``
+    (uniform in [0, 1)) are seams for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_NEYNAR_BASE_URL,
+        max_attempts: int = 4,
+        retry_budget_seconds: float = 10.0,
+        connect_timeout_seconds: float = 2.0,
+        read_timeout_seconds: float = 5.0,
+        backoff_base_seconds: float = 0.25,
+        backoff_cap_seconds: float = 4.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        key = api_key.strip()
+        if not key:
+            raise ValueError("api_key is empty")
+        self.origin = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=f"{self.origin}/v2/farcaster/",
+            transport=_ApiKeyTransport(transport or httpx.HTTPTransport(), key),
+            timeout=httpx.Timeout(
+                connect=connect_timeout_seconds,
+                read=read_timeout_seconds,
+                write=read_timeout_seconds,
+                pool=connect_timeout_seconds,
+            ),
+            headers={"accept": "application/json", "user-agent": "such-market-backend"},
+            follow_redirects=False,
+        )
+        self._getter = RetryingGetter(
+            self._http,
+            upstream=UPSTREAM,
+            policy=RetryPolicy(
+                max_attempts=max_attempts,
+                budget_seconds=retry_budget_seconds,
+                backoff_base_seconds=backoff_base_seconds,
+                backoff_cap_seconds=backoff_cap_seconds,
+            ),
+            secrets=[key],
+            sleep=sleep,
+            clock=clock,
+            now=now,
+            jitter=jitter,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: NeynarSettings, *, transport: httpx.BaseTransport | None = None) -> Self:
+        """A client configured from ``settings`` (resolves the key, from Secrets Manager/SSM if need be)."""
+        return cls(
+            api_key=settings.resolve_api_key(),
+            base_url=settings.neynar_base_url,
+            max_attempts=settings.neynar_max_attempts,
+            retry_budget_seconds=settings.neynar_retry_budget_seconds,
+            connect_timeout_seconds=settings.neynar_connect_timeout_seconds,
+            read_timeout_seconds=settings.neynar_read_timeout_seconds,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"NeynarClient(origin={self.origin!r}, max_attempts={self._getter.policy.max_attempts})"
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- methods ------------------------------------------------------------------------------------
+
+    def get_users(self, *, fids: Iterable[int]) -> dict[int, NeynarUser]:
+        """``{fid: user}`` for the fids Neynar knows, in batches of at most 100 fids per request."""
+        wanted = list(dict.fromkeys(fids))
+        for fid in wanted:
+            if isinstance(fid, bool) or not isinstance(fid, int) or not 0 < fid <= MAX_FID:
+                raise ValueError(f"not a fid: {fid!r}")
+        users: dict[int, NeynarUser] = {}
+        for start in range(0, len(wanted), MAX_FIDS_PER_CALL):
+            batch = wanted[start : start + MAX_FIDS_PER_CALL]
+            payload = self._getter.get(_BULK_METHOD, [("fids", ",".join(map(str, batch)))], path=_BULK_PATH)
+            asked = set(batch)
+            users.update((user.fid, user) for user in parse_users(payload) if user.fid in asked)
+        return users
+
+    def get_user(self, *, fid: int) -> NeynarUser | None:
+        """One user, or ``None`` when Neynar does not know the fid."""
+        return self.get_users(fids=[fid]).get(fid)
+
+
+# --------------------------------------------------------------------------------------------------
+# The container's client
+
+_lock = threading.Lock()
+_clients: dict[NeynarSettings, NeynarClient] = {}
+
+
+def get_neynar_client(settings: NeynarSettings) -> NeynarClient:
+    """The container's client for ``settings`` (created, and the key resolved, on first use)."""
+    with _lock:
+        client = _clients.get(settings)
+        if client is None:
+            client = NeynarClient.from_settings(settings)
+            _clients[settings] = client
+        return client
+
+
+def close_neynar_clients() -> None:
+    """Close and forget every client (tests and the local runtime call this between runs)."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()

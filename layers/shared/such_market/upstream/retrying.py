@@ -1,0 +1,195 @@
+"""Bounded, jittered retries of JSON GETs to an upstream API (SPEC §7), for every upstream client.
+
+``RetryingGetter.get(method, params)`` sends one GET through the client's ``httpx.Client`` and returns
+the decoded JSON object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.alchemy``
+documents it):
+
+- 429 waits ``Retry-After`` (seconds or an HTTP date) plus full-jitter backoff; 5xx, timeouts and
+  connection errors retry with full-jitter backoff; both are bounded by ``max_attempts`` and by a time
+  budget per call (a wait that would end beyond the budget fails at once, carrying ``Retry-After``);
+- 404 raises ``UpstreamNotFound``, any other 4xx ``UpstreamBadRequest`` at once (retrying cannot help);
+- a 2xx whose body is not a JSON object raises ``UpstreamProtocolError``;
+- error details are read from ``{"error":{"message"}}``, ``{"error":"…"}``, ``{"message":"…"}`` or plain
+  text, with every secret the client names replaced by ``***``, and cut short; httpx exceptions are
+  never chained, so no URL or header reaches a traceback.
+
+Retry warnings name the upstream and the method (never a URL, a header or a key).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from such_market.observability import logger
+from such_market.upstream.alchemy import (
+    UpstreamBadRequest,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+    parse_retry_after,
+)
+
+REDACTED: Final = "***"
+MAX_DETAIL_CHARS: Final = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one call tries: attempts, total time, and the full-jitter backoff curve."""
+
+    max_attempts: int = 4
+    budget_seconds: float = 20.0
+    backoff_base_seconds: float = 0.25
+    backoff_cap_seconds: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.budget_seconds <= 0:
+            raise ValueError("budget_seconds must be positive")
+
+    def backoff(self, attempt: int, jitter: float) -> float:
+        """Full jitter: ``jitter`` (uniform in [0, 1)) times min(cap, base * 2**(attempt-1))."""
+        return jitter * min(self.backoff_cap_seconds, self.backoff_base_seconds * 2.0 ** (attempt - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """A retryable failure and how long to wait before the next attempt."""
+
+    failure: UpstreamUnavailable
+    delay: float
+
+
+class RetryingGetter:
+    """GETs JSON objects from one upstream with a ``RetryPolicy``.
+
+    ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall clock, for HTTP-date ``Retry-After``) and
+    ``jitter`` (uniform in [0, 1)) are seams for tests.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        upstream: str,
+        policy: RetryPolicy,
+        secrets: Iterable[str] = (),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = http
+        self.upstream = upstream
+        self.policy = policy
+        self._secrets = {form for secret in secrets if secret for form in (secret, quote(secret, safe=""))}
+        self._sleep = sleep
+        self._clock = clock
+        self._now = now or (lambda: datetime.now(UTC))
+        self._jitter = jitter
+
+    def get(self, method: str, params: Sequence[tuple[str, str]], *, path: str | None = None) -> dict[str, Any]:
+        """GET ``path`` (default: ``method``, relative to the client's base URL) with bounded retries.
+
+        ``method`` names the call in errors and logs.
+        """
+        deadline = self._clock() + self.policy.budget_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = self._attempt(method, path or method, params, attempt)
+            if not isinstance(outcome, _Retry):
+                return outcome
+            if attempt >= self.policy.max_attempts or self._clock() + outcome.delay > deadline:
+                raise outcome.failure
+            logger.warning(
+                "upstream call failed; retrying",
+                extra={
+                    "upstream": self.upstream.lower(),
+                    "method": method,
+                    "attempt": attempt,
+                    "status": outcome.failure.status,
+                    "delay_seconds": round(outcome.delay, 3),
+                },
+            )
+            self._sleep(outcome.delay)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of this upstream replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def _attempt(
+        self, method: str, path: str, params: Sequence[tuple[str, str]], attempt: int
+    ) -> dict[str, Any] | _Retry:
+        """One request: the JSON object, a ``_Retry`` for retryable failures, or a raised final error."""
+        upstream = self.upstream
+        try:
+            response = self._http.get(path, params=list(params))
+        except httpx.TimeoutException as error:
+            failure = UpstreamUnavailable(method, f"timed out ({type(error).__name__})", upstream=upstream)
+            return _Retry(failure, self._backoff(attempt))
+        except httpx.TransportError as error:
+            failure = UpstreamUnavailable(method, f"transport error ({type(error).__name__})", upstream=upstream)
+            return _Retry(failure, self._backoff(attempt))
+        status = response.status_code
+        if 200 <= status < 300:
+            return self._decode(method, response)
+        detail = self._error_detail(response)
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now=self._now())
+            failure = UpstreamRateLimited(method, detail, retry_after=retry_after, upstream=upstream)
+            return _Retry(failure, (retry_after or 0.0) + self._backoff(attempt))
+        if status >= 500:
+            return _Retry(UpstreamUnavailable(method, detail, status=status, upstream=upstream), self._backoff(attempt))
+        if status == 404:
+            raise UpstreamNotFound(method, detail, status=status, upstream=upstream)
+        if 400 <= status < 500:
+            raise UpstreamBadRequest(method, detail, status=status, upstream=upstream)
+        raise UpstreamProtocolError(method, "unexpected status", status=status, upstream=upstream)
+
+    def _backoff(self, attempt: int) -> float:
+        return self.policy.backoff(attempt, self._jitter())
+
+    def _decode(self, method: str, response: httpx.Response) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                method, "the body is not JSON", status=response.status_code, upstream=self.upstream
+            ) from None
+        if not isinstance(payload, dict):
+            raise UpstreamProtocolError(
+                method, "the body is not a JSON object", status=response.status_code, upstream=self.upstream
+            )
+        return payload
+
+    def _error_detail(self, response: httpx.Response) -> str:
+        text = response.text.strip()
+        message: object = text
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                message = error.get("message", text)
+            elif isinstance(error, str):
+                message = error
+            elif isinstance(body.get("message"), str):
+                message = body["message"]
+        detail = " ".join(str(message).split()) or response.reason_phrase or "no detail"
+        return self.redact(detail)[:MAX_DETAIL_CHARS]

@@ -1,0 +1,384 @@
+"""The user use cases behind the public endpoints: cache → PostgreSQL → Neynar (profiles) and Alchemy (wallets).
+
+Each read returns a ``Served`` (an HTTP status, pre-serialized JSON bytes and how it was served), so a
+hit costs one cache GET and no decoding.
+
+- ``profile`` / ``verifications``: the user from ``fc_users`` while it was fetched within the hot tier,
+  else from Neynar (stored; when an existing user's names, picture or addresses changed, ``user.updated``
+  commits with the row through the outbox). Neynar down with a stored row: the row is served. An fid
+  Neynar does not know is a 404, cached briefly.
+- ``nft_contracts``: every verified wallet scanned with Alchemy ``getContractsForOwner``, paged to the end
+  or to ``WALLET_SCAN_MAX_PAGES`` (status ``truncated``); each scan is stored in
+  ``wallet_collection_mapping`` (scan rows; index rows are never overwritten) and cached per wallet
+  (``wallets:{w}:contracts``, cold); the whole answer is cached under ``users:{fid}:collections`` (cold).
+- ``nft_contracts_normalized``: the same shape with ``system: "normalized"``, read from
+  ``wallet_collection_mapping`` (index and scan rows; where the index holds a key its figures are the
+  row's); a wallet is rescanned only when it has no scan within the cold tier.
+
+A wallet whose scan fails has status ``error`` and does not fail the others; an answer with such a wallet
+is served but never cached (the cache gives its fill lease back), so the next request tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+import orjson
+
+from such_market.cache.entries import Entry
+from such_market.cache.store import Served
+from such_market.cache.tiers import Tier
+from such_market.errors import ServiceUnavailableError
+from such_market.http.responses import error_body
+from such_market.observability import logger
+from such_market.runtime import database_errors, upstream_errors
+from such_market.users.profiles import FarcasterUserRow, get_user, upsert_user
+from such_market.users.runtime import UsersRuntime
+from such_market.users.wallet_collections import HeldCollection, get_wallet_holdings, store_wallet_scan
+
+if TYPE_CHECKING:
+    from such_market.upstream.alchemy import OwnerContract
+    from such_market.upstream.neynar import NeynarUser
+
+PROFILE_FRESH_FOR = timedelta(seconds=Tier.HOT)
+"""An ``fc_users`` row older than the hot tier is fetched again from Neynar."""
+
+SCAN_FRESH_FOR = timedelta(seconds=Tier.COLD)
+"""A wallet scan older than the cold tier is redone (normalized answers)."""
+
+WALLET_SCAN_MAX_PAGES = 20
+"""At most this many pages of getContractsForOwner (100 collections each) per wallet scan."""
+
+UPSTREAM_LEASE_MS = 30_000  # fills wait on Neynar and paged wallet scans: hold the lease long enough
+NORMALIZED_SYSTEM = "normalized"
+
+WalletStatus = Literal["success", "error", "truncated"]
+
+
+class ContractBody(TypedDict):
+    """One collection of a wallet in the nft-contracts answers (figures as decimal strings)."""
+
+    address: str
+    name: str | None
+    symbol: str | None
+    tokenType: str
+    totalBalance: str | None
+    numDistinctTokensOwned: str | None
+    isSpam: bool
+
+
+class WalletBody(TypedDict):
+    """One wallet of the nft-contracts answers."""
+
+    walletAddress: str
+    status: WalletStatus
+    contracts: list[ContractBody]
+    totalCollectionsFound: int
+
+
+# -- entries -----------------------------------------------------------------------------------------
+def _json(payload: object) -> Entry:
+    return Entry(200, orjson.dumps(payload))
+
+
+def _unknown_user(fid: int) -> Entry:
+    return Entry(404, error_body(f"no Farcaster user with fid {fid}", "not_found"))
+
+
+class _Uncacheable(Exception):  # noqa: N818 - a signal to the cache front, not an error
+    """Raised by a loader whose answer is partial: the cache stores nothing and gives its lease back."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__("partial answer")
+        self.entry = entry
+
+
+def _fetch(runtime: UsersRuntime, key: str, tier: Tier, load: Callable[[], Entry]) -> Served:
+    try:
+        return runtime.cache.fetch(key, tier, load, lease_ms=UPSTREAM_LEASE_MS)
+    except _Uncacheable as partial:
+        return Served(partial.entry, "MISS")
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- users ---------------------------------------------------------------------------------------------
+def _store_user(runtime: UsersRuntime, user: NeynarUser) -> FarcasterUserRow:
+    """Store ``user`` as fetched now; a change of what we serve about it commits with ``user.updated``."""
+    from such_market.events.models import Event, UserUpdated
+    from such_market.events.outbox import outbox_transaction
+
+    with database_errors(), outbox_transaction(runtime.conn, runtime.publisher) as tx:
+        stored = upsert_user(conn=runtime.conn, user=user, max_age=PROFILE_FRESH_FOR)
+        if stored.changed:
+            wallets = tuple(sorted({*stored.previous_addresses, *stored.row.addresses}))
+            tx.add(Event(UserUpdated(fid=user.fid, wallets=wallets)))
+    return stored.row
+
+
+def find_user(runtime: UsersRuntime, fid: int) -> FarcasterUserRow | None:
+    """The user ``fid``: from ``fc_users`` while fresh, else from Neynar (stored); ``None`` if unknown.
+
+    When Neynar cannot answer, a stored row is served however old it is; without one, the 503 stands.
+    """
+    with database_errors():
+        row = get_user(conn=runtime.conn, fid=fid, max_age=PROFILE_FRESH_FOR)
+    if row is not None and row.fresh:
+        return row
+    try:
+        with upstream_errors():
+            fetched = runtime.neynar.get_user(fid=fid)
+    except ServiceUnavailableError:
+        if row is None:
+            raise
+        logger.warning("Neynar unavailable; serving the stored profile", extra={"fid": fid})
+        return row
+    return None if fetched is None else _store_user(runtime, fetched)
+
+
+def profile_body(user: FarcasterUserRow) -> dict[str, object]:
+    return {
+        "fid": user.fid,
+        "username": user.username,
+        "displayName": user.display_name,
+        "pfpUrl": user.pfp_url,
+        "custodyAddress": user.custody_address,
+        "verifiedAddresses": list(user.verified_eth_addresses),
+        "followerCount": user.follower_count,
+        "followingCount": user.following_count,
+        "fetchedAt": _iso(user.fetched_at),
+    }
+
+
+def _user_summary(user: FarcasterUserRow) -> dict[str, object]:
+    return {"fid": user.fid, "username": user.username, "displayName": user.display_name, "pfpUrl": user.pfp_url}
+
+
+def profile(runtime: UsersRuntime, fid: int) -> Served:
+    """GET /api/profile/{fid}."""
+
+    def load() -> Entry:
+        user = find_user(runtime, fid)
+        return _unknown_user(fid) if user is None else _json(profile_body(user))
+
+    return _fetch(runtime, runtime.cache.keys.user_profile(fid), Tier.HOT, load)
+
+
+def verifications(runtime: UsersRuntime, fid: int) -> Served:
+    """GET /api/verifications/{fid}: the user's verified addresses and custody address."""
+
+    def load() -> Entry:
+        user = find_user(runtime, fid)
+        if user is None:
+            return _unknown_user(fid)
+        return _json(
+            {
+                "fid": user.fid,
+                "username": user.username,
+                "custodyAddress": user.custody_address,
+                "verifiedAddresses": list(user.verified_eth_addresses),
+            }
+        )
+
+    return _fetch(runtime, runtime.cache.keys.user_verifications(fid), Tier.HOT, load)
+
+
+# -- wallet scans --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WalletScan:
+    """What one scan of a wallet found; ``complete`` is false when the page cap (or a repeated page key)
+    stopped it; ``reported_total`` is Alchemy's ``totalCount`` when it gave one."""
+
+    contracts: tuple[OwnerContract, ...]
+    complete: bool
+    reported_total: int | None
+
+    @property
+    def status(self) -> WalletStatus:
+        return "success" if self.complete else "truncated"
+
+    @property
+    def total_found(self) -> int:
+        return max(len(self.contracts), self.reported_total or 0)
+
+
+def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
+    """Page through getContractsForOwner (at most ``WALLET_SCAN_MAX_PAGES`` pages) and store the scan.
+
+    Raises ``UpstreamError`` when Alchemy fails, ``ServiceUnavailableError`` when the database does.
+    """
+    contracts: list[OwnerContract] = []
+    complete = False
+    reported: int | None = None
+    for page in runtime.alchemy.get_contracts_for_owner(owner=wallet, max_pages=WALLET_SCAN_MAX_PAGES):
+        contracts.extend(page.contracts)
+        reported = page.total_count if reported is None else reported
+        complete = page.page_key is None
+    with database_errors():
+        store_wallet_scan(conn=runtime.conn, wallet=wallet, contracts=contracts, complete=complete)
+    return WalletScan(tuple(contracts), complete, reported)
+
+
+def _try_scan(runtime: UsersRuntime, wallet: str) -> WalletScan | None:
+    """``scan_wallet``, or ``None`` (logged) when Alchemy fails for this wallet."""
+    from such_market.upstream.alchemy import UpstreamError
+
+    try:
+        return scan_wallet(runtime, wallet)
+    except UpstreamError as error:
+        logger.warning(
+            "wallet scan failed", extra={"wallet": wallet, "error_type": type(error).__name__, "status": error.status}
+        )
+        return None
+
+
+def _contract_body(
+    *,
+    address: str,
+    name: str | None,
+    symbol: str | None,
+    token_type: str | None,
+    total_balance: object,
+    distinct_tokens: object,
+    is_spam: bool | None,
+) -> ContractBody:
+    return {
+        "address": address,
+        "name": name,
+        "symbol": symbol,
+        "tokenType": token_type or "UNKNOWN",
+        "totalBalance": None if total_balance is None else str(total_balance),
+        "numDistinctTokensOwned": None if distinct_tokens is None else str(distinct_tokens),
+        "isSpam": bool(is_spam),
+    }
+
+
+def _scanned_contract_body(contract: OwnerContract) -> ContractBody:
+    return _contract_body(
+        address=contract.address,
+        name=contract.name,
+        symbol=contract.symbol,
+        token_type=contract.token_type,
+        total_balance=contract.total_balance,
+        distinct_tokens=contract.num_distinct_tokens_owned,
+        is_spam=contract.is_spam,
+    )
+
+
+def _held_contract_body(held: HeldCollection) -> ContractBody:
+    return _contract_body(
+        address=held.contract_address,
+        name=held.name,
+        symbol=held.symbol,
+        token_type=held.token_type,
+        total_balance=held.total_balance,
+        distinct_tokens=held.num_distinct_tokens,
+        is_spam=held.is_spam,
+    )
+
+
+def _wallet_body(wallet: str, status: WalletStatus, contracts: list[ContractBody], total: int) -> WalletBody:
+    return {"walletAddress": wallet, "status": status, "contracts": contracts, "totalCollectionsFound": total}
+
+
+def _message(wallets: Sequence[WalletBody], total_collections: int) -> str:
+    if not wallets:
+        return "the user has no verified wallets"
+    failed = sum(wallet["status"] == "error" for wallet in wallets)
+    truncated = sum(wallet["status"] == "truncated" for wallet in wallets)
+    parts = [f"found {total_collections} collections across {len(wallets) - failed} of {len(wallets)} wallets"]
+    if failed:
+        parts.append(f"{failed} wallet scans failed (try again shortly)")
+    if truncated:
+        parts.append(f"{truncated} wallets hold more collections than one scan lists")
+    return "; ".join(parts)
+
+
+def _collections_answer(user: FarcasterUserRow, wallets: list[WalletBody], *, system: str | None = None) -> Entry:
+    """The SPEC answer over the wallet bodies (``totalCollections`` counts distinct contracts across
+    wallets); raises ``_Uncacheable`` when a wallet failed."""
+    succeeded = [wallet for wallet in wallets if wallet["status"] != "error"]
+    distinct = {contract["address"] for wallet in wallets for contract in wallet["contracts"]}
+    body: dict[str, object] = {
+        "user": _user_summary(user),
+        "wallets": wallets,
+        "totalWallets": len(wallets),
+        "successfulWallets": len(succeeded),
+        "totalCollections": len(distinct),
+        "message": _message(wallets, len(distinct)),
+    }
+    if system is not None:
+        body["system"] = system
+    entry = _json(body)
+    if len(succeeded) < len(wallets):
+        raise _Uncacheable(entry)
+    return entry
+
+
+# -- use cases: collections ----------------------------------------------------------------------------
+def wallet_contracts(runtime: UsersRuntime, wallet: str) -> Served:
+    """One wallet's collections from a fresh Alchemy scan, cached under ``wallets:{w}:contracts`` (cold).
+
+    The body is the wallet's entry of the nft-contracts answer; a failed scan is served, not cached.
+    """
+
+    def load() -> Entry:
+        scan = _try_scan(runtime, wallet)
+        if scan is None:
+            raise _Uncacheable(_json(_wallet_body(wallet, "error", [], 0)))
+        contracts = [_scanned_contract_body(contract) for contract in scan.contracts]
+        return _json(_wallet_body(wallet, scan.status, contracts, scan.total_found))
+
+    return _fetch(runtime, runtime.cache.keys.wallet_contracts(wallet), Tier.COLD, load)
+
+
+def nft_contracts(runtime: UsersRuntime, fid: int) -> Served:
+    """GET /api/nft-contracts/{fid}: the collections of each verified wallet, scanned with Alchemy."""
+
+    def load() -> Entry:
+        user = find_user(runtime, fid)
+        if user is None:
+            return _unknown_user(fid)
+        wallets: list[WalletBody] = [
+            orjson.loads(wallet_contracts(runtime, wallet).entry.body) for wallet in user.verified_eth_addresses
+        ]
+        return _collections_answer(user, wallets)
+
+    return _fetch(runtime, runtime.cache.keys.user_collections(fid), Tier.COLD, load)
+
+
+def nft_contracts_normalized(runtime: UsersRuntime, fid: int) -> Served:
+    """GET /api/nft-contracts/{fid}/normalized: the answer from ``wallet_collection_mapping``, rescanning
+    only wallets without a scan within the cold tier."""
+
+    def load() -> Entry:
+        user = find_user(runtime, fid)
+        if user is None:
+            return _unknown_user(fid)
+        wallets = list(user.verified_eth_addresses)
+        with database_errors():
+            holdings = get_wallet_holdings(conn=runtime.conn, wallets=wallets, max_age=SCAN_FRESH_FOR)
+        scans = {wallet: _try_scan(runtime, wallet) for wallet in wallets if not holdings[wallet].scan_fresh}
+        rescanned = [wallet for wallet, scan in scans.items() if scan is not None]
+        if rescanned:
+            with database_errors():
+                holdings |= get_wallet_holdings(conn=runtime.conn, wallets=rescanned, max_age=SCAN_FRESH_FOR)
+        bodies: list[WalletBody] = []
+        for wallet in wallets:
+            held = holdings[wallet].collections
+            scan = scans.get(wallet)
+            if wallet in scans and scan is None:
+                status: WalletStatus = "error"
+                total = len(held)
+            else:
+                status = scan.status if scan is not None else "success"
+                total = max(len(held), scan.total_found if scan is not None else 0)
+            bodies.append(_wallet_body(wallet, status, [_held_contract_body(item) for item in held], total))
+        return _collections_answer(user, bodies, system=NORMALIZED_SYSTEM)
+
+    return _fetch(runtime, runtime.cache.keys.user_collections_normalized(fid), Tier.HOT, load)

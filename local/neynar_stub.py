@@ -1,0 +1,307 @@
+"""A Neynar API v2 stub: deterministic Farcaster users over HTTP, for tests, benchmarks and ``make dev``.
+
+``NeynarStub`` serves ``GET /v2/farcaster/user/bulk/?fids=1,2,3`` (trailing slash optional) with
+Neynar's response shape ``{"users": [...]}``: snake_case fields, ``verified_addresses.eth_addresses``,
+follower counts. A fid that does not exist is simply absent from ``users``, as on Neynar. Requests need
+an ``x-api-key`` header (401 otherwise); the key ``REJECTED_API_KEY`` gets a 401 whose message echoes
+the key (to prove clients redact it). More than 100 fids, or a fid that is not a positive integer, is a
+400. Errors are ``{"message": …, "code": …}`` like Neynar's; 5xx are plain text.
+
+The users are generated from ``SEED`` by hashing, so every run, thread and process sees the same ones.
+Fids ``1 … USER_COUNT`` exist, and their verified addresses are wallets of the Alchemy stub
+(``local.upstream_stub.wallet_address``), so they hold NFTs of the stub collections:
+
+- fid ``n`` verifies ``wallet_address(n)`` (it holds tokens of the ERC-721 and the large collection);
+- every fid divisible by ``SECOND_WALLET_EVERY`` also verifies ``wallet_address(SECOND_WALLET_BASE + n)``
+  (a wallet holding only tokens of the large collection);
+- ``WALLETLESS_FID`` verifies no address;
+- each custody address is generated apart from the stub wallets and holds nothing.
+
+Ground truth for tests: ``user_exists``, ``user_wallets``, ``custody_address``, ``stub_user``.
+
+Fault injection, changeable while running: ``latency_ms`` (added to every request), ``rate_limit_every``
+(every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
+Nth request answers 503). ``request_count(endpoint, fid=…)`` counts every request received, injected
+failures included, per endpoint and per fid asked for. Run it alone with ``python -m local.neynar_stub``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final, Self
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from local.upstream_stub import ERC721_WALLET_COUNT, wallet_address
+
+SEED: Final = "such-market-neynar-stub-v1"
+USER_COUNT: Final = 50
+WALLETLESS_FID: Final = USER_COUNT
+SECOND_WALLET_EVERY: Final = 5
+SECOND_WALLET_BASE: Final = ERC721_WALLET_COUNT  # wallets from here on hold no ERC-721 token of the stub
+REJECTED_API_KEY: Final = "rejected-key"
+MAX_FIDS: Final = 100
+BULK_ENDPOINT: Final = "user/bulk"
+_PATHS: Final = {"/v2/farcaster/user/bulk/": BULK_ENDPOINT, "/v2/farcaster/user/bulk": BULK_ENDPOINT}
+
+
+# --------------------------------------------------------------------------------------------------
+# Deterministic data
+
+
+def _unit(*parts: object) -> float:
+    """A number in [0, 1) determined by ``parts`` (and ``SEED``)."""
+    text = "|".join(str(part) for part in (SEED, *parts))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()) / 2**64
+
+
+def user_exists(fid: int) -> bool:
+    """Whether the stub knows ``fid``."""
+    return 1 <= fid <= USER_COUNT
+
+
+def user_wallets(fid: int) -> list[str]:
+    """The verified addresses of ``fid`` (lower-case), in the order the stub lists them."""
+    if not user_exists(fid) or fid == WALLETLESS_FID:
+        return []
+    wallets = [wallet_address(fid)]
+    if fid % SECOND_WALLET_EVERY == 0:
+        wallets.append(wallet_address(SECOND_WALLET_BASE + fid))
+    return wallets
+
+
+def custody_address(fid: int) -> str:
+    """The custody address of ``fid`` (lower-case): apart from every stub wallet, it holds nothing."""
+    return "0x" + hashlib.blake2b(f"{SEED}|custody|{fid}".encode(), digest_size=20).hexdigest()
+
+
+def stub_user(fid: int) -> dict[str, Any] | None:
+    """The user object Neynar's ``user/bulk`` lists for ``fid`` (``None`` for an unknown fid)."""
+    if not user_exists(fid):
+        return None
+    wallets = user_wallets(fid)
+    return {
+        "object": "user",
+        "fid": fid,
+        "username": f"such{fid}",
+        "display_name": f"Such User {fid}",
+        "pfp_url": f"https://pfp.such-market.invalid/{fid}.png",
+        # Neynar answers lower-case, but clients must not rely on it: this one is upper-cased.
+        "custody_address": "0x" + custody_address(fid)[2:].upper(),
+        "profile": {"bio": {"text": f"stub user {fid}"}},
+        "follower_count": int(_unit("followers", fid) * 10_000),
+        "following_count": int(_unit("following", fid) * 1_000),
+        "verifications": wallets,
+        "verified_addresses": {
+            "eth_addresses": wallets,
+            "sol_addresses": [],
+            "primary": {"eth_address": wallets[0] if wallets else None, "sol_address": None},
+        },
+        "power_badge": fid % 7 == 0,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Request handling
+
+
+class _BadRequestError(Exception):
+    """A request the real API would answer with 400."""
+
+
+type _Answer = tuple[int, bytes, dict[str, str]]
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> _Answer:
+    return status, orjson.dumps(body), {"Content-Type": "application/json", **(headers or {})}
+
+
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> _Answer:
+    return _json(status, {"message": message, "code": code}, headers)
+
+
+def parse_fids(params: Mapping[str, list[str]]) -> list[int]:
+    """The ``fids`` parameter (comma-separated, repeated parameters joined) as positive ints."""
+    texts = [part.strip() for value in params.get("fids", []) for part in value.split(",") if part.strip()]
+    if not texts:
+        raise _BadRequestError("fids is required")
+    if len(texts) > MAX_FIDS:
+        raise _BadRequestError(f"fids may list at most {MAX_FIDS} fids")
+    if not all(text.isascii() and text.isdigit() and int(text) > 0 for text in texts):
+        raise _BadRequestError("fids must be positive integers")
+    return [int(text) for text in texts]
+
+
+def bulk_users(fids: list[int]) -> _Answer:
+    """``user/bulk``: the known fids' users, in the order asked; unknown fids are left out."""
+    users = [user for fid in dict.fromkeys(fids) if (user := stub_user(fid)) is not None]
+    return _json(200, {"users": users})
+
+
+# --------------------------------------------------------------------------------------------------
+# Server
+
+
+class NeynarStub:
+    """The stub server: ``with NeynarStub() as stub: NeynarClient(api_key="k", base_url=stub.base_url)``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0,
+        rate_limit_every: int = 0,
+        retry_after_seconds: int = 1,
+        server_error_every: int = 0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency_ms = latency_ms
+        self.rate_limit_every = rate_limit_every
+        self.retry_after_seconds = retry_after_seconds
+        self.server_error_every = server_error_every
+        self._lock = threading.Lock()
+        self._sequence = 0
+        self._requests: Counter[str] = Counter()
+        self._fids: Counter[tuple[str, int]] = Counter()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """What ``NEYNAR_BASE_URL`` should be to use this stub."""
+        if self._server is None:
+            raise RuntimeError("the stub is not running")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        """Listen (on a free port when ``port`` is 0) and serve from a daemon thread."""
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                status, body, headers = stub.handle(self.path, api_key=self.headers.get("x-api-key"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: tests and ``make dev`` read the counters, not an access log."""
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="neynar-stub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- counters ----------------------------------------------------------------------------------
+
+    def request_count(self, endpoint: str | None = None, *, fid: int | None = None) -> int:
+        """Requests received (injected failures included), for one endpoint and/or asking for one fid."""
+        with self._lock:
+            if fid is None:
+                return sum(count for name, count in self._requests.items() if endpoint in {None, name})
+            return sum(
+                count for (name, asked), count in self._fids.items() if asked == fid and endpoint in {None, name}
+            )
+
+    def request_counts(self) -> dict[str, int]:
+        """``{endpoint: requests}`` so far."""
+        with self._lock:
+            return dict(self._requests)
+
+    def reset_counters(self) -> None:
+        """Forget every count (and restart the sequence used by the failure injection)."""
+        with self._lock:
+            self._requests.clear()
+            self._fids.clear()
+            self._sequence = 0
+
+    # -- dispatch ----------------------------------------------------------------------------------
+
+    def handle(self, target: str, *, api_key: str | None) -> _Answer:
+        """Answer one request target (path and query) as the Neynar API v2 would."""
+        parts = urlsplit(target)
+        endpoint = _PATHS.get(parts.path)
+        if endpoint is None:
+            return _error(404, f"Cannot GET {parts.path}", "NotFound")
+        params = parse_qs(parts.query, keep_blank_values=True)
+        try:
+            fids: list[int] | str = parse_fids(params)
+        except _BadRequestError as error:
+            fids = str(error)
+        with self._lock:
+            self._sequence += 1
+            sequence = self._sequence
+            self._requests[endpoint] += 1
+            for fid in fids if isinstance(fids, list) else ():
+                self._fids[endpoint, fid] += 1
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        refused = self._refusal(sequence, api_key)
+        if refused is not None:
+            return refused
+        return bulk_users(fids) if isinstance(fids, list) else _error(400, fids, "InvalidField")
+
+    def _refusal(self, sequence: int, api_key: str | None) -> _Answer | None:
+        """An injected failure for request number ``sequence``, or a 401 for a missing or rejected key."""
+        if self.server_error_every and sequence % self.server_error_every == 0:
+            return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
+        if self.rate_limit_every and sequence % self.rate_limit_every == 0:
+            headers = {"Retry-After": str(self.retry_after_seconds)}
+            return _error(429, "Rate limit exceeded", "RateLimitExceeded", headers)
+        if not api_key:
+            return _error(401, "An x-api-key header is required", "Unauthorized")
+        if api_key == REJECTED_API_KEY:
+            return _error(401, f"Invalid API key {api_key}", "Unauthorized")
+        return None
+
+
+def main() -> None:
+    """Run the stub in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0)
+    arguments = parser.parse_args()
+    with NeynarStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms) as stub:
+        print(f"Neynar stub on {stub.base_url} (NEYNAR_BASE_URL); Ctrl-C stops it", flush=True)
+        print(f"  users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+
+
+if __name__ == "__main__":
+    main()

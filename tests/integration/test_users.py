@@ -1,0 +1,510 @@
+"""The user endpoints through their handlers, against real PostgreSQL and Valkey and both upstream stubs:
+profile cache → fc_users → Neynar, verifications, nft-contracts scans stored in wallet_collection_mapping,
+the normalized answer from the tables, index rows never overwritten, partial failures, degradation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import user_nft_contracts
+import user_nft_contracts_normalized
+import user_profile
+import user_verifications
+
+from local.neynar_stub import (
+    SECOND_WALLET_EVERY,
+    WALLETLESS_FID,
+    NeynarStub,
+    custody_address,
+    stub_user,
+    user_wallets,
+)
+from local.upstream_stub import COLLECTIONS, ERC721_CONTRACT, AlchemyStub, wallet_holdings
+from such_market.cache.invalidation import invalidate_for
+from such_market.cache.keys import CacheKeys
+from such_market.cache.store import get_cache
+from such_market.config import load_settings
+from such_market.events.models import OwnershipChanged
+from such_market.runtime import runtime_for
+from such_market.upstream.neynar import close_neynar_clients
+from such_market.users.runtime import UsersSettings, users_runtime_for
+from such_market.users.wallets import fids_owning
+from tests.conftest import MotoBus
+from tests.functions.conftest import FakeContext, load_event
+
+KEYS = CacheKeys("such-market")
+CONTEXT: Any = FakeContext()
+SCANS = "getContractsForOwner"
+BULK = "user/bulk"
+TWO_WALLET_FID = SECOND_WALLET_EVERY  # fid 5 verifies two wallets
+HANDLERS = {
+    "user_profile": (user_profile, "/api/profile/{fid}"),
+    "user_verifications": (user_verifications, "/api/verifications/{fid}"),
+    "user_nft_contracts": (user_nft_contracts, "/api/nft-contracts/{fid}"),
+    "user_nft_contracts_normalized": (user_nft_contracts_normalized, "/api/nft-contracts/{fid}/normalized"),
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    cache: str | None
+    body: Any
+    headers: dict[str, str]
+
+
+Call = Callable[[str, object], Reply]
+
+
+@pytest.fixture(scope="module")
+def neynar_stub_server() -> Iterator[NeynarStub]:
+    with NeynarStub() as stub:
+        yield stub
+
+
+@pytest.fixture
+def neynar_stub(neynar_stub_server: NeynarStub) -> NeynarStub:
+    """The Neynar-compatible stub, with no faults injected and its counters at zero."""
+    neynar_stub_server.latency_ms = 0
+    neynar_stub_server.rate_limit_every = 0
+    neynar_stub_server.server_error_every = 0
+    neynar_stub_server.reset_counters()
+    return neynar_stub_server
+
+
+def _forget_containers() -> None:
+    load_settings.cache_clear()
+    runtime_for.cache_clear()
+    users_runtime_for.cache_clear()
+    close_neynar_clients()
+
+
+@pytest.fixture
+def users_env(
+    lambda_env: dict[str, str], neynar_stub: NeynarStub, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """``lambda_env`` plus the Neynar stub, as a cold container."""
+    monkeypatch.delenv("NEYNAR_API_KEY_SECRET_ARN", raising=False)
+    extra = {
+        "NEYNAR_API_KEY": "test-neynar-key",
+        "NEYNAR_BASE_URL": neynar_stub.base_url,
+        "NEYNAR_MAX_ATTEMPTS": "2",
+        "NEYNAR_RETRY_BUDGET_SECONDS": "3",
+    }
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    _forget_containers()
+    try:
+        yield {**lambda_env, **extra}
+    finally:
+        _forget_containers()
+
+
+@pytest.fixture
+def call(users_env: dict[str, str]) -> Call:
+    """Invoke a user handler with an HTTP API v2 event built from its events/ sample."""
+
+    def invoke(name: str, fid: object) -> Reply:
+        module, route = HANDLERS[name]
+        event = load_event(name)
+        path = route.format(fid=fid)
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+        event["pathParameters"] = {"fid": str(fid)}
+        event["requestContext"]["requestId"] = str(uuid.uuid4())
+        result = module.lambda_handler(event, CONTEXT)
+        headers = {name.lower(): value for name, value in (result.get("headers") or {}).items()}
+        return Reply(result["statusCode"], headers.get("x-cache"), json.loads(result["body"]), headers)
+
+    return invoke
+
+
+def stored_mapping(db: psycopg.Connection[Any], wallet: str) -> dict[str, tuple[Any, ...]]:
+    rows = db.execute(
+        "SELECT contract_address, source, num_distinct_tokens::text, total_balance::text, scanned_at IS NOT NULL "
+        "FROM wallet_collection_mapping WHERE wallet_address = %s",
+        (wallet,),
+    ).fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def expected_figures(wallet: str) -> dict[str, tuple[str, str]]:
+    """{contract: (distinct tokens, total balance)} of the Alchemy stub's ground truth."""
+    return {
+        contract: (str(len(tokens)), str(sum(tokens.values()))) for contract, tokens in wallet_holdings(wallet).items()
+    }
+
+
+# -- profile -------------------------------------------------------------------------------------------
+
+
+def test_profile_miss_then_hit(call: Call, neynar_stub: NeynarStub, db: psycopg.Connection[Any]) -> None:
+    # Given a user Neynar knows, asked for twice
+    first = call("user_profile", 1)
+    second = call("user_profile", 1)
+    # Then the first answer is filled from Neynar, the second is a hit of the same bytes
+    assert (first.status, first.cache) == (200, "MISS")
+    assert (second.status, second.cache) == (200, "HIT")
+    assert first.body == second.body
+    expected = stub_user(1)
+    assert expected is not None
+    assert first.body["username"] == expected["username"]
+    assert first.body["displayName"] == expected["display_name"]
+    assert first.body["custodyAddress"] == custody_address(1)  # the stub answers it upper-cased
+    assert first.body["verifiedAddresses"] == user_wallets(1)
+    assert first.body["followerCount"] == expected["follower_count"]
+    assert neynar_stub.request_count(BULK, fid=1) == 1
+    # And the user is stored in fc_users
+    assert db.execute("SELECT username, verified_eth_addresses FROM fc_users WHERE fid = 1").fetchone() == (
+        expected["username"],
+        user_wallets(1),
+    )
+
+
+def test_a_fresh_stored_profile_is_served_without_neynar(
+    call: Call, neynar_stub: NeynarStub, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    call("user_profile", 2)
+    cache.flushdb()
+    again = call("user_profile", 2)
+    assert (again.status, again.cache) == (200, "MISS")
+    assert neynar_stub.request_count(BULK) == 1
+    # An fc_users row older than the hot tier is fetched again
+    db.execute("UPDATE fc_users SET fetched_at = now() - interval '1 hour' WHERE fid = 2")
+    cache.flushdb()
+    call("user_profile", 2)
+    assert neynar_stub.request_count(BULK) == 2
+
+
+def test_unknown_fid_is_404_and_cached_briefly(call: Call, neynar_stub: NeynarStub, cache: redis.Redis) -> None:
+    first = call("user_profile", 999_999)
+    second = call("user_profile", 999_999)
+    assert (first.status, first.body["code"]) == (404, "not_found")
+    assert (second.status, second.cache) == (404, "HIT")
+    assert neynar_stub.request_count(BULK) == 1
+    ttl_ms = cache.pttl(KEYS.user_profile(999_999))
+    assert 0 < ttl_ms <= 60_000
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+@pytest.mark.parametrize("fid", ["abc", "0", "-1", "1.5", "99999999999999999999", "0x10"])
+def test_bad_fid_is_400_on_every_endpoint(call: Call, neynar_stub: NeynarStub, name: str, fid: str) -> None:
+    reply = call(name, fid)
+    assert (reply.status, reply.body["code"]) == (400, "invalid_fid")
+    assert set(reply.body) == {"error", "code"}
+    assert neynar_stub.request_count() == 0
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_unknown_user_is_404_on_every_endpoint(call: Call, alchemy_stub: AlchemyStub, name: str) -> None:
+    reply = call(name, 424_242)
+    assert (reply.status, reply.body["code"]) == (404, "not_found")
+    assert alchemy_stub.request_count() == 0
+
+
+def test_neynar_down_serves_the_stored_profile(
+    call: Call, neynar_stub: NeynarStub, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    call("user_profile", 3)
+    db.execute("UPDATE fc_users SET fetched_at = now() - interval '1 day' WHERE fid = 3")
+    cache.flushdb()
+    neynar_stub.server_error_every = 1
+    reply = call("user_profile", 3)
+    assert (reply.status, reply.body["fid"]) == (200, 3)
+
+
+def test_neynar_down_without_a_stored_profile_is_503(call: Call, neynar_stub: NeynarStub) -> None:
+    neynar_stub.rate_limit_every = 1
+    reply = call("user_profile", 4)
+    assert (reply.status, reply.body["code"]) == (503, "service_unavailable")
+    assert "retry-after" in reply.headers
+    assert neynar_stub.request_count(BULK) == 2  # NEYNAR_MAX_ATTEMPTS
+
+
+def test_a_changed_profile_commits_user_updated(
+    call: Call, moto_bus: MotoBus, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    call("user_profile", 6)
+    old_wallet = "0x" + "66" * 20
+    db.execute(
+        "UPDATE fc_users SET username = 'old', verified_eth_addresses = ARRAY[%s], "
+        "fetched_at = now() - interval '1 hour' WHERE fid = 6",
+        (old_wallet,),
+    )
+    cache.flushdb()
+    call("user_profile", 6)
+    detail_type, detail = db.execute(
+        "SELECT detail_type, detail FROM cache_events_outbox ORDER BY id DESC LIMIT 1"
+    ).fetchone() or (None, None)
+    assert detail_type == "user.updated"
+    assert detail["fid"] == 6
+    assert {old_wallet, *user_wallets(6), custody_address(6)} == set(detail["wallets"])
+
+
+# -- verifications ---------------------------------------------------------------------------------------
+
+
+def test_verifications(call: Call, neynar_stub: NeynarStub) -> None:
+    reply = call("user_verifications", TWO_WALLET_FID)
+    again = call("user_verifications", TWO_WALLET_FID)
+    assert reply.status == 200
+    assert reply.body == {
+        "fid": TWO_WALLET_FID,
+        "username": f"such{TWO_WALLET_FID}",
+        "custodyAddress": custody_address(TWO_WALLET_FID),
+        "verifiedAddresses": user_wallets(TWO_WALLET_FID),
+    }
+    assert len(reply.body["verifiedAddresses"]) == 2
+    assert again.cache == "HIT"
+
+
+# -- nft-contracts -----------------------------------------------------------------------------------------
+
+
+def test_nft_contracts_shape_scan_rows_and_cache(
+    call: Call, alchemy_stub: AlchemyStub, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    wallets = user_wallets(TWO_WALLET_FID)
+    # When the user's collections are asked for twice
+    reply = call("user_nft_contracts", TWO_WALLET_FID)
+    again = call("user_nft_contracts", TWO_WALLET_FID)
+    # Then the answer has the SPEC shape, with each wallet's collections as Alchemy lists them
+    assert reply.status == 200
+    body = reply.body
+    assert set(body) == {"user", "wallets", "totalWallets", "successfulWallets", "totalCollections", "message"}
+    assert body["user"]["fid"] == TWO_WALLET_FID
+    assert [wallet["walletAddress"] for wallet in body["wallets"]] == wallets
+    assert (body["totalWallets"], body["successfulWallets"]) == (2, 2)
+    distinct: set[str] = set()
+    for wallet in body["wallets"]:
+        assert set(wallet) == {"walletAddress", "status", "contracts", "totalCollectionsFound"}
+        assert wallet["status"] == "success"
+        figures = {
+            contract["address"]: (contract["numDistinctTokensOwned"], contract["totalBalance"])
+            for contract in wallet["contracts"]
+        }
+        assert figures == expected_figures(wallet["walletAddress"])
+        assert wallet["totalCollectionsFound"] == len(figures)
+        for contract in wallet["contracts"]:
+            assert set(contract) == {
+                "address",
+                "name",
+                "symbol",
+                "tokenType",
+                "totalBalance",
+                "numDistinctTokensOwned",
+                "isSpam",
+            }
+            collection = COLLECTIONS[contract["address"]]
+            assert (contract["name"], contract["symbol"], contract["tokenType"]) == (
+                collection.name,
+                collection.symbol,
+                collection.token_type,
+            )
+            assert contract["isSpam"] is False
+        distinct |= set(figures)
+    assert body["totalCollections"] == len(distinct)
+    # And each scan is stored as scan rows
+    for wallet in wallets:
+        stored = stored_mapping(db, wallet)
+        assert stored == {contract: ("scan", *figures, True) for contract, figures in expected_figures(wallet).items()}
+    # And the answer and each wallet's list are cached: the second call is a hit without Alchemy
+    assert (again.cache, again.body) == ("HIT", body)
+    assert alchemy_stub.request_count(SCANS) == 2
+    assert cache.exists(KEYS.user_collections(TWO_WALLET_FID), *(KEYS.wallet_contracts(w) for w in wallets)) == 3
+
+
+def test_a_user_without_wallets(call: Call, alchemy_stub: AlchemyStub) -> None:
+    for name in ("user_nft_contracts", "user_nft_contracts_normalized"):
+        reply = call(name, WALLETLESS_FID)
+        assert reply.status == 200
+        assert (reply.body["wallets"], reply.body["totalWallets"], reply.body["totalCollections"]) == ([], 0, 0)
+        assert reply.body["message"]
+    assert alchemy_stub.request_count() == 0
+
+
+def test_a_rescan_deletes_scan_rows_no_longer_listed(
+    call: Call, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    wallet = user_wallets(1)[0]
+    gone = "0x" + "9a" * 20
+    db.execute(
+        "INSERT INTO wallet_collection_mapping (wallet_address, contract_address, num_distinct_tokens, total_balance,"
+        " source, scanned_at) VALUES (%s, %s, 1, 1, 'scan', now() - interval '3 days')",
+        (wallet, gone),
+    )
+    call("user_nft_contracts", 1)
+    assert gone not in stored_mapping(db, wallet)
+
+
+def test_one_failing_wallet_does_not_fail_the_others_and_is_not_cached(
+    call: Call, alchemy_stub: AlchemyStub, monkeypatch: pytest.MonkeyPatch, cache: redis.Redis
+) -> None:
+    # Given Alchemy fails the scan of the user's second wallet
+    healthy, failing = user_wallets(TWO_WALLET_FID)
+    answer = alchemy_stub._methods[SCANS]
+
+    def scan(params: dict[str, list[str]]) -> tuple[int, bytes, dict[str, str]]:
+        if params["owner"][0].lower() == failing:
+            return 400, b'{"error":{"message":"owner is not valid"}}', {"Content-Type": "application/json"}
+        return answer(params)
+
+    monkeypatch.setitem(alchemy_stub._methods, SCANS, scan)
+    # When the user's collections are asked for, plain and normalized
+    for name in ("user_nft_contracts", "user_nft_contracts_normalized"):
+        reply = call(name, TWO_WALLET_FID)
+        # Then the failing wallet says error, the other is complete
+        assert reply.status == 200
+        statuses = {wallet["walletAddress"]: wallet["status"] for wallet in reply.body["wallets"]}
+        assert statuses == {healthy: "success", failing: "error"}
+        assert (reply.body["totalWallets"], reply.body["successfulWallets"]) == (2, 1)
+        assert "failed" in reply.body["message"]
+    # And the partial answers are not cached, the failed wallet's list neither
+    assert not cache.exists(KEYS.user_collections(TWO_WALLET_FID))
+    assert not cache.exists(KEYS.user_collections_normalized(TWO_WALLET_FID))
+    assert not cache.exists(KEYS.wallet_contracts(failing))
+    assert cache.exists(KEYS.wallet_contracts(healthy))
+    # And once Alchemy answers again, so does the wallet
+    monkeypatch.setitem(alchemy_stub._methods, SCANS, answer)
+    reply = call("user_nft_contracts", TWO_WALLET_FID)
+    assert [wallet["status"] for wallet in reply.body["wallets"]] == ["success", "success"]
+
+
+# -- normalized --------------------------------------------------------------------------------------------
+
+
+def test_normalized_is_answered_from_the_tables_after_a_scan(
+    call: Call, alchemy_stub: AlchemyStub, cache: redis.Redis
+) -> None:
+    plain = call("user_nft_contracts", TWO_WALLET_FID)
+    scans = alchemy_stub.request_count(SCANS)
+    normalized = call("user_nft_contracts_normalized", TWO_WALLET_FID)
+    assert (normalized.status, normalized.cache, normalized.body["system"]) == (200, "MISS", "normalized")
+    assert alchemy_stub.request_count(SCANS) == scans  # nothing rescanned: the stored scans are fresh
+    assert {key: value for key, value in normalized.body.items() if key != "system"} == {
+        **plain.body,
+        "wallets": [
+            {**wallet, "contracts": sorted(wallet["contracts"], key=lambda c: (c["name"].lower(), c["address"]))}
+            for wallet in plain.body["wallets"]
+        ],
+    }
+    assert call("user_nft_contracts_normalized", TWO_WALLET_FID).cache == "HIT"
+
+
+def test_normalized_scans_a_wallet_once_then_serves_the_tables(
+    call: Call, alchemy_stub: AlchemyStub, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    first = call("user_nft_contracts_normalized", 7)
+    assert alchemy_stub.request_count(SCANS) == 1
+    cache.flushdb()
+    second = call("user_nft_contracts_normalized", 7)
+    assert alchemy_stub.request_count(SCANS) == 1
+    assert first.body == second.body
+    # A scan older than the cold tier is redone
+    db.execute("UPDATE wallet_collection_mapping SET scanned_at = now() - interval '2 days'")
+    cache.flushdb()
+    call("user_nft_contracts_normalized", 7)
+    assert alchemy_stub.request_count(SCANS) == 2
+
+
+def _index_one_token(db: psycopg.Connection[Any], wallet: str, token_id: int) -> None:
+    """Our own index says ``wallet`` holds one token of the ERC-721 stub collection (trigger-maintained row)."""
+    collection_id = db.execute(
+        "INSERT INTO collections (contract_address, name, symbol, token_type) VALUES (%s, 'Such Punks', 'SUCH',"
+        " 'ERC721') ON CONFLICT (contract_address) DO UPDATE SET name = excluded.name RETURNING id",
+        (ERC721_CONTRACT,),
+    ).fetchone()
+    assert collection_id is not None
+    db.execute(
+        "INSERT INTO nft_ownership (collection_id, token_id, owner_address, balance) VALUES (%s, %s, %s, 1)",
+        (collection_id[0], token_id, wallet),
+    )
+
+
+def test_scans_never_overwrite_index_rows(call: Call, db: psycopg.Connection[Any]) -> None:
+    # Given our index says wallet 1 holds exactly one token of the ERC-721 collection
+    wallet = user_wallets(1)[0]
+    _index_one_token(db, wallet, 999_999)
+    alchemy_figures = expected_figures(wallet)[ERC721_CONTRACT]
+    assert alchemy_figures != ("1", "1")
+    before = db.execute(
+        "SELECT num_distinct_tokens, total_balance, source, scanned_at, updated_at FROM wallet_collection_mapping"
+        " WHERE wallet_address = %s AND contract_address = %s",
+        (wallet, ERC721_CONTRACT),
+    ).fetchone()
+    # When the wallet is scanned (Alchemy reports other figures for that collection)
+    plain = call("user_nft_contracts", 1)
+    # Then the index row is untouched, the other collections are stored as scan rows
+    after = db.execute(
+        "SELECT num_distinct_tokens, total_balance, source, scanned_at, updated_at FROM wallet_collection_mapping"
+        " WHERE wallet_address = %s AND contract_address = %s",
+        (wallet, ERC721_CONTRACT),
+    ).fetchone()
+    assert after == before
+    assert before is not None
+    assert before[2] == "index"
+    assert {source for contract, (source, *_) in stored_mapping(db, wallet).items() if contract != ERC721_CONTRACT} == {
+        "scan"
+    }
+    # And the plain answer shows Alchemy's figures, the normalized one the index's
+    held = {c["address"]: c for c in plain.body["wallets"][0]["contracts"]}
+    assert (held[ERC721_CONTRACT]["numDistinctTokensOwned"], held[ERC721_CONTRACT]["totalBalance"]) == alchemy_figures
+    normalized = call("user_nft_contracts_normalized", 1)
+    indexed = {c["address"]: c for c in normalized.body["wallets"][0]["contracts"]}
+    assert (indexed[ERC721_CONTRACT]["numDistinctTokensOwned"], indexed[ERC721_CONTRACT]["totalBalance"]) == ("1", "1")
+
+
+def test_a_transfer_invalidates_the_plain_answer_and_the_index_shows_it_at_once(
+    call: Call, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    # Given both answers are cached for user 1
+    wallet = user_wallets(1)[0]
+    call("user_nft_contracts", 1)
+    call("user_nft_contracts_normalized", 1)
+    # When a transfer lands in the index and its event is consumed
+    _index_one_token(db, wallet, 123_456)
+    front = get_cache(load_settings(UsersSettings))
+
+    def owners(wallets: Any) -> list[int]:
+        return fids_owning(conn=db, wallets=wallets)
+
+    invalidate_for(
+        OwnershipChanged(contract_address=ERC721_CONTRACT, token_ids=("123456",), wallets=(wallet,)), front, owners
+    )
+    # Then the user's plain answer and the wallet's list are gone
+    assert not cache.exists(KEYS.user_collections(1), KEYS.wallet_contracts(wallet))
+    # And the tables show the index figures at once
+    cache.delete(KEYS.user_collections_normalized(1))
+    normalized = call("user_nft_contracts_normalized", 1)
+    indexed = {c["address"]: c for c in normalized.body["wallets"][0]["contracts"]}
+    assert indexed[ERC721_CONTRACT]["numDistinctTokensOwned"] == "1"
+
+
+def test_a_transfer_invalidates_the_normalized_answer(
+    call: Call, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    wallet = user_wallets(1)[0]
+    call("user_nft_contracts_normalized", 1)
+    front = get_cache(load_settings(UsersSettings))
+    invalidate_for(
+        OwnershipChanged(contract_address=ERC721_CONTRACT, token_ids=("1",), wallets=(wallet,)),
+        front,
+        lambda wallets: fids_owning(conn=db, wallets=wallets),
+    )
+    assert not cache.exists(KEYS.user_collections_normalized(1))
+
+
+# -- sample events ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(HANDLERS))
+def test_sample_event_answers_below_500(name: str, users_env: dict[str, str], moto_bus: MotoBus) -> None:
+    module, _ = HANDLERS[name]
+    result = module.lambda_handler(load_event(name), CONTEXT)
+    assert result["statusCode"] == 200, result
