@@ -1,7 +1,9 @@
-"""One PostgreSQL connection per container, opened lazily and re-opened when it breaks.
+"""One PostgreSQL connection per container thread, opened lazily and re-opened when it breaks.
 
-Lambda runs one request at a time per container, so a single connection (multiplexed by RDS Proxy in
-AWS) is both the fastest and the simplest choice. The DSN comes from ``DATABASE_URL`` locally or from
+Lambda runs one request at a time per container, on one thread, so this is a single connection
+(multiplexed by RDS Proxy in AWS): the fastest and the simplest choice. Where one process serves
+several requests at once (the local runtime, tests with threads), each thread gets its own, so one
+request's open transaction is never shared with another's. The DSN comes from ``DATABASE_URL`` locally or from
 the RDS credentials secret named by ``DB_SECRET_ARN``. Connections use autocommit; code that writes
 opens an explicit ``conn.transaction()`` block so a change and its outbox event commit together.
 """
@@ -9,6 +11,7 @@ opens an explicit ``conn.transaction()`` block so a change and its outbox event 
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -19,8 +22,9 @@ from such_market.secrets import get_secret_json
 if TYPE_CHECKING:
     import psycopg
 
-_lock = threading.Lock()
-_connections: dict[str, psycopg.Connection[tuple[object, ...]]] = {}
+_per_thread = threading.local()
+_opened: weakref.WeakSet[psycopg.Connection[tuple[object, ...]]] = weakref.WeakSet()
+_opened_lock = threading.Lock()
 
 
 def resolve_dsn(settings: DatabaseSettings) -> str:
@@ -52,19 +56,23 @@ def connect(settings: DatabaseSettings, *, dsn: str | None = None) -> psycopg.Co
 
 
 def get_connection(settings: DatabaseSettings) -> psycopg.Connection[tuple[object, ...]]:
-    """Return the container's connection, re-opening it if it was closed or broke."""
+    """Return this thread's connection, re-opening it if it was closed or broke."""
     key = settings.database_url or settings.db_secret_arn or ""
-    with _lock:
-        conn = _connections.get(key)
-        if conn is None or conn.closed or conn.broken:
-            conn = connect(settings)
-            _connections[key] = conn
-        return conn
+    connections: dict[str, psycopg.Connection[tuple[object, ...]]] | None = getattr(_per_thread, "connections", None)
+    if connections is None:
+        connections = _per_thread.connections = {}
+    conn = connections.get(key)
+    if conn is None or conn.closed or conn.broken:
+        conn = connect(settings)
+        connections[key] = conn
+        with _opened_lock:
+            _opened.add(conn)
+    return conn
 
 
 def close_connections() -> None:
-    """Close every cached connection (used by tests and by the local runtime on shutdown)."""
-    with _lock:
-        for conn in _connections.values():
+    """Close every connection any thread opened (tests, and the local runtime on shutdown)."""
+    with _opened_lock:
+        for conn in list(_opened):
             conn.close()
-        _connections.clear()
+        _opened.clear()
