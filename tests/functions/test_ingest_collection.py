@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from local.upstream_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, AlchemyStub, trait_counts
-from such_market.upstream.alchemy import UpstreamUnavailable
+from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
 

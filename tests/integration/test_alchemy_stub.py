@@ -33,7 +33,8 @@ from local.upstream_stub import (
     wallet_address,
     wallet_holdings,
 )
-from such_market.upstream.alchemy import AlchemyClient, UpstreamBadRequest, UpstreamUnavailable
+from such_market.upstream.alchemy import AlchemyClient
+from such_market.upstream.errors import UpstreamBadRequest, UpstreamUnavailable
 
 API_KEY = "stub-key-0123456789"
 

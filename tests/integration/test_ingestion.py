@@ -40,7 +40,8 @@ from such_market.collections.writes import CollectionMetadata, upsert_collection
 from such_market.config import EventSettings
 from such_market.db.consistency import check_summaries
 from such_market.events.publisher import EventPublisher
-from such_market.upstream.alchemy import AlchemyClient, UpstreamUnavailable
+from such_market.upstream.alchemy import AlchemyClient
+from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -32,16 +32,18 @@ from such_market.upstream.alchemy import (
     ContractOwner,
     Nft,
     OwnerContract,
+    close_alchemy_clients,
+    get_alchemy_client,
+    normalize_token_id,
+    parse_attributes,
+)
+from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamError,
     UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamUnavailable,
-    close_alchemy_clients,
-    get_alchemy_client,
-    normalize_token_id,
-    parse_attributes,
     parse_retry_after,
 )
 from such_market.upstream.settings import AlchemySettings

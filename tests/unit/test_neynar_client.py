@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from such_market.config import load_settings
 from such_market.errors import ConfigurationError
-from such_market.upstream.alchemy import (
+from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamError,
     UpstreamProtocolError,

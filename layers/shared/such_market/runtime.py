@@ -88,7 +88,7 @@ def database_errors() -> Iterator[None]:
 @contextlib.contextmanager
 def upstream_errors() -> Iterator[None]:
     """Turn an exhausted or rate-limited upstream into a 503 with ``Retry-After``."""
-    from such_market.upstream.alchemy import UpstreamRateLimited, UpstreamUnavailable
+    from such_market.upstream.errors import UpstreamRateLimited, UpstreamUnavailable
 
     try:
         yield

@@ -74,7 +74,8 @@ from such_market.errors import SuchMarketError
 from such_market.events.models import CollectionRefreshed, CollectionUpdated, Event
 from such_market.events.outbox import outbox_transaction
 from such_market.observability import logger
-from such_market.upstream.alchemy import ERC721, NftPage, UpstreamError
+from such_market.upstream.alchemy import ERC721, NftPage
+from such_market.upstream.errors import UpstreamError
 from such_market.validation import normalize_address
 
 if TYPE_CHECKING:

@@ -97,7 +97,7 @@ def reverify(
     collection_id: uuid.UUID | None = None,
 ) -> VerifyReport:
     """Re-verify the ``batch_size`` least recently verified tokens (of one collection when given)."""
-    from such_market.upstream.alchemy import UpstreamError, UpstreamUnavailable
+    from such_market.upstream.errors import UpstreamError, UpstreamUnavailable
 
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")

@@ -21,35 +21,30 @@ What callers can rely on:
   attribute values as strings. Unknown fields are ignored; items without a usable address or token id
   are skipped (and counted in a warning) rather than failing a whole page.
 
-Exceptions, grouped by what the caller can do::
-
-    UpstreamError (SuchMarketError)   anything that went wrong talking to an upstream
-    ├── UpstreamUnavailable           retryable failures exhausted (5xx, timeout, connect): answer 503
-    │   └── UpstreamRateLimited       429 exhausted or Retry-After beyond the budget: carries retry_after
-    ├── UpstreamBadRequest            a 4xx other than 429: retrying will not help
-    │   └── UpstreamNotFound          404
-    └── UpstreamProtocolError         a 2xx whose body is not the JSON object expected, or an odd status
+Retries are ``such_market.upstream.retrying.RetryingGetter``'s; failures raise the tree of
+``such_market.upstream.errors``.
 """
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Protocol, Self
 from urllib.parse import quote
 
 import httpx
-import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from such_market.errors import SuchMarketError
 from such_market.observability import logger
+from such_market.upstream.errors import (
+    UpstreamBadRequest,
+    UpstreamProtocolError,
+)
+from such_market.upstream.retrying import RetryingGetter, RetryPolicy
 from such_market.upstream.settings import DEFAULT_ALCHEMY_NETWORK, AlchemySettings
 from such_market.validation import normalize_address, token_id_value
 
@@ -74,54 +69,6 @@ _MAX_DETAIL_CHARS: Final = 300
 
 
 # --------------------------------------------------------------------------------------------------
-# Exceptions
-
-
-class UpstreamError(SuchMarketError):
-    """A call to an upstream API failed; the message names the method, never the key or the URL."""
-
-    def __init__(self, method: str, detail: str, *, status: int | None = None, upstream: str = "Alchemy") -> None:
-        self.method = method
-        self.detail = detail
-        self.status = status
-        self.upstream = upstream
-        answered = f" (HTTP {status})" if status is not None else ""
-        super().__init__(f"{upstream} {method} failed{answered}: {detail}")
-
-
-class UpstreamUnavailable(UpstreamError):  # noqa: N818 - the tree's names read as outcomes
-    """Retryable failures (5xx, timeouts, connection errors, 429) persisted through every allowed attempt."""
-
-
-class UpstreamRateLimited(UpstreamUnavailable):
-    """The upstream kept answering 429; ``retry_after`` (seconds) is its last ``Retry-After``, if any."""
-
-    def __init__(
-        self,
-        method: str,
-        detail: str,
-        *,
-        retry_after: float | None,
-        status: int | None = 429,
-        upstream: str = "Alchemy",
-    ) -> None:
-        super().__init__(method, detail, status=status, upstream=upstream)
-        self.retry_after = retry_after
-
-
-class UpstreamBadRequest(UpstreamError):  # noqa: N818 - the tree's names read as outcomes
-    """The upstream rejected the request with a 4xx other than 429 (bad input, bad key): not retried."""
-
-
-class UpstreamNotFound(UpstreamBadRequest):
-    """The upstream answered 404."""
-
-
-class UpstreamProtocolError(UpstreamError):
-    """The upstream answered with an unexpected status or a body that is not the JSON object expected."""
-
-
-# --------------------------------------------------------------------------------------------------
 # Value parsing (tolerant readers of Alchemy's loosely typed fields)
 
 
@@ -138,28 +85,6 @@ def normalize_token_id(value: object) -> str:
     elif isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:
         value = int(value)
     return str(token_id_value(value))
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` if unusable."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - now).total_seconds())
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _uint_or_none(value: object) -> str | None:
@@ -630,12 +555,6 @@ class AlchemyClient:
         self.max_attempts = max_attempts
         self.retry_budget_seconds = retry_budget_seconds
         self.max_pages = max_pages
-        self._backoff_base = backoff_base_seconds
-        self._backoff_cap = backoff_cap_seconds
-        self._sleep = sleep
-        self._clock = clock
-        self._now = now or (lambda: datetime.now(UTC))
-        self._jitter = jitter
         self._http = httpx.Client(
             base_url=f"{self.origin}/nft/v3/{KEY_PLACEHOLDER}/",
             transport=_KeyTransport(transport or httpx.HTTPTransport(), self._api_key),
@@ -647,6 +566,16 @@ class AlchemyClient:
             ),
             headers={"accept": "application/json", "user-agent": "such-market-backend"},
             follow_redirects=False,
+        )
+        self._getter = RetryingGetter(
+            self._http,
+            upstream="Alchemy",
+            policy=RetryPolicy(max_attempts, retry_budget_seconds, backoff_base_seconds, backoff_cap_seconds),
+            secrets=[self._api_key],
+            sleep=sleep,
+            clock=clock,
+            now=now,
+            jitter=jitter,
         )
 
     @classmethod
@@ -932,96 +861,7 @@ class AlchemyClient:
 
     def _call(self, method: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """GET ``method`` with bounded, jittered retries; the decoded JSON object or an ``UpstreamError``."""
-        deadline = self._clock() + self.retry_budget_seconds
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome = self._attempt(method, params, attempt)
-            if not isinstance(outcome, _Retry):
-                return outcome
-            if attempt >= self.max_attempts or self._clock() + outcome.delay > deadline:
-                raise outcome.failure
-            logger.warning(
-                "upstream call failed; retrying",
-                extra={
-                    "upstream": "alchemy",
-                    "method": method,
-                    "attempt": attempt,
-                    "status": outcome.failure.status,
-                    "delay_seconds": round(outcome.delay, 3),
-                },
-            )
-            self._sleep(outcome.delay)
-
-    def _attempt(self, method: str, params: Sequence[tuple[str, str]], attempt: int) -> dict[str, Any] | _Retry:
-        """One request: the JSON object, a ``_Retry`` for retryable failures, or a raised final error."""
-        try:
-            response = self._http.get(method, params=list(params))
-        except httpx.TimeoutException as error:
-            return _Retry(UpstreamUnavailable(method, f"timed out ({type(error).__name__})"), self._backoff(attempt))
-        except httpx.TransportError as error:
-            failure = UpstreamUnavailable(method, f"transport error ({type(error).__name__})")
-            return _Retry(failure, self._backoff(attempt))
-        status = response.status_code
-        if 200 <= status < 300:
-            return self._decode(method, response)
-        detail = self._error_detail(response)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), now=self._now())
-            delay = (retry_after or 0.0) + self._backoff(attempt)
-            return _Retry(UpstreamRateLimited(method, detail, retry_after=retry_after), delay)
-        if status >= 500:
-            return _Retry(UpstreamUnavailable(method, detail, status=status), self._backoff(attempt))
-        if status == 404:
-            raise UpstreamNotFound(method, detail, status=status)
-        if 400 <= status < 500:
-            raise UpstreamBadRequest(method, detail, status=status)
-        raise UpstreamProtocolError(method, "unexpected status", status=status)
-
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1)))."""
-        return self._jitter() * min(self._backoff_cap, self._backoff_base * 2.0 ** (attempt - 1))
-
-    def _decode(self, method: str, response: httpx.Response) -> dict[str, Any]:
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(method, "the body is not JSON", status=response.status_code) from None
-        if not isinstance(payload, dict):
-            raise UpstreamProtocolError(method, "the body is not a JSON object", status=response.status_code)
-        return payload
-
-    def _error_detail(self, response: httpx.Response) -> str:
-        """The upstream's message from ``{"error":{"message"}}``, ``{"error":"…"}``, ``{"message"}`` or text."""
-        text = response.text.strip()
-        message: object = text
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
-        if isinstance(body, dict):
-            error = body.get("error")
-            if isinstance(error, dict):
-                message = error.get("message", text)
-            elif isinstance(error, str):
-                message = error
-            elif isinstance(body.get("message"), str):
-                message = body["message"]
-        detail = " ".join(str(message).split()) or response.reason_phrase or "no detail"
-        return self._redact(detail)[:_MAX_DETAIL_CHARS]
-
-    def _redact(self, text: str) -> str:
-        for secret in {self._api_key, quote(self._api_key, safe="")}:
-            text = text.replace(secret, KEY_PLACEHOLDER)
-        return text
-
-
-@dataclass(frozen=True, slots=True)
-class _Retry:
-    """A retryable failure and how long to wait before the next attempt."""
-
-    failure: UpstreamUnavailable
-    delay: float
+        return self._getter.get(method, params)
 
 
 def _flag(value: bool) -> str:

@@ -33,7 +33,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from such_market.observability import logger
-from such_market.upstream.alchemy import UpstreamProtocolError
+from such_market.upstream.errors import UpstreamProtocolError
 from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, NeynarSettings
 from such_market.upstream.retrying import RetryingGetter, RetryPolicy
 from such_market.validation import MAX_FID, normalize_address

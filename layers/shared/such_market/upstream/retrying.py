@@ -1,7 +1,7 @@
 """Bounded, jittered retries of JSON GETs to an upstream API (SPEC §7), for every upstream client.
 
 ``RetryingGetter.get(method, params)`` sends one GET through the client's ``httpx.Client`` and returns
-the decoded JSON object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.alchemy``
+the decoded JSON object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.errors``
 documents it):
 
 - 429 waits ``Retry-After`` (seconds or an HTTP date) plus full-jitter backoff; 5xx, timeouts and
@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from such_market.observability import logger
-from such_market.upstream.alchemy import (
+from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamNotFound,
     UpstreamProtocolError,

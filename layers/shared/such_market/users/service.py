@@ -226,7 +226,7 @@ def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
 
 def _try_scan(runtime: UsersRuntime, wallet: str) -> WalletScan | None:
     """``scan_wallet``, or ``None`` (logged) when Alchemy fails for this wallet."""
-    from such_market.upstream.alchemy import UpstreamError
+    from such_market.upstream.errors import UpstreamError
 
     try:
         return scan_wallet(runtime, wallet)
