@@ -42,6 +42,7 @@ def function_environment(
     redis_url: str,
     bus_url: str,
     admin_token: str,
+    webhook_signing_key: str,
     alchemy_stub_url: str | None = None,
     neynar_stub_url: str | None = None,
 ) -> dict[str, str]:
@@ -59,6 +60,7 @@ def function_environment(
         "EVENT_BUS_NAME": EVENT_BUS_NAME,
         "EVENTBRIDGE_ENDPOINT_URL": bus_url,
         "ADMIN_TOKEN": admin_token,
+        "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key,
         # boto3 signs requests to the local bus with these; they never reach AWS.
         "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_REGION": LOCAL_REGION,
@@ -114,6 +116,7 @@ def _summary(
     database_url: str,
     redis_url: str,
     token: str,
+    webhook_signing_key: str,
     alchemy: str,
     neynar: str,
 ) -> str:
@@ -135,6 +138,8 @@ def _summary(
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/traits",
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/refresh   (ingestion progress)",
         f"               curl {api.url}/api/nft-contracts/1   (fids 1-50 exist with the Neynar stub)",
+        f"  webhook      ALCHEMY_WEBHOOK_SIGNING_KEY={webhook_signing_key} python -m local.send_webhook \\",
+        f"                 --contract {ERC721_CONTRACT} --token 5 --from <owner> --to <wallet>",
         "  schedules    (run one now: python -m local.scheduler run <FunctionLogicalId>)",
         *schedules,
         *skipped,
@@ -180,6 +185,7 @@ def main() -> int:
             bus.start()
             running.callback(bus.stop)
             admin_token = secrets.token_urlsafe(32)
+            webhook_signing_key = secrets.token_urlsafe(24)
             _apply_environment(
                 function_environment(
                     template,
@@ -187,6 +193,7 @@ def main() -> int:
                     redis_url=services.redis_url,
                     bus_url=bus.url,
                     admin_token=admin_token,
+                    webhook_signing_key=webhook_signing_key,
                     alchemy_stub_url=alchemy_stub_url,
                     neynar_stub_url=neynar_stub_url,
                 )
@@ -203,6 +210,7 @@ def main() -> int:
                     database_url=services.database_url,
                     redis_url=services.redis_url,
                     token=admin_token,
+                    webhook_signing_key=webhook_signing_key,
                     alchemy=f"local stub {alchemy_stub_url}" if alchemy_stub_url else "Alchemy (ALCHEMY_API_KEY)",
                     neynar=f"local stub {neynar_stub_url}" if neynar_stub_url else "Neynar (NEYNAR_API_KEY)",
                 ),

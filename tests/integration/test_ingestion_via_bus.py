@@ -24,7 +24,7 @@ from such_market.config import EventSettings
 from such_market.events.models import CollectionIngestRequested, Event
 from such_market.events.outbox import outbox_transaction
 from such_market.events.publisher import EventPublisher
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,7 @@ def bus(
             redis_url=services.redis_url,
             bus_url=bus.url,
             admin_token=ADMIN_TOKEN,
+            webhook_signing_key=WEBHOOK_SIGNING_KEY,
             alchemy_stub_url=alchemy_stub.base_url,
         )
         for name, value in environment.items():
