@@ -30,6 +30,7 @@ from such_market.collections.writes import (
     CollectionMetadata,
     NftRecord,
     assign_positions,
+    delete_unlisted_nfts,
     mark_refresh,
     rebuild_traits,
     replace_collection_owners,
@@ -412,6 +413,31 @@ def test_upsert_nfts_strips_nul_characters(db: Conn) -> None:
     nft = get_nft(conn=db, collection_id=collection_id, token_id=5)
     assert nft is not None
     assert (nft.title, nft.metadata, nft.metadata_error, nft.attributes) == ("badtitle", {"k": "v"}, "e", [])
+
+
+def test_delete_unlisted_nfts_removes_only_unlisted_tokens_of_that_collection(db: Conn) -> None:
+    # Given two collections sharing token ids, one token with a trait row, and a huge id
+    collection_id, other_id = new_collection(db), new_collection(db, 0xC1)
+    tokens = [1, 2, 3, 2**200]
+    upsert_nfts(
+        conn=db, collection_id=collection_id, nfts=[record(t, [{"trait_type": "hat", "value": "cap"}]) for t in tokens]
+    )
+    upsert_nfts(conn=db, collection_id=other_id, nfts=[record(t, []) for t in tokens])
+    # When the listing no longer holds 2 and 2**200 (and lists 99, which is not stored, twice)
+    deleted = delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=[3, 1, 99, 99])
+    # Then only those two tokens of that collection go, with their trait rows
+    assert deleted == 2
+    assert ranks(db, collection_id) == [(1, 0), (3, None)]  # the ranks above a deleted token are released
+    assert [token for token, _ in ranks(db, other_id)] == tokens
+    traits = db.execute(
+        "SELECT token_id::int FROM nft_traits WHERE collection_id = %s ORDER BY 1", (collection_id,)
+    ).fetchall()
+    assert traits == [(1,), (3,)]
+    # And a repeat deletes nothing; an empty listing deletes every token of the collection
+    assert delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=[1, 3]) == 0
+    assert delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=[]) == 2
+    assert ranks(db, collection_id) == []
+    assert len(ranks(db, other_id)) == len(tokens)
 
 
 # --- ranks -------------------------------------------------------------------------------------------

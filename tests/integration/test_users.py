@@ -1,6 +1,8 @@
 """The user endpoints through their handlers, against real PostgreSQL and Valkey and both upstream stubs:
-profile cache → fc_users → Neynar, verifications, nft-contracts scans stored in wallet_collection_mapping,
-the normalized answer from the tables, index rows never overwritten, partial failures, degradation."""
+profile cache → fc_users → Neynar, verifications, nft-contracts scans stored in wallet_collection_mapping
+and recorded in wallet_scans, the normalized answer from the tables (rescanning only wallets without a
+fresh scan record, empty and truncated scans included), index rows never overwritten, partial failures,
+degradation."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -132,6 +135,31 @@ def stored_mapping(db: psycopg.Connection[Any], wallet: str) -> dict[str, tuple[
         (wallet,),
     ).fetchall()
     return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def scan_record(db: psycopg.Connection[Any], wallet: str) -> tuple[Any, ...] | None:
+    """(complete, contracts_found, scanned_at) of the wallet's ``wallet_scans`` row."""
+    return db.execute(
+        "SELECT complete, contracts_found, scanned_at FROM wallet_scans WHERE wallet_address = %s", (wallet,)
+    ).fetchone()
+
+
+ScanAnswer = Callable[[dict[str, list[str]]], tuple[int, bytes, dict[str, str]]]
+
+
+def answer_scans_with(
+    alchemy_stub: AlchemyStub, monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[dict[str, Any]], None]
+) -> None:
+    """Make the stub's getContractsForOwner answer its usual page rewritten in place by ``rewrite``."""
+    answer: ScanAnswer = alchemy_stub._methods[SCANS]
+
+    def scan(params: dict[str, list[str]]) -> tuple[int, bytes, dict[str, str]]:
+        status, body, headers = answer({name: value for name, value in params.items() if name != "pageKey"})
+        payload = json.loads(body)
+        rewrite(payload)
+        return status, json.dumps(payload).encode(), headers
+
+    monkeypatch.setitem(alchemy_stub._methods, SCANS, scan)
 
 
 def expected_figures(wallet: str) -> dict[str, tuple[str, str]]:
@@ -310,10 +338,17 @@ def test_nft_contracts_shape_scan_rows_and_cache(
             assert contract["isSpam"] is False
         distinct |= set(figures)
     assert body["totalCollections"] == len(distinct)
-    # And each scan is stored as scan rows
+    # And each scan is stored as scan rows, and recorded in wallet_scans in the same transaction
     for wallet in wallets:
         stored = stored_mapping(db, wallet)
         assert stored == {contract: ("scan", *figures, True) for contract, figures in expected_figures(wallet).items()}
+        record = scan_record(db, wallet)
+        assert record is not None
+        assert record[:2] == (True, len(expected_figures(wallet)))
+        row_stamps = db.execute(
+            "SELECT DISTINCT scanned_at FROM wallet_collection_mapping WHERE wallet_address = %s", (wallet,)
+        ).fetchall()
+        assert row_stamps == [(record[2],)]  # one transaction: one now()
     # And the answer and each wallet's list are cached: the second call is a hit without Alchemy
     assert (again.cache, again.body) == ("HIT", body)
     assert alchemy_stub.request_count(SCANS) == 2
@@ -400,17 +435,110 @@ def test_normalized_is_answered_from_the_tables_after_a_scan(
 def test_normalized_scans_a_wallet_once_then_serves_the_tables(
     call: Call, alchemy_stub: AlchemyStub, cache: redis.Redis, db: psycopg.Connection[Any]
 ) -> None:
+    wallet = user_wallets(7)[0]
     first = call("user_nft_contracts_normalized", 7)
     assert alchemy_stub.request_count(SCANS) == 1
     cache.flushdb()
     second = call("user_nft_contracts_normalized", 7)
     assert alchemy_stub.request_count(SCANS) == 1
     assert first.body == second.body
-    # A scan older than the cold tier is redone
+    # Freshness is the scan record's: old scan rows under a fresh record are not rescanned
     db.execute("UPDATE wallet_collection_mapping SET scanned_at = now() - interval '2 days'")
     cache.flushdb()
     call("user_nft_contracts_normalized", 7)
+    assert alchemy_stub.request_count(SCANS) == 1
+    # A scan record older than the cold tier is redone, and the record renewed
+    db.execute("UPDATE wallet_scans SET scanned_at = now() - interval '2 days'")
+    cache.flushdb()
+    third = call("user_nft_contracts_normalized", 7)
     assert alchemy_stub.request_count(SCANS) == 2
+    assert third.body == first.body
+    record = scan_record(db, wallet)
+    assert record is not None
+    assert record[2] > datetime.now(UTC) - timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("found", ["nothing", "only-indexed-contracts"])
+def test_a_scan_that_leaves_no_scan_row_is_remembered(
+    call: Call,
+    alchemy_stub: AlchemyStub,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    cache: redis.Redis,
+    db: psycopg.Connection[Any],
+    found: str,
+) -> None:
+    # Given Alchemy lists nothing for the wallet, or only the collection our index already holds for it
+    wallet = user_wallets(8)[0]
+    if found == "nothing":
+        listed: set[str] = set()
+    else:
+        _index_one_token(db, wallet, 999_999)
+        listed = {ERC721_CONTRACT}
+
+    def keep_listed(payload: dict[str, Any]) -> None:
+        payload["contracts"] = [contract for contract in payload["contracts"] if contract["address"].lower() in listed]
+        payload["totalCount"] = len(payload["contracts"])
+
+    answer_scans_with(alchemy_stub, monkeypatch, keep_listed)
+    # When the normalized answer misses the cache
+    first = call("user_nft_contracts_normalized", 8)
+    # Then the wallet is scanned once, leaves no scan row, and the scan is recorded
+    assert alchemy_stub.request_count(SCANS) == 1
+    assert {source for source, *_ in stored_mapping(db, wallet).values()} <= {"index"}
+    record = scan_record(db, wallet)
+    assert record is not None
+    assert record[:2] == (True, len(listed))
+    (body,) = first.body["wallets"]
+    assert (body["status"], [c["address"] for c in body["contracts"]], body["totalCollectionsFound"]) == (
+        "success",
+        sorted(listed),
+        len(listed),
+    )
+    # And the next miss is answered from the tables without scanning it again
+    cache.flushdb()
+    second = call("user_nft_contracts_normalized", 8)
+    assert (second.status, second.cache) == (200, "MISS")
+    assert alchemy_stub.request_count(SCANS) == 1
+    assert second.body == first.body
+    # And once the record is older than the cold tier, the wallet is scanned again
+    db.execute("UPDATE wallet_scans SET scanned_at = now() - interval '2 days'")
+    cache.flushdb()
+    call("user_nft_contracts_normalized", 8)
+    assert alchemy_stub.request_count(SCANS) == 2
+
+
+def test_a_truncated_scan_is_recorded_incomplete_and_served_as_truncated(
+    call: Call,
+    alchemy_stub: AlchemyStub,
+    monkeypatch: pytest.MonkeyPatch,
+    cache: redis.Redis,
+    db: psycopg.Connection[Any],
+) -> None:
+    # Given Alchemy keeps answering the same page key, so the scan stops before the end of the listing
+    wallet = user_wallets(9)[0]
+    expected = expected_figures(wallet)
+
+    def repeat_page_key(payload: dict[str, Any]) -> None:
+        payload["pageKey"] = "same-key"
+
+    answer_scans_with(alchemy_stub, monkeypatch, repeat_page_key)
+    # When the normalized answer misses the cache
+    first = call("user_nft_contracts_normalized", 9)
+    # Then the scan stopped at the repeated key, its rows are stored and its record says incomplete
+    assert alchemy_stub.request_count(SCANS) == 2
+    assert set(stored_mapping(db, wallet)) == set(expected)
+    record = scan_record(db, wallet)
+    assert record is not None
+    assert record[:2] == (False, len(expected))
+    (body,) = first.body["wallets"]
+    assert (body["status"], body["totalCollectionsFound"]) == ("truncated", len(expected))
+    assert "more collections" in first.body["message"]
+    # And the next miss serves the same truncated answer from the tables, without a rescan
+    cache.flushdb()
+    second = call("user_nft_contracts_normalized", 9)
+    assert alchemy_stub.request_count(SCANS) == 2
+    assert second.body == first.body
 
 
 def _index_one_token(db: psycopg.Connection[Any], wallet: str, token_id: int) -> None:

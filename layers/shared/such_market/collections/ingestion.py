@@ -64,6 +64,7 @@ from such_market.collections.queries import get_collection
 from such_market.collections.writes import (
     NftRecord,
     assign_positions,
+    delete_unlisted_nfts,
     rebuild_traits,
     replace_collection_owners,
     set_ingestion_state,
@@ -117,13 +118,6 @@ _INGESTION_LOCK_CLASS: Final = 0x5C4D_1001
 _TRY_LOCK = "SELECT pg_try_advisory_lock(%(lock_class)s, hashtext(%(address)s))"
 _UNLOCK = "SELECT pg_advisory_unlock(%(lock_class)s, hashtext(%(address)s))"
 _SET_FINISH_TIMEOUT = f"SET LOCAL statement_timeout = {FINISH_STATEMENT_TIMEOUT_MS}"
-# Tokens of the collection that the complete listing did not return (burned, or never real): an anti-join
-# against the listed ids, so the cost is one hash over the listing whatever its size.
-_PRUNE_UNLISTED_NFTS = """
-DELETE FROM nfts AS n
-WHERE n.collection_id = %(collection_id)s
-  AND NOT EXISTS (SELECT 1 FROM unnest(%(token_ids)s::numeric[]) AS l(token_id) WHERE l.token_id = n.token_id)
-"""
 
 IngestionOutcome = Literal["complete", "failed", "skipped"]
 
@@ -415,9 +409,7 @@ class _Run:
         holders = len({owner for owner, _, balance in owner_rows if balance > 0})
         with outbox_transaction(self.conn, self.publisher) as tx:
             self.conn.execute(_SET_FINISH_TIMEOUT)
-            self.conn.execute(
-                _PRUNE_UNLISTED_NFTS, {"collection_id": collection_id, "token_ids": sorted(self.token_ids)}
-            )
+            delete_unlisted_nfts(conn=self.conn, collection_id=collection_id, listed_token_ids=self.token_ids)
             assign_positions(conn=self.conn, collection_id=collection_id)
             rebuild_traits(conn=self.conn, collection_id=collection_id)
             replaced = replace_collection_owners(conn=self.conn, collection_id=collection_id, owners=owner_rows)

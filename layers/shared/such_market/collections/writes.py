@@ -158,6 +158,14 @@ WHERE b.stale_traits IS NOT FALSE
 ON CONFLICT DO NOTHING  -- also skips a pair listed twice for one token
 """
 
+# Tokens of the collection that a complete listing did not return (burned, or never real): an anti-join
+# against the listed ids, so the cost is one hash over the listing whatever its size.
+_DELETE_UNLISTED_NFTS = """
+DELETE FROM nfts AS n
+WHERE n.collection_id = %(collection_id)s
+  AND NOT EXISTS (SELECT 1 FROM unnest(%(token_ids)s::numeric[]) AS l(token_id) WHERE l.token_id = n.token_id)
+"""
+
 _REBUILD_TRAITS = """
 WITH vanished AS (
     DELETE FROM collection_traits AS ct
@@ -355,6 +363,19 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
     return len(batch)
 
 
+def delete_unlisted_nfts(*, conn: Connection, collection_id: uuid.UUID, listed_token_ids: Iterable[int]) -> int:
+    """Delete the collection's tokens that are not in ``listed_token_ids``; returns how many were deleted.
+
+    Meant for the end of a *complete* upstream listing (a partial one would delete tokens that still
+    exist): what Alchemy no longer lists was burned or never real. Their ``nft_traits`` rows go with them
+    (cascade) and the ranks above them are released (migration 0007's trigger); call ``assign_positions``
+    and ``rebuild_traits`` afterwards. An empty listing deletes every token of the collection.
+    """
+    token_ids = sorted(set(listed_token_ids))
+    with conn.transaction():
+        return conn.execute(_DELETE_UNLISTED_NFTS, {"collection_id": collection_id, "token_ids": token_ids}).rowcount
+
+
 def rebuild_traits(*, conn: Connection, collection_id: uuid.UUID) -> None:
     """Recompute the collection's trait facets (``collection_traits``) from ``nft_traits`` in one statement;
     values no token holds any more disappear."""
@@ -511,6 +532,7 @@ __all__ = [
     "NftRecord",
     "OwnersReplaced",
     "assign_positions",
+    "delete_unlisted_nfts",
     "mark_refresh",
     "rebuild_traits",
     "replace_collection_owners",

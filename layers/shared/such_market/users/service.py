@@ -9,11 +9,14 @@ hit costs one cache GET and no decoding.
   Neynar does not know is a 404, cached briefly.
 - ``nft_contracts``: every verified wallet scanned with Alchemy ``getContractsForOwner``, paged to the end
   or to ``WALLET_SCAN_MAX_PAGES`` (status ``truncated``); each scan is stored in
-  ``wallet_collection_mapping`` (scan rows; index rows are never overwritten) and cached per wallet
-  (``wallets:{w}:contracts``, cold); the whole answer is cached under ``users:{fid}:collections`` (cold).
+  ``wallet_collection_mapping`` (scan rows; index rows are never overwritten) and recorded in
+  ``wallet_scans``, and cached per wallet (``wallets:{w}:contracts``, cold); the whole answer is cached
+  under ``users:{fid}:collections`` (cold).
 - ``nft_contracts_normalized``: the same shape with ``system: "normalized"``, read from
   ``wallet_collection_mapping`` (index and scan rows; where the index holds a key its figures are the
-  row's); a wallet is rescanned only when it has no scan within the cold tier.
+  row's); a wallet is rescanned only when ``wallet_scans`` has no scan of it within the cold tier, so a
+  scan that found nothing counts as a scan too. A wallet's status and ``totalCollectionsFound`` come from
+  its scan record (``truncated`` while its last scan was).
 
 A wallet whose scan fails has status ``error`` and does not fail the others; an answer with such a wallet
 is served but never cached (the cache gives its fill lease back), so the next request tries again.
@@ -37,7 +40,12 @@ from such_market.observability import logger
 from such_market.runtime import database_errors, upstream_errors
 from such_market.users.profiles import FarcasterUserRow, get_user, upsert_user
 from such_market.users.runtime import UsersRuntime
-from such_market.users.wallet_collections import HeldCollection, get_wallet_holdings, store_wallet_scan
+from such_market.users.wallet_collections import (
+    HeldCollection,
+    WalletHoldings,
+    get_wallet_holdings,
+    store_wallet_scan,
+)
 
 if TYPE_CHECKING:
     from such_market.upstream.alchemy import OwnerContract
@@ -204,7 +212,8 @@ class WalletScan:
 
     @property
     def total_found(self) -> int:
-        return max(len(self.contracts), self.reported_total or 0)
+        """Distinct contracts listed, or Alchemy's ``totalCount`` when larger (what ``wallet_scans`` records)."""
+        return max(len({contract.address for contract in self.contracts}), self.reported_total or 0)
 
 
 def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
@@ -220,7 +229,9 @@ def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
         reported = page.total_count if reported is None else reported
         complete = page.page_key is None
     with database_errors():
-        store_wallet_scan(conn=runtime.conn, wallet=wallet, contracts=contracts, complete=complete)
+        store_wallet_scan(
+            conn=runtime.conn, wallet=wallet, contracts=contracts, complete=complete, reported_total=reported
+        )
     return WalletScan(tuple(contracts), complete, reported)
 
 
@@ -284,6 +295,19 @@ def _held_contract_body(held: HeldCollection) -> ContractBody:
 
 def _wallet_body(wallet: str, status: WalletStatus, contracts: list[ContractBody], total: int) -> WalletBody:
     return {"walletAddress": wallet, "status": status, "contracts": contracts, "totalCollectionsFound": total}
+
+
+def _held_wallet_body(holdings: WalletHoldings, *, scan_failed: bool) -> WalletBody:
+    """A wallet of the normalized answer: its rows, with status and total from its last scan record
+    (``error`` when the rescan it needed failed: the rows are served as they are)."""
+    held = holdings.collections
+    contracts = [_held_contract_body(item) for item in held]
+    scan = holdings.last_scan
+    if scan_failed:
+        return _wallet_body(holdings.wallet_address, "error", contracts, len(held))
+    status: WalletStatus = "truncated" if scan is not None and not scan.complete else "success"
+    total = max(len(held), scan.contracts_found if scan is not None else 0)
+    return _wallet_body(holdings.wallet_address, status, contracts, total)
 
 
 def _message(wallets: Sequence[WalletBody], total_collections: int) -> str:
@@ -354,7 +378,7 @@ def nft_contracts(runtime: UsersRuntime, fid: int) -> Served:
 
 def nft_contracts_normalized(runtime: UsersRuntime, fid: int) -> Served:
     """GET /api/nft-contracts/{fid}/normalized: the answer from ``wallet_collection_mapping``, rescanning
-    only wallets without a scan within the cold tier."""
+    only wallets that ``wallet_scans`` shows without a scan within the cold tier."""
 
     def load() -> Entry:
         user = find_user(runtime, fid)
@@ -363,22 +387,12 @@ def nft_contracts_normalized(runtime: UsersRuntime, fid: int) -> Served:
         wallets = list(user.verified_eth_addresses)
         with database_errors():
             holdings = get_wallet_holdings(conn=runtime.conn, wallets=wallets, max_age=SCAN_FRESH_FOR)
-        scans = {wallet: _try_scan(runtime, wallet) for wallet in wallets if not holdings[wallet].scan_fresh}
-        rescanned = [wallet for wallet, scan in scans.items() if scan is not None]
-        if rescanned:
+        stale = [wallet for wallet in dict.fromkeys(wallets) if not holdings[wallet].scan_fresh]
+        failed = {wallet for wallet in stale if _try_scan(runtime, wallet) is None}
+        if rescanned := [wallet for wallet in stale if wallet not in failed]:
             with database_errors():
                 holdings |= get_wallet_holdings(conn=runtime.conn, wallets=rescanned, max_age=SCAN_FRESH_FOR)
-        bodies: list[WalletBody] = []
-        for wallet in wallets:
-            held = holdings[wallet].collections
-            scan = scans.get(wallet)
-            if wallet in scans and scan is None:
-                status: WalletStatus = "error"
-                total = len(held)
-            else:
-                status = scan.status if scan is not None else "success"
-                total = max(len(held), scan.total_found if scan is not None else 0)
-            bodies.append(_wallet_body(wallet, status, [_held_contract_body(item) for item in held], total))
+        bodies = [_held_wallet_body(holdings[wallet], scan_failed=wallet in failed) for wallet in wallets]
         return _collections_answer(user, bodies, system=NORMALIZED_SYSTEM)
 
     return _fetch(runtime, runtime.cache.keys.user_collections_normalized(fid), Tier.HOT, load)
