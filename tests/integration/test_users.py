@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,9 +35,7 @@ from such_market.cache.keys import CacheKeys
 from such_market.cache.store import get_cache
 from such_market.config import load_settings
 from such_market.events.models import OwnershipChanged
-from such_market.runtime import runtime_for
-from such_market.upstream.neynar import close_neynar_clients
-from such_market.users.runtime import UsersSettings, users_runtime_for
+from such_market.users.runtime import UsersSettings
 from such_market.users.wallets import fids_owning
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
@@ -66,48 +64,10 @@ class Reply:
 Call = Callable[[str, object], Reply]
 
 
-@pytest.fixture(scope="module")
-def neynar_stub_server() -> Iterator[NeynarStub]:
-    with NeynarStub() as stub:
-        yield stub
-
-
 @pytest.fixture
-def neynar_stub(neynar_stub_server: NeynarStub) -> NeynarStub:
-    """The Neynar-compatible stub, with no faults injected and its counters at zero."""
-    neynar_stub_server.latency_ms = 0
-    neynar_stub_server.rate_limit_every = 0
-    neynar_stub_server.server_error_every = 0
-    neynar_stub_server.reset_counters()
-    return neynar_stub_server
-
-
-def _forget_containers() -> None:
-    load_settings.cache_clear()
-    runtime_for.cache_clear()
-    users_runtime_for.cache_clear()
-    close_neynar_clients()
-
-
-@pytest.fixture
-def users_env(
-    lambda_env: dict[str, str], neynar_stub: NeynarStub, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    """``lambda_env`` plus the Neynar stub, as a cold container."""
-    monkeypatch.delenv("NEYNAR_API_KEY_SECRET_ARN", raising=False)
-    extra = {
-        "NEYNAR_API_KEY": "test-neynar-key",
-        "NEYNAR_BASE_URL": neynar_stub.base_url,
-        "NEYNAR_MAX_ATTEMPTS": "2",
-        "NEYNAR_RETRY_BUDGET_SECONDS": "3",
-    }
-    for name, value in extra.items():
-        monkeypatch.setenv(name, value)
-    _forget_containers()
-    try:
-        yield {**lambda_env, **extra}
-    finally:
-        _forget_containers()
+def users_env(lambda_env: dict[str, str]) -> dict[str, str]:
+    """A cold container pointed at this test's database, cache and both upstream stubs."""
+    return lambda_env
 
 
 @pytest.fixture
