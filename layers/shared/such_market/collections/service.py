@@ -11,7 +11,7 @@ in the (collection, wallet) index, so events can invalidate exactly what they ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -22,6 +22,7 @@ from such_market.cache.tiers import Tier
 from such_market.collections.queries import (
     CollectionRow,
     NftRow,
+    TokenOwner,
     get_collection,
     get_nft,
     get_nft_page,
@@ -32,6 +33,7 @@ from such_market.collections.queries import (
 from such_market.collections.writes import set_ingestion_state, set_token_owners, upsert_collection, upsert_nfts
 from such_market.errors import NotFoundError
 from such_market.http.responses import error_body
+from such_market.observability import logger
 from such_market.runtime import Runtime, database_errors, upstream_errors
 from such_market.validation import encode_cursor, filter_hash
 
@@ -98,22 +100,37 @@ def _unknown(address: str) -> Entry:
     return _not_found(f"no NFT contract at {address}")
 
 
-# -- use cases ---------------------------------------------------------------------------------------
-def collection_metadata(runtime: Runtime, address: str) -> Served:
-    """GET /api/collection/{address}."""
-    keys = runtime.cache.keys
+def _collection_read(
+    runtime: Runtime,
+    address: str,
+    key: str,
+    tier: Tier,
+    answer: Callable[[CollectionRow], Entry],
+    *,
+    extra_indexes: Sequence[str] = (),
+) -> Served:
+    """Serve ``key`` of a collection's keys: on a miss, find (or discover) the collection and ``answer``.
+
+    Every such key is registered in the collection's index (and ``extra_indexes``), so collection
+    events invalidate it; an unknown contract is a short-lived 404.
+    """
 
     def load() -> Entry:
         row = _collection_or_discover(runtime, address)
-        return _unknown(address) if row is None else _json(200, collection_body(row))
+        return _unknown(address) if row is None else answer(row)
 
-    return runtime.cache.fetch(
-        keys.collection_metadata(address),
-        Tier.HOT,
-        load,
-        indexes=[keys.collection_index(address)],
-        lease_ms=UPSTREAM_LEASE_MS,
-    )
+    indexes = [runtime.cache.keys.collection_index(address), *extra_indexes]
+    return runtime.cache.fetch(key, tier, load, indexes=indexes, lease_ms=UPSTREAM_LEASE_MS)
+
+
+# -- use cases ---------------------------------------------------------------------------------------
+def collection_metadata(runtime: Runtime, address: str) -> Served:
+    """GET /api/collection/{address}."""
+
+    def answer(row: CollectionRow) -> Entry:
+        return _json(200, collection_body(row))
+
+    return _collection_read(runtime, address, runtime.cache.keys.collection_metadata(address), Tier.HOT, answer)
 
 
 def nft_row_body(nft: NftRow) -> dict[str, object]:
@@ -144,11 +161,7 @@ def nft_page(
     else:
         key = keys.nft_cursor_page(address, after_token_id, page_size, digest)
 
-    def load() -> Entry:
-
-        row = _collection_or_discover(runtime, address)
-        if row is None:
-            return _unknown(address)
+    def answer(row: CollectionRow) -> Entry:
         indexing = row.ingestion_state in INDEXING_STATES
         with database_errors():
             result = get_nft_page(
@@ -176,9 +189,7 @@ def nft_page(
             },
         )
 
-    return runtime.cache.fetch(
-        key, Tier.WARM, load, indexes=[keys.collection_index(address)], lease_ms=UPSTREAM_LEASE_MS
-    )
+    return _collection_read(runtime, address, key, Tier.WARM, answer)
 
 
 def _page_from_alchemy(
@@ -233,13 +244,8 @@ def _page_from_alchemy(
 
 def traits(runtime: Runtime, address: str) -> Served:
     """GET /api/collection/{address}/traits."""
-    keys = runtime.cache.keys
 
-    def load() -> Entry:
-
-        row = _collection_or_discover(runtime, address)
-        if row is None:
-            return _unknown(address)
+    def answer(row: CollectionRow) -> Entry:
         with database_errors():
             facets = get_traits(conn=runtime.conn, collection_id=row.id)
         return _json(
@@ -256,21 +262,15 @@ def traits(runtime: Runtime, address: str) -> Served:
             },
         )
 
-    return runtime.cache.fetch(
-        keys.traits(address), Tier.WARM, load, indexes=[keys.collection_index(address)], lease_ms=UPSTREAM_LEASE_MS
-    )
+    return _collection_read(runtime, address, runtime.cache.keys.traits(address), Tier.WARM, answer)
 
 
 def nft(runtime: Runtime, address: str, token_id: int) -> Served:
     """GET /api/collection/{address}/nfts/{tokenId} — one NFT with its full metadata."""
-    keys = runtime.cache.keys
 
-    def load() -> Entry:
+    def answer(row: CollectionRow) -> Entry:
         from such_market.collections.from_alchemy import nft_record
 
-        row = _collection_or_discover(runtime, address)
-        if row is None:
-            return _unknown(address)
         with database_errors():
             detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         if detail is None:
@@ -293,24 +293,13 @@ def nft(runtime: Runtime, address: str, token_id: int) -> Served:
             },
         )
 
-    return runtime.cache.fetch(
-        keys.nft(address, token_id),
-        Tier.WARM,
-        load,
-        indexes=[keys.collection_index(address)],
-        lease_ms=UPSTREAM_LEASE_MS,
-    )
+    return _collection_read(runtime, address, runtime.cache.keys.nft(address, token_id), Tier.WARM, answer)
 
 
 def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
     """GET /api/collection/{address}/nfts/{tokenId}/owner — from nft_ownership when fresh, else Alchemy."""
-    keys = runtime.cache.keys
 
-    def load() -> Entry:
-
-        row = _collection_or_discover(runtime, address)
-        if row is None:
-            return _unknown(address)
+    def answer(row: CollectionRow) -> Entry:
         with database_errors():
             owners = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         fresh = bool(owners) and all(
@@ -324,13 +313,18 @@ def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
                 )
             if not holders:
                 return _not_found(f"token {token_id} of {address} has no owner")
-            with database_errors():
-                owners = set_token_owners(
-                    conn=runtime.conn,
-                    collection_id=row.id,
-                    token_id=token_id,
-                    owners=[(holder.address, int(holder.balance or 1)) for holder in holders],
-                )
+            observed = [(holder.address, int(holder.balance or 1)) for holder in holders]
+            try:
+                with database_errors():
+                    owners = set_token_owners(
+                        conn=runtime.conn, collection_id=row.id, token_id=token_id, owners=observed
+                    )
+            except ValueError:
+                # Alchemy names several holders of an ERC-721 token (a re-org in flight, bad data):
+                # answer what it says, but do not store an impossible state.
+                logger.warning("ERC-721 token with several holders upstream", extra={"token_id": str(token_id)})
+                now = datetime.now(UTC)
+                owners = [TokenOwner(address, str(balance), now) for address, balance in observed]
         return _json(
             200,
             {
@@ -344,24 +338,13 @@ def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
             },
         )
 
-    return runtime.cache.fetch(
-        keys.ownership(address, token_id),
-        Tier.HOT,
-        load,
-        indexes=[keys.collection_index(address)],
-        lease_ms=UPSTREAM_LEASE_MS,
-    )
+    return _collection_read(runtime, address, runtime.cache.keys.ownership(address, token_id), Tier.HOT, answer)
 
 
 def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page_size: int) -> Served:
     """GET /api/collection/{address}/nfts/owned?userAddress= — the wallet's tokens in the collection."""
-    keys = runtime.cache.keys
 
-    def load() -> Entry:
-
-        row = _collection_or_discover(runtime, address)
-        if row is None:
-            return _unknown(address)
+    def answer(row: CollectionRow) -> Entry:
         with database_errors():
             result = get_owned_tokens(
                 conn=runtime.conn, collection_id=row.id, owner=wallet, page=page, page_size=page_size
@@ -380,12 +363,14 @@ def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page
             },
         )
 
-    return runtime.cache.fetch(
+    keys = runtime.cache.keys
+    return _collection_read(
+        runtime,
+        address,
         keys.owned(address, wallet, page, page_size),
         Tier.HOT,
-        load,
-        indexes=[keys.collection_index(address), keys.owned_index(address, wallet)],
-        lease_ms=UPSTREAM_LEASE_MS,
+        answer,
+        extra_indexes=[keys.owned_index(address, wallet)],
     )
 
 
