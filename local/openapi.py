@@ -1,8 +1,9 @@
 """Generate the OpenAPI document of the whole API from the handlers, or check the committed one.
 
-Every HTTP function's module exposes its resolver as ``app``; each resolver describes its own routes
-(summary, tags, response models). This merges them into one document, marks the admin routes with
-the bearer security scheme, and writes it (``--write``) or fails when the committed file differs
+Every HTTP function's module exposes its router as ``app`` (``such_market.http.api.Api``); each route
+carries its summary, tags, query parameters and response models. This merges them into one OpenAPI 3.1
+document (response models become ``components/schemas`` through pydantic), marks the admin routes
+with the bearer security scheme, and writes it (``--write``) or fails when the committed file differs
 (``--check``, run by ``make test``).
 """
 
@@ -13,12 +14,16 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from such_market.http.api import Api, RouteSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 TITLE = "such-market API"
 VERSION = "1.0.0"
+REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def _load_app(module_path: Path) -> object:
@@ -31,28 +36,64 @@ def _load_app(module_path: Path) -> object:
     return getattr(module, "app", None)
 
 
+def routers() -> list[Api]:
+    """The router of every HTTP function under functions/."""
+    sys.path.insert(0, str(ROOT / "layers" / "shared"))
+    from such_market.http.api import Api
+
+    found: list[Api] = []
+    for module_path in sorted(FUNCTIONS.glob("*/*.py")):
+        if module_path.stem == module_path.parent.name:
+            app = _load_app(module_path)
+            if isinstance(app, Api):
+                found.append(app)
+    return found
+
+
+def _operation(route: RouteSpec, schemas: dict[str, Any]) -> dict[str, Any]:
+    from pydantic import BaseModel
+    from pydantic.json_schema import models_json_schema
+
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.path_parameters
+    ]
+    parameters += [
+        {"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": dict(q.schema)}
+        for q in route.query
+    ]
+    responses: dict[str, Any] = {}
+    for status, described in sorted(route.responses.items()):
+        content: dict[str, Any] = {}
+        for media, body in described.get("content", {}).items():
+            model = body.get("model")
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                (refs, definitions) = models_json_schema(
+                    [(model, "serialization")], ref_template=REF_TEMPLATE, by_alias=True
+                )
+                schemas.update(definitions.get("$defs", {}))
+                content[media] = {"schema": refs[(model, "serialization")]}
+        responses[str(status)] = {"description": described.get("description", ""), "content": content}
+    operation: dict[str, Any] = {
+        "tags": list(route.tags),
+        "summary": route.summary,
+        "operationId": route.function.__name__,
+        "responses": responses,
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if route.path.startswith("/api/admin/"):
+        operation["security"] = [{"adminBearer": []}]
+    return operation
+
+
 def build_document() -> dict[str, Any]:
     """The merged OpenAPI 3.1 document of every HTTP handler."""
-    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-
-    sys.path.insert(0, str(ROOT / "layers" / "shared"))
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
-    for module_path in sorted(FUNCTIONS.glob("*/*.py")):
-        if module_path.stem != module_path.parent.name:
-            continue
-        app = _load_app(module_path)
-        if not isinstance(app, APIGatewayHttpResolver):
-            continue
-        document = json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION))
-        for path, operations in document.get("paths", {}).items():
-            if path.startswith("/api/admin/"):
-                for operation in operations.values():
-                    operation["security"] = [{"adminBearer": []}]
-            paths.setdefault(path, {}).update(operations)
-        schemas.update(document.get("components", {}).get("schemas", {}))
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
+    for app in routers():
+        for route in app.routes.values():
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -60,7 +101,7 @@ def build_document() -> dict[str, Any]:
             "version": VERSION,
             "description": "such-market's NFT-data API (HTTP API payload v2). Errors are {error, code}.",
         },
-        "paths": dict(sorted(paths.items())),
+        "paths": {path: dict(sorted(operations.items())) for path, operations in sorted(paths.items())},
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {"adminBearer": {"type": "http", "scheme": "bearer"}},
@@ -69,7 +110,7 @@ def build_document() -> dict[str, Any]:
 
 
 def render() -> str:
-    return json.dumps(build_document(), indent=2, sort_keys=False) + "\n"
+    return json.dumps(build_document(), indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

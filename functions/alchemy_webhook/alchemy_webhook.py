@@ -8,13 +8,11 @@ answer is 200 ``{received, applied, duplicates, ignored}``.
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.config import load_settings
 from such_market.db.connection import get_connection
 from such_market.events.publisher import EventPublisher
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import json_response
+from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.ownership.webhook import AlchemyWebhookSettings, WebhookReceiptBody, raw_body, receive_webhook
 from such_market.runtime import database_errors
@@ -28,7 +26,7 @@ app = create_api()
     tags=["webhooks"],
     responses=responses(WebhookReceiptBody, errors=(400, 401, 503)),
 )
-def post_alchemy_webhook() -> Response[str]:
+def post_alchemy_webhook() -> Response:
     settings = load_settings(AlchemyWebhookSettings)
     event = app.current_event
     body = raw_body(event.raw_event)

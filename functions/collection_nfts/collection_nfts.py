@@ -6,13 +6,11 @@ replaces ``page``), and ``trait.<type>=<value>`` filters (AND across types, OR w
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.collections.service import nft_page
 from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import served_response
-from such_market.http.schemas import NftPageBody, responses
+from such_market.http.responses import Response, served_response
+from such_market.http.schemas import CURSOR, PAGE, PAGE_SIZE, TRAIT_FILTER, NftPageBody, responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_cursor, parse_page, parse_page_size, parse_trait_filters
 
@@ -23,9 +21,10 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts",
     summary="A page of the collection's NFTs (page/pageSize or cursor, trait.<type>=<value> filters)",
     tags=["collections"],
+    query=(PAGE, PAGE_SIZE, CURSOR, TRAIT_FILTER),
     responses=responses(NftPageBody, errors=(400, 404, 503)),
 )
-def get_nfts(contractAddress: str) -> Response[str]:
+def get_nfts(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
     address = parse_address(contractAddress)
     served = nft_page(

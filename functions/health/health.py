@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.config import load_settings
 from such_market.health import HealthSettings, check_health
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import json_response
+from such_market.http.responses import Response, json_response
 from such_market.http.schemas import HealthBody, responses
 
 app = create_api()
@@ -19,7 +17,7 @@ app = create_api()
     tags=["health"],
     responses=responses(HealthBody, description="All components usable", errors=(503,)),
 )
-def get_health() -> Response[str]:
+def get_health() -> Response:
     report = check_health(load_settings(HealthSettings))
     return json_response(200 if report.healthy else 503, report.as_dict(), headers={"Cache-Control": "no-store"})
 

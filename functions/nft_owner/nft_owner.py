@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.collections.service import token_owner
 from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import served_response
+from such_market.http.responses import Response, served_response
 from such_market.http.schemas import TokenOwnerBody, responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_token_id
@@ -21,7 +19,7 @@ app = create_api()
     tags=["collections"],
     responses=responses(TokenOwnerBody, errors=(400, 404, 503)),
 )
-def get_owner(contractAddress: str, tokenId: str) -> Response[str]:
+def get_owner(contractAddress: str, tokenId: str) -> Response:
     runtime = runtime_for(load_settings(ReadPathSettings))
     return served_response(token_owner(runtime, parse_address(contractAddress), parse_token_id(tokenId)))
 

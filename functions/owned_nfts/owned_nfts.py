@@ -3,13 +3,11 @@ collection, paged in token order."""
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.collections.service import owned_tokens
 from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import served_response
-from such_market.http.schemas import OwnedNftsBody, responses
+from such_market.http.responses import Response, served_response
+from such_market.http.schemas import PAGE, PAGE_SIZE, USER_ADDRESS, OwnedNftsBody, responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_page, parse_page_size
 
@@ -20,9 +18,10 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts/owned",
     summary="The tokens a wallet (userAddress) holds in the collection, paged",
     tags=["collections"],
+    query=(USER_ADDRESS, PAGE, PAGE_SIZE),
     responses=responses(OwnedNftsBody, errors=(400, 404, 503)),
 )
-def get_owned(contractAddress: str) -> Response[str]:
+def get_owned(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
     served = owned_tokens(
         runtime_for(load_settings(ReadPathSettings)),

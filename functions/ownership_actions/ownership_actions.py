@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.config import load_settings
 from such_market.db.connection import get_connection
 from such_market.events.publisher import EventPublisher
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import json_response
+from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.ownership.actions import (
     OwnershipActionBody,
@@ -30,7 +28,7 @@ app.use(middlewares=[require_admin(OwnershipActionsSettings)])
     tags=["admin"],
     responses=responses(OwnershipActionBody, errors=(400, 401, 403, 404, 409, 503)),
 )
-def post_ownership_action() -> Response[str]:
+def post_ownership_action() -> Response:
     settings = load_settings(OwnershipActionsSettings)
     request = parse_action_request(app.current_event.decoded_body)
     with database_errors(), upstream_errors():

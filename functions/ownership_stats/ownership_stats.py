@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.config import load_settings
 from such_market.db.connection import get_connection
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import json_response
+from such_market.http.responses import Response, json_response
 from such_market.http.schemas import OwnershipStatsBody, responses
 from such_market.ownership.stats import OwnershipStatsSettings, ownership_stats
 
@@ -22,7 +20,7 @@ app.use(middlewares=[require_admin(OwnershipStatsSettings)])
     tags=["admin"],
     responses=responses(OwnershipStatsBody, errors=(401, 403)),
 )
-def get_ownership_stats() -> Response[str]:
+def get_ownership_stats() -> Response:
     conn = get_connection(load_settings(OwnershipStatsSettings))
     return json_response(200, ownership_stats(conn=conn), headers={"Cache-Control": "no-store"})
 

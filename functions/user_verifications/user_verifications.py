@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.event_handler import Response
-
 from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
-from such_market.http.responses import served_response
+from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
 from such_market.http.user_schemas import VerificationsBody
 from such_market.users.runtime import UsersSettings, users_runtime_for
@@ -22,7 +20,7 @@ app = create_api()
     tags=["users"],
     responses=responses(VerificationsBody, errors=(400, 404, 503)),
 )
-def get_verifications(fid: str) -> Response[str]:
+def get_verifications(fid: str) -> Response:
     runtime = users_runtime_for(load_settings(UsersSettings))
     return served_response(verifications(runtime, parse_fid(fid)))
 

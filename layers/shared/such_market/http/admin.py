@@ -1,4 +1,4 @@
-"""The handler-side admin check: a resolver middleware every admin function installs.
+"""The handler-side admin check: a router middleware every admin function installs.
 
 The HTTP API authorizer already refused requests without a valid token; this second check keeps an
 admin function safe even if it is ever wired to a route without the authorizer.
@@ -8,26 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-
 from such_market.auth.admin import authenticate
 from such_market.config import AdminSettings, load_settings
 from such_market.errors import ApiError
-from such_market.http.responses import error_response
+from such_market.http.api import Middleware, Request
+from such_market.http.responses import Response, error_response
 
 
-def require_admin(
-    settings_model: type[AdminSettings],
-) -> Callable[[APIGatewayHttpResolver, NextMiddleware], Response[str]]:
+def require_admin(settings_model: type[AdminSettings]) -> Middleware:
     """A middleware that answers 401/403 before the route runs unless the admin token is valid."""
 
-    def middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+    def middleware(request: Request, call: Callable[[], Response]) -> Response:
         try:
-            authenticate(app.current_event.headers, load_settings(settings_model))
+            authenticate(request.headers, load_settings(settings_model))
         except ApiError as error:
             return error_response(error)
-        response: Response[str] = next_middleware(app)
-        return response
+        return call()
 
     return middleware

@@ -1,55 +1,176 @@
-"""The resolver factory every API handler uses: one place maps errors to HTTP responses.
+"""A minimal HTTP API (payload v2) router: the one place that maps routes and errors to responses.
 
-``create_api()`` returns a Powertools ``APIGatewayHttpResolver`` (HTTP API payload v2) with the
-exception handlers registered: ``ApiError`` → its status and the SPEC error shape; request
-validation failures → 400; anything else → a logged 500 without internals.
+Each function serves one or two routes, and API Gateway already did the routing: the event's
+``routeKey`` (``"GET /api/profile/{fid}"``) names the route, so dispatch is a dict lookup and the
+path parameters come from the event. That keeps the cached-read path to a few microseconds on top of
+the cache GET (Powertools' resolver cost several times that; see bench/). Routes also carry their
+OpenAPI description (summary, tags, query parameters, response models), from which
+``local/openapi.py`` builds the API document.
+
+Errors: ``ApiError`` → its status and the SPEC error shape (``Retry-After`` when it has one); an
+unknown route → 404; anything else → a logged, generic 500 without internals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFoundError
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.config import FunctionSettings, load_settings
 from such_market.errors import ApiError
-from such_market.http.responses import error_body, error_response, internal_error_response, json_response
+from such_market.http.responses import Response, error_body, error_response, internal_error_response
 from such_market.observability import logger
 
-
-def _api_error(error: ApiError) -> Response[str]:
-    return error_response(error)
-
-
-def _route_not_found(_: RouteNotFoundError) -> Response[str]:
-    return json_response(404, error_body("no such route", "route_not_found"))
+Route = Callable[..., Response]
+Middleware = Callable[["Request", Callable[[], Response]], Response]
+_PATH_PARAMETER = re.compile(r"<(\w+)>")
 
 
-def _unexpected(error: Exception) -> Response[str]:
-    logger.exception("unhandled error", extra={"error_type": type(error).__name__})
-    return internal_error_response()
+@dataclass(frozen=True, slots=True)
+class QueryParameter:
+    """A documented query parameter of a route (OpenAPI only; parsing stays in such_market.validation)."""
+
+    name: str
+    description: str
+    schema: Mapping[str, object] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
 
 
-def api_handler(
-    app: APIGatewayHttpResolver, settings_model: type[FunctionSettings]
-) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A registered route: how to call it and how to document it."""
+
+    method: str
+    path: str  # with {param} placeholders, as in template.yaml
+    function: Route
+    summary: str
+    tags: tuple[str, ...]
+    responses: Mapping[int, Any]
+    query: tuple[QueryParameter, ...]
+
+    @property
+    def path_parameters(self) -> tuple[str, ...]:
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+
+class Request:
+    """The request being handled: the raw HTTP API v2 event with convenient, lazy accessors."""
+
+    __slots__ = ("raw_event",)
+
+    def __init__(self, raw_event: Mapping[str, Any]) -> None:
+        self.raw_event = raw_event
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        headers: Mapping[str, str] = self.raw_event.get("headers") or {}
+        return headers
+
+    @property
+    def query_string_parameters(self) -> Mapping[str, str]:
+        query: Mapping[str, str] = self.raw_event.get("queryStringParameters") or {}
+        return query
+
+    @property
+    def decoded_body(self) -> str:
+        """The body as text (base64-decoded when API Gateway encoded it)."""
+        body = self.raw_event.get("body") or ""
+        if self.raw_event.get("isBase64Encoded"):
+            return base64.b64decode(body).decode("utf-8", errors="replace")
+        return str(body)
+
+
+class Api:
+    """The routes of one function, and the dispatch of its events."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, RouteSpec] = {}
+        self._middlewares: list[Middleware] = []
+        self._local = threading.local()  # the local runtime may run one function on several threads
+
+    @property
+    def current_event(self) -> Request:
+        """The request this thread is handling."""
+        request: Request = self._local.request
+        return request
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tags: Sequence[str] = (),
+        responses: Mapping[int, Any] | None = None,
+        query: Sequence[QueryParameter] = (),
+    ) -> Callable[[Route], Route]:
+        """Register ``function`` for ``method path`` (``<name>`` marks a path parameter)."""
+        template = _PATH_PARAMETER.sub(r"{\1}", path)
+
+        def register(function: Route) -> Route:
+            spec = RouteSpec(method, template, function, summary, tuple(tags), responses or {}, tuple(query))
+            self.routes[f"{method} {template}"] = spec
+            return function
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[Route], Route]:  # noqa: ANN401 - route()'s keywords
+        return self.route("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[Route], Route]:  # noqa: ANN401 - route()'s keywords
+        return self.route("POST", path, **options)
+
+    def use(self, middlewares: Sequence[Middleware]) -> None:
+        """Run ``middlewares`` around every route of this function (outermost first)."""
+        self._middlewares.extend(middlewares)
+
+    def resolve(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Handle one HTTP API v2 event; returns the Lambda proxy response."""
+        request = Request(event)
+        self._local.request = request
+        spec = self.routes.get(event.get("routeKey", ""))
+        try:
+            if spec is None:
+                response = Response(404, error_body("no such route", "route_not_found"))
+            else:
+                parameters = event.get("pathParameters") or {}
+
+                def call() -> Response:
+                    return spec.function(**{name: parameters.get(name, "") for name in spec.path_parameters})
+
+                response = self._run(request, call)
+        except ApiError as error:
+            response = error_response(error)
+        except Exception as error:
+            logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+            response = internal_error_response()
+        return response.to_lambda()
+
+    def _run(self, request: Request, call: Callable[[], Response]) -> Response:
+        for middleware in reversed(self._middlewares):
+            call = _wrapped(middleware, request, call)
+        return call()
+
+
+def _wrapped(middleware: Middleware, request: Request, call: Callable[[], Response]) -> Callable[[], Response]:
+    return lambda: middleware(request, call)
+
+
+def create_api() -> Api:
+    """A new router for one function."""
+    return Api()
+
+
+def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[dict[str, Any], object], dict[str, Any]]:
     """The ``lambda_handler`` of an API function: validate its settings (a misconfigured container
-    fails at its first invocation with a message naming the variable), then route the event."""
+    fails at its first invocation with a message naming the variable), then dispatch the event."""
 
-    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         load_settings(settings_model)
-        return app.resolve(event, context)
+        return app.resolve(event)
 
     return lambda_handler
-
-
-def create_api() -> APIGatewayHttpResolver:
-    """Build a resolver with the backend's error mapping installed."""
-    app = APIGatewayHttpResolver()
-    app.exception_handler(ApiError)(_api_error)
-    app.not_found(_route_not_found)
-    app.exception_handler(Exception)(_unexpected)
-    return app

@@ -7,10 +7,10 @@ upstream bodies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aws_lambda_powertools.event_handler import Response
 
 from such_market.errors import ApiError
 
@@ -20,10 +20,28 @@ if TYPE_CHECKING:
 JSON = "application/json"
 
 
-def json_response(status: int, body: object, *, headers: dict[str, str] | None = None) -> Response[str]:
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response with a JSON body (text, decoded once from the stored bytes)."""
+
+    status_code: int
+    body: bytes
+    headers: dict[str, str] | None = None
+
+    def to_lambda(self) -> dict[str, Any]:
+        """The HTTP API proxy response."""
+        headers = {"Content-Type": JSON, **self.headers} if self.headers else {"Content-Type": JSON}
+        return {
+            "statusCode": self.status_code,
+            "headers": headers,
+            "body": self.body.decode(),
+            "isBase64Encoded": False,
+        }
+
+
+def json_response(status: int, body: object, *, headers: dict[str, str] | None = None) -> Response:
     """A JSON response; ``body`` is either pre-serialized bytes or a value orjson can encode."""
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Response(status_code=status, content_type=JSON, body=raw.decode(), headers=headers)
+    return Response(status, body if isinstance(body, bytes) else orjson.dumps(body), headers)
 
 
 def error_body(message: str, code: str) -> bytes:
@@ -31,22 +49,21 @@ def error_body(message: str, code: str) -> bytes:
     return orjson.dumps({"error": message, "code": code})
 
 
-def error_response(error: ApiError) -> Response[str]:
+def error_response(error: ApiError) -> Response:
     """Map an ``ApiError`` to its response, adding ``Retry-After`` when it carries one."""
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     return json_response(error.status, error_body(error.message, error.code), headers=headers)
 
 
-def internal_error_response() -> Response[str]:
+def internal_error_response() -> Response:
     """The response for an unexpected failure: generic, without internals."""
     return json_response(500, error_body("internal error", "internal_error"))
 
 
-def served_response(served: Served, *, headers: dict[str, str] | None = None) -> Response[str]:
+def served_response(served: Served, *, headers: dict[str, str] | None = None) -> Response:
     """The response of a cache-fronted read: its status and bytes as stored, plus ``X-Cache``."""
     return Response(
-        status_code=served.entry.status,
-        content_type=JSON,
-        body=served.entry.body.decode(),
-        headers={"X-Cache": served.cache, **headers} if headers else {"X-Cache": served.cache},
+        served.entry.status,
+        served.entry.body,
+        {"X-Cache": served.cache, **headers} if headers else {"X-Cache": served.cache},
     )

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from such_market.http.api import QueryParameter
+
 ERROR_DESCRIPTIONS = {
     400: "Invalid input",
     401: "Admin credential missing",
@@ -225,3 +227,15 @@ def responses(
             "content": {"application/json": {"model": ErrorBody}},
         }
     return documented
+
+
+# -- query parameters, documented once ------------------------------------------------------------------
+PAGE = QueryParameter("page", "page number, from 0", {"type": "integer", "minimum": 0, "maximum": 1_000_000})
+PAGE_SIZE = QueryParameter(
+    "pageSize", "items per page, 1-100 (default 20)", {"type": "integer", "minimum": 1, "maximum": 100}
+)
+CURSOR = QueryParameter("cursor", "the nextCursor of a previous page (replaces page)")
+USER_ADDRESS = QueryParameter("userAddress", "the wallet, 0x + 40 hex digits in any case", required=True)
+TRAIT_FILTER = QueryParameter(
+    "trait.<type>", "trait filter, repeatable: AND across types, OR within a type (e.g. trait.Hat=Cap)"
+)
