@@ -331,7 +331,7 @@ def forget_containers() -> None:
 
 # -- Lambda invocation ----------------------------------------------------------------------------------
 class FakeContext:
-    """The attributes of a LambdaContext our handlers and Powertools read."""
+    """The attributes of a LambdaContext our handlers read."""
 
     function_name = "bench-function"
     function_version = "$LATEST"

@@ -6,7 +6,7 @@ For the collection metadata (small body) and a 50-item NFT page (large body) of 
 (b) our cache core: ``ReadThroughCache.fetch`` on a hit;
 (c) the handler: ``lambda_handler(event, ctx)`` with an HTTP API v2 event, as Lambda calls it (the bar:
     p50 ≤ 0.2 ms and ≤ 2.5x the floor), and its breakdown: the use case alone (``service.*``), and
-    Powertools' ``app.resolve`` (everything but ``load_settings``);
+    the router's ``app.resolve`` (everything but ``load_settings``);
 (d) the predecessor: a JSON envelope ``{"data", "cachedAt", "ttl"}`` parsed with ``json.loads`` on every
     hit and re-serialized with ``json.dumps``;
 (e) cashews cache-aside on the same Valkey, default (pickle) serializer, plain and ``lock=True``; the
@@ -59,7 +59,7 @@ LABELS = {
     "core": "ReadThroughCache.fetch hit",
     "handler": "lambda_handler, cached (X-Cache: HIT)",
     "use_case": "breakdown: use case alone (service.*)",
-    "resolve": "breakdown: Powertools app.resolve",
+    "resolve": "breakdown: router app.resolve",
     "legacy": "predecessor JSON envelope (loads + dumps)",
     "cashews": "cashews @cache hit (pickle)",
     "cashews_lock": "cashews @cache(lock=True) hit",
@@ -150,7 +150,7 @@ def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
                 ),
                 "handler": sync_block(call),
                 "use_case": sync_block(use_case),
-                "resolve": sync_block(lambda app=module.app, event=event: app.resolve(event, context)),
+                "resolve": sync_block(lambda app=module.app, event=event: app.resolve(event)),
                 "legacy": _legacy_envelope(legacy_client, case, payload),
                 **_cashews(loop, env.redis_url, case, payload),
             }
@@ -214,13 +214,13 @@ def _overhead(case: str, stats: dict[str, Stats], floor: Measure) -> Measure:
         round(fixed, 4),
         "ms",
         note=(
-            f"2.5x allows {allowed:.3f} ms at this floor; of it, Powertools resolve - use case "
+            f"2.5x allows {allowed:.3f} ms at this floor; of it, router resolve - use case "
             f"{resolve - use_case:.3f} ms, use case - floor {use_case - floor.value:.3f} ms; over this VM's "
             f"fast-mode floor ({FAST_FLOOR_MS} ms) the handler would be {at_fast_floor:.2f}x"
         ),
         extra={
             "allowed_ms": allowed,
-            "powertools_ms": resolve - use_case,
+            "router_ms": resolve - use_case,
             "use_case_ms": use_case - floor.value,
             "ratio_at_fast_floor": at_fast_floor,
         },
