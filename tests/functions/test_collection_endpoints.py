@@ -258,3 +258,22 @@ def test_database_down_serves_kept_values_and_503_otherwise(
     missing = api("GET", f"/api/collection/{SEEDED}/traits")
     assert (missing.status, missing.body["code"]) == (503, "service_unavailable")
     assert int(missing.headers["retry-after"]) > 0
+
+
+def test_upstream_failure_is_a_503_and_nothing_is_cached(
+    api: Api, alchemy_stub: AlchemyStub, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    # Given an Alchemy that answers 5xx to everything
+    alchemy_stub.server_error_every = 1
+    # When a collection seen for the first time is requested
+    failed = api("GET", f"/api/collection/{ERC721_CONTRACT}")
+    # Then the answer is a 503 with Retry-After after bounded retries, and nothing was stored or cached
+    assert (failed.status, failed.body["code"]) == (503, "service_unavailable")
+    assert int(failed.headers["retry-after"]) > 0
+    assert 1 < alchemy_stub.request_count("getContractMetadata") <= 3  # ALCHEMY_MAX_ATTEMPTS in lambda_env
+    assert not cache.exists(f"such-market:collections:{{{ERC721_CONTRACT}}}:metadata")
+    assert db.execute("SELECT count(*) FROM collections").fetchone() == (0,)
+    # And once Alchemy recovers, the next request is a normal miss
+    alchemy_stub.server_error_every = 0
+    recovered = api("GET", f"/api/collection/{ERC721_CONTRACT}")
+    assert (recovered.status, recovered.cache) == (200, "MISS")
