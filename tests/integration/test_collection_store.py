@@ -1,6 +1,7 @@
 """The collections data-access layer against real PostgreSQL: pages by number and by cursor equal the naive
 OFFSET ordering at every depth (huge and non-contiguous token ids included), trait filters follow a Python
-model (AND across types, OR within one), ranks stay dense as tokens arrive, ingestion writes replace what
+model (AND across types, OR within one) whether their totals come from current trait bitmaps or from the
+exact count (stale bitmaps are ignored), ranks stay dense as tokens arrive, ingestion writes replace what
 they should, ownership syncs keep the summaries consistent, and deep pages are index range scans."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from such_market.collections.writes import (
     assign_positions,
     delete_unlisted_nfts,
     mark_refresh,
+    rebuild_trait_bitmaps,
     rebuild_traits,
     replace_collection_owners,
     set_ingestion_state,
@@ -48,6 +50,7 @@ TRAIT_VALUES = {
     "eyes": ["laser", "sleepy", "wide"],
     "hat": ["cap", "crown"],
 }
+VALUES = sum(map(len, TRAIT_VALUES.values()))
 
 
 def address(n: int) -> str:
@@ -310,12 +313,48 @@ filters_strategy = st.dictionaries(
 )
 
 
+def bitmaps(conn: Conn, collection_id: uuid.UUID) -> tuple[int, int]:
+    """(bitmaps built for the collection's current generation, trait values of the collection)."""
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE ct.positions_generation = g.generation), count(*)"
+        " FROM collection_traits AS ct"
+        " LEFT JOIN collection_trait_generations AS g ON g.collection_id = ct.collection_id"
+        " WHERE ct.collection_id = %s",
+        (collection_id,),
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))
+
+
+def make_bitmaps_stale(conn: Conn, collection_id: uuid.UUID) -> None:
+    """What every rank or trait writer does: a new generation, so the bitmaps built before are ignored."""
+    conn.execute(
+        "UPDATE collection_trait_generations SET generation = generation + 1 WHERE collection_id = %s",
+        (collection_id,),
+    )
+
+
+def assert_filters_follow(conn: Conn, catalogue: Catalogue, filters: Mapping[str, Sequence[str]]) -> None:
+    """Total, a page by number and the cursor walk of ``filters`` equal the model's."""
+    expected = catalogue.matching(filters)
+    page = get_nft_page(conn=conn, collection_id=catalogue.collection_id, page=1, page_size=7, filters=filters)
+    assert (ids(page), page.total) == (expected[7:14], len(expected))
+    assert walk(conn, catalogue.collection_id, 50, filters) == expected
+
+
+@pytest.mark.parametrize("bitmap_state", ["current", "stale"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(filters=filters_strategy, page_size=st.sampled_from([5, 50]), page=st.integers(min_value=0, max_value=30))
-def test_filtered_pages_follow_the_python_model(
-    db: Conn, catalogue: Catalogue, filters: dict[str, list[str]], page_size: int, page: int
+def test_filtered_pages_follow_the_python_model(  # noqa: PLR0917 - fixtures and strategies, passed by name
+    db: Conn, catalogue: Catalogue, bitmap_state: str, filters: dict[str, list[str]], page_size: int, page: int
 ) -> None:
-    # Given a filter: AND across trait types, OR within one
+    # Given trait bitmaps that are current (the totals come from them) or stale (ignored: exact counts)
+    current, values = bitmaps(db, catalogue.collection_id)
+    if bitmap_state == "stale" and current:
+        make_bitmaps_stale(db, catalogue.collection_id)
+        current = 0
+    assert (current, values) == ((values, values) if bitmap_state == "current" else (0, values))
+    # And a filter: AND across trait types, OR within one
     expected = catalogue.matching(filters)
     # When a page of it is read by number
     result = get_nft_page(
@@ -341,6 +380,121 @@ def test_filtered_cursor_walk_and_edge_filters(db: Conn, catalogue: Catalogue) -
     assert (nothing.nfts, nothing.total, nothing.has_more, nothing.next_cursor_token_id) == ([], 0, False, None)
     empty_type = get_nft_page(conn=db, collection_id=catalogue.collection_id, page=0, page_size=20, filters={"hat": []})
     assert empty_type.total == 0
+
+
+def test_bitmap_totals_are_used_when_current_and_ignored_when_stale(db: Conn, catalogue: Catalogue) -> None:
+    # Given current bitmaps, one per trait value of the collection, each as long as the collection
+    filters = {"background": ["blue", "gold"], "eyes": ["laser", "wide"]}
+    assert bitmaps(db, catalogue.collection_id) == (VALUES, VALUES)
+    lengths = db.execute(
+        "SELECT DISTINCT length(positions) FROM collection_traits WHERE collection_id = %s", (catalogue.collection_id,)
+    ).fetchall()
+    assert lengths == [(len(catalogue.ordered),)]
+    assert_filters_follow(db, catalogue, filters)
+    # When the bitmaps are wiped but still stamped current, the total comes from them (proof they are read)
+    db.execute(
+        "UPDATE collection_traits SET positions = positions # positions WHERE collection_id = %s",
+        (catalogue.collection_id,),
+    )
+    wiped = get_nft_page(conn=db, collection_id=catalogue.collection_id, page=0, page_size=5, filters=filters)
+    assert wiped.total == 0
+    # Then, once the generation moves on, the same wiped bitmaps are ignored: exact totals again
+    make_bitmaps_stale(db, catalogue.collection_id)
+    assert_filters_follow(db, catalogue, filters)
+    # And a rebuild makes them current (and right) again
+    assert rebuild_trait_bitmaps(conn=db, collection_id=catalogue.collection_id) == VALUES
+    assert rebuild_trait_bitmaps(conn=db, collection_id=catalogue.collection_id) == 0  # already current
+    assert bitmaps(db, catalogue.collection_id) == (VALUES, VALUES)
+    assert_filters_follow(db, catalogue, filters)
+
+
+def test_writers_that_change_ranks_or_traits_make_the_bitmaps_stale(db: Conn, catalogue: Catalogue) -> None:
+    collection_id = catalogue.collection_id
+    filters = {"hat": ["crown"], "eyes": ["sleepy", "laser"]}
+    assert bitmaps(db, collection_id) == (VALUES, VALUES)
+    # Re-ingesting unchanged tokens changes nothing: the bitmaps stay current
+    unchanged = catalogue.ordered[:50]
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(t, catalogue.attributes[t]) for t in unchanged])
+    assert bitmaps(db, collection_id) == (VALUES, VALUES)
+    # A token whose attributes change: stale, still exact
+    changed = catalogue.ordered[10]
+    catalogue.attributes[changed] = [{"trait_type": "hat", "value": "crown"}, {"trait_type": "eyes", "value": "laser"}]
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(changed, catalogue.attributes[changed])])
+    assert bitmaps(db, collection_id)[0] == 0
+    assert_filters_follow(db, catalogue, filters)
+    rebuild_traits(conn=db, collection_id=collection_id)
+    assert bitmaps(db, collection_id) == (VALUES, VALUES)
+    assert_filters_follow(db, catalogue, filters)
+    # A renumbering insert (a token below the max, carrying traits): stale, still exact
+    low = next(t for t in range(catalogue.ordered[-1]) if t not in catalogue.attributes)
+    catalogue.attributes[low] = [{"trait_type": "hat", "value": "crown"}, {"trait_type": "eyes", "value": "sleepy"}]
+    catalogue.ordered = sorted(catalogue.attributes)
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(low, catalogue.attributes[low])])
+    assert bitmaps(db, collection_id)[0] == 0
+    assert_filters_follow(db, catalogue, filters)
+    # A renumbering insert of a token without traits (only ranks move): stale too, still exact
+    bare = next(t for t in range(catalogue.ordered[-1]) if t not in catalogue.attributes)
+    rebuild_traits(conn=db, collection_id=collection_id)
+    catalogue.attributes[bare] = []
+    catalogue.ordered = sorted(catalogue.attributes)
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(bare, [])])
+    assert bitmaps(db, collection_id)[0] == 0
+    assert_filters_follow(db, catalogue, filters)
+    # Deleted tokens (ranks released, traits cascaded): stale, still exact; unranked rows get no bitmaps
+    rebuild_traits(conn=db, collection_id=collection_id)
+    gone = set(catalogue.ordered[100:400:3])
+    listed = [t for t in catalogue.ordered if t not in gone]
+    assert delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=listed) == len(gone)
+    for token_id in gone:
+        del catalogue.attributes[token_id]
+    catalogue.ordered = listed
+    assert bitmaps(db, collection_id)[0] == 0
+    assert_filters_follow(db, catalogue, filters)
+    assert rebuild_trait_bitmaps(conn=db, collection_id=collection_id) == 0  # ranks were released
+    assert_filters_follow(db, catalogue, filters)
+    # The finishing transaction of an ingestion (prune, rank, rebuild) ends with current, right bitmaps
+    with db.transaction():
+        delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=listed)
+        assign_positions(conn=db, collection_id=collection_id)
+        rebuild_traits(conn=db, collection_id=collection_id)
+    current, values = bitmaps(db, collection_id)
+    assert current == values > 0
+    assert_filters_follow(db, catalogue, filters)
+    assert_filters_follow(db, catalogue, {"background": ["red"]})
+
+
+def test_a_collection_with_unranked_rows_gets_no_bitmaps_and_exact_filters(db: Conn) -> None:
+    # Given tokens written without ranks, facets rebuilt before any ranking
+    collection_id = new_collection(db)
+    rng = random.Random(5)
+    attributes = {t: random_attributes(rng) for t in token_ids(600, seed=9)}
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(t, a) for t, a in attributes.items()], rank=False)
+    rebuild_traits(conn=db, collection_id=collection_id)
+    catalogue = Catalogue(collection_id, attributes)
+    # Then no bitmap is built, and filters are exact
+    assert bitmaps(db, collection_id) == (0, VALUES)
+    assert_filters_follow(db, catalogue, {"background": ["blue", "red"], "hat": ["cap"]})
+    # When the collection is ranked: the facets' bitmaps follow on the next rebuild
+    assign_positions(conn=db, collection_id=collection_id)
+    assert bitmaps(db, collection_id) == (0, VALUES)
+    rebuild_traits(conn=db, collection_id=collection_id)
+    assert bitmaps(db, collection_id) == (VALUES, VALUES)
+    assert_filters_follow(db, catalogue, {"background": ["blue", "red"], "hat": ["cap"]})
+    # And a new unranked token with traits makes them stale until ranked and rebuilt
+    extra = max(attributes) + 1
+    attributes[extra] = [{"trait_type": "hat", "value": "cap"}, {"trait_type": "background", "value": "red"}]
+    catalogue.ordered = sorted(attributes)
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(extra, attributes[extra])], rank=False)
+    assert bitmaps(db, collection_id)[0] == 0
+    assert_filters_follow(db, catalogue, {"background": ["blue", "red"], "hat": ["cap"]})
+
+
+def test_deleting_a_collection_with_bitmaps_cascades(db: Conn, catalogue: Catalogue) -> None:
+    db.execute("DELETE FROM collections WHERE id = %s", (catalogue.collection_id,))
+    left = db.execute(
+        "SELECT count(*) FROM collection_trait_generations WHERE collection_id = %s", (catalogue.collection_id,)
+    ).fetchone()
+    assert left == (0,)
 
 
 def test_trait_facets_match_a_counter(db: Conn, catalogue: Catalogue) -> None:

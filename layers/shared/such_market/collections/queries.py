@@ -14,8 +14,13 @@ NFT pages (``get_nft_page``), ordered by numeric token id:
 - by cursor (``after_token_id``): a keyset scan ``token_id > after`` over the primary key, with or without
   filters; the page number is then ignored.
 - with trait filters (AND across trait types, OR within one): the token ids of each trait type are
-  ``trait_value = ANY(values)`` range scans of the ``nft_traits`` primary key, intersected; the total is
-  the size of the intersection and the page is cut from it in token order, in the same statement.
+  ``trait_value = ANY(values)`` range scans of the ``nft_traits`` primary key, intersected, and the page
+  is cut from them in token order (reading only up to offset + limit). The total comes from the trait
+  bitmaps (``collection_traits.positions``, migration 0010): ``bit_count`` of the AND over types of the
+  OR over each type's values, a few kB of bit operations whatever the match size. Bitmaps are used only
+  when every filtered value's bitmap carries the collection's current generation (read in the same
+  statement); otherwise (ranks or traits changed since the last ``rebuild_traits``, a value with no
+  bitmap) a second statement counts the intersection exactly, as before. Same answer, only slower.
 
 The SQL texts are constants (the filtered one exists once per number of trait types), so psycopg's
 automatic prepared statements apply.
@@ -381,8 +386,76 @@ def _filtered_page(
             params.update({f"value_{index}_{position}": value for position, value in enumerate(values)})
             shape.append(len(values))
     # Custom plans (prepare=False): the best join order depends on how common each value is.
+    if all(filters.values()):
+        # Every (type, value) pair once; the bitmap total needs each of them current.
+        pairs = sorted({(trait_type, value) for trait_type, values in filters.items() for value in values})
+        params["types"] = [trait_type for trait_type, _ in pairs]
+        params["values"] = [value for _, value in pairs]
+        params["pairs"] = len(pairs)
+        rows = conn.execute(_bitmap_filtered_sql(tuple(shape)), params, prepare=False).fetchall()
+        if rows[0][0]:
+            return _keyset_page([row[1:] for row in rows], page_size)
+    # No current bitmaps (or a type with no accepted value): the exact count of the intersection.
     rows = conn.execute(_filtered_sql(tuple(shape)), params, prepare=False).fetchall()
     return _keyset_page(rows, page_size)
+
+
+def _matched_sql(shape: tuple[int, ...], bound: str) -> str:
+    """The token ids matching the filter (see ``_filtered_sql``): per trait type a merge of primary-key
+    range scans of ``nft_traits``, the types joined on token_id; ``bound`` is an extra condition of every
+    scan."""
+
+    def tokens(index: int, values: int) -> str:
+        scan = (
+            "SELECT token_id FROM nft_traits WHERE collection_id = %(collection_id)s"  # noqa: S608 - placeholders
+            f" AND trait_type = %(type_{index})s{bound} AND trait_value = "
+        )
+        if values == 0:
+            return f"{scan.replace('SELECT', 'SELECT DISTINCT', 1)}ANY(%(values_{index})s::text[])"
+        return " UNION ".join(f"{scan}%(value_{index}_{position})s" for position in range(values))
+
+    sets = [f"({tokens(index, values)}) AS t{index}" for index, values in enumerate(shape)]
+    return sets[0] + "".join(f"\n    JOIN {joined} USING (token_id)" for joined in sets[1:])
+
+
+_AFTER_BOUND = " AND token_id > %(after)s::numeric"
+
+
+@functools.lru_cache(maxsize=256)
+def _bitmap_filtered_sql(shape: tuple[int, ...]) -> str:
+    """The filtered-page statement that takes its total from the trait bitmaps (migration 0010).
+
+    ``current`` holds the bitmaps of the filtered (type, value) pairs (``%(types)s``/``%(values)s``, each
+    pair once) that were built for the collection's current generation; ``usable`` says every one of the
+    ``%(pairs)s`` pairs has one. All current bitmaps have the same length (the ranked count they were built
+    for), so the total is ``bit_count`` of the AND over types of the OR within each type. The page is the
+    same LIMITed merge as ``_filtered_sql``'s, run only when ``usable`` (a one-time filter); when it is
+    false the caller runs ``_filtered_sql`` instead.
+    """
+    return f"""
+WITH current AS (
+    SELECT ct.trait_type, ct.positions
+    FROM unnest(%(types)s::text[], %(values)s::text[]) AS f(trait_type, trait_value)
+    JOIN collection_traits AS ct
+      ON ct.collection_id = %(collection_id)s AND ct.trait_type = f.trait_type AND ct.trait_value = f.trait_value
+    WHERE ct.positions_generation = (
+        SELECT generation FROM collection_trait_generations WHERE collection_id = %(collection_id)s
+    )
+)
+SELECT s.usable, s.total, {_NFT_COLUMNS}
+FROM (
+    SELECT (SELECT count(*) FROM current) = %(pairs)s AS usable,
+           (SELECT bit_count(bit_and(t.bits))
+            FROM (SELECT bit_or(positions) AS bits FROM current GROUP BY trait_type) AS t) AS total
+) AS s
+LEFT JOIN LATERAL (
+    SELECT token_id FROM {_matched_sql(shape, _AFTER_BOUND)}
+    WHERE s.usable
+    ORDER BY token_id OFFSET %(offset)s LIMIT %(limit)s
+) AS m ON true
+LEFT JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = m.token_id
+ORDER BY m.token_id
+"""  # noqa: S608
 
 
 @functools.lru_cache(maxsize=256)
@@ -397,25 +470,11 @@ def _filtered_sql(shape: tuple[int, ...]) -> str:
     sort or hash of the whole match in the common case. A type with many values uses one ``= ANY`` scan and
     DISTINCT instead.
     """
-
-    def tokens(index: int, values: int, bound: str) -> str:
-        scan = (
-            "SELECT token_id FROM nft_traits WHERE collection_id = %(collection_id)s"  # noqa: S608 - placeholders
-            f" AND trait_type = %(type_{index})s{bound} AND trait_value = "
-        )
-        if values == 0:
-            return f"{scan.replace('SELECT', 'SELECT DISTINCT', 1)}ANY(%(values_{index})s::text[])"
-        return " UNION ".join(f"{scan}%(value_{index}_{position})s" for position in range(values))
-
-    def matched(bound: str) -> str:
-        sets = [f"({tokens(index, values, bound)}) AS t{index}" for index, values in enumerate(shape)]
-        return sets[0] + "".join(f"\n    JOIN {joined} USING (token_id)" for joined in sets[1:])
-
     return f"""
 SELECT s.total, {_NFT_COLUMNS}
-FROM (SELECT count(*) AS total FROM {matched("")}) AS s
+FROM (SELECT count(*) AS total FROM {_matched_sql(shape, "")}) AS s
 LEFT JOIN LATERAL (
-    SELECT token_id FROM {matched(" AND token_id > %(after)s::numeric")}
+    SELECT token_id FROM {_matched_sql(shape, _AFTER_BOUND)}
     ORDER BY token_id OFFSET %(offset)s LIMIT %(limit)s
 ) AS m ON true
 LEFT JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = m.token_id

@@ -7,7 +7,12 @@ few single statements, never row by row: ``nft_ownership`` carries statement-lev
 (migration 0003), which then run once per statement over the whole batch.
 
 Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` calls it
-unless told not to, so the page-number read path stays a range scan. Addresses are expected lower-case
+unless told not to, so the page-number read path stays a range scan. Trait bitmaps (migration 0010) are
+built by ``rebuild_traits`` (``rebuild_trait_bitmaps``) for a fully ranked collection; every writer that
+changes ranks or ``nft_traits`` bumps the collection's generation in its own transaction, which makes the
+bitmaps built before it ignored by readers until the next ``rebuild_traits``. Lock order, to keep
+writers of one collection from deadlocking: the ranking advisory lock, then rows, then the generation
+row. Addresses are expected lower-case
 (the callers validate them; the table constraints reject anything else); token ids and balances are
 Python ints stored as ``numeric(78,0)``.
 """
@@ -187,6 +192,61 @@ WHERE ct.token_count <> excluded.token_count
 
 _LOCK_POSITIONS = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(collection_id)s::text))"
 
+# "The collection's ranks or nft_traits changed": bitmaps stamped with an older generation are ignored.
+# An upsert, so a bump never misses a generation row that a concurrent bitmap build is inserting (it
+# waits for that insert and then increments).
+_BUMP_GENERATION = """
+INSERT INTO collection_trait_generations AS g (collection_id) VALUES (%(collection_id)s)
+ON CONFLICT (collection_id) DO UPDATE SET generation = g.generation + 1
+"""
+
+# The bitmap build holds the generation row (a no-op update) for the rest of its transaction, so every
+# writer that changes ranks or traits either committed before the build's next statement (its snapshot
+# then sees the change and the bump) or bumps after the build commits (the new bitmaps are then stale).
+_LOCK_GENERATION = """
+INSERT INTO collection_trait_generations AS g (collection_id) VALUES (%(collection_id)s)
+ON CONFLICT (collection_id) DO UPDATE SET generation = g.generation
+"""
+
+# Set-based build of every value's bitmap, in one statement (its snapshot is the one the stamp is read
+# in): the positions of each value's tokens (one hash join, one hash aggregate), then per value 64-bit
+# words OR-ed together and rendered as hex, cut to the ranked count. Nothing is written while some token
+# is unranked (positions would not be dense 0..k-1), nor when every bitmap is already current.
+_REBUILD_BITMAPS = """
+WITH state AS (
+    SELECT g.generation,
+           (SELECT coalesce(max(position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked
+    FROM collection_trait_generations AS g
+    WHERE g.collection_id = %(collection_id)s
+      AND NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)
+      AND EXISTS (
+          SELECT 1 FROM collection_traits AS ct
+          WHERE ct.collection_id = %(collection_id)s AND ct.positions_generation IS DISTINCT FROM g.generation
+      )
+),
+value_positions AS (
+    SELECT t.trait_type, t.trait_value, array_agg(n.position) AS positions
+    FROM nft_traits AS t
+    JOIN nfts AS n ON n.collection_id = t.collection_id AND n.token_id = t.token_id
+    WHERE t.collection_id = %(collection_id)s AND EXISTS (SELECT 1 FROM state)
+    GROUP BY t.trait_type, t.trait_value
+)
+UPDATE collection_traits AS ct
+SET positions = b.bits, positions_generation = s.generation
+FROM state AS s, value_positions AS v
+CROSS JOIN LATERAL (
+    SELECT substring(('x' || string_agg(lpad(to_hex(coalesce(w.mask, 0)), 16, '0'), '' ORDER BY g.word))::varbit
+                     FROM 1 FOR (SELECT ranked FROM state)) AS bits
+    FROM generate_series(0, ((SELECT ranked FROM state) - 1) / 64) AS g(word)
+    LEFT JOIN (
+        SELECT p / 64 AS word, bit_or(1::bigint << (63 - p %% 64)) AS mask
+        FROM unnest(v.positions) AS p
+        GROUP BY 1
+    ) AS w USING (word)
+) AS b
+WHERE ct.collection_id = %(collection_id)s AND ct.trait_type = v.trait_type AND ct.trait_value = v.trait_value
+"""
+
 _POSITION_STATE = """
 SELECT (SELECT min(token_id) FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL),
        last.position, last.token_id
@@ -332,7 +392,8 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
     A token listed twice counts once (the last record wins). Returns the number of distinct tokens
     written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``); a bulk load
     that arrives out of token order can pass ``False`` and call ``assign_positions`` once at the end.
-    Collection trait counts are not touched: call ``rebuild_traits`` after the batches.
+    Collection trait counts are not touched: call ``rebuild_traits`` after the batches. When traits
+    change, the collection's trait generation is bumped (its bitmaps become stale until ``rebuild_traits``).
     """
     batch = {record.token_id: record for record in nfts}
     if not batch:
@@ -355,11 +416,13 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
                 )
         params = {"collection_id": collection_id}
         cur.execute(_MARK_STALE_TRAITS, params)
-        cur.execute(_DELETE_STALE_TRAITS, params)
+        traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
         cur.execute(_UPSERT_NFTS, params)
-        cur.execute(_INSERT_TRAITS, params)
+        traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
         if rank:
             assign_positions(conn=conn, collection_id=collection_id)
+        if traits_changed:  # after the ranking lock (see the module docstring for the lock order)
+            cur.execute(_BUMP_GENERATION, params)
     return len(batch)
 
 
@@ -372,15 +435,34 @@ def delete_unlisted_nfts(*, conn: Connection, collection_id: uuid.UUID, listed_t
     and ``rebuild_traits`` afterwards. An empty listing deletes every token of the collection.
     """
     token_ids = sorted(set(listed_token_ids))
+    params: dict[str, object] = {"collection_id": collection_id, "token_ids": token_ids}
     with conn.transaction():
-        return conn.execute(_DELETE_UNLISTED_NFTS, {"collection_id": collection_id, "token_ids": token_ids}).rowcount
+        # The delete re-ranks (0007's trigger) and bumps the trait generation (0010's): ranking lock first.
+        conn.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
+        return conn.execute(_DELETE_UNLISTED_NFTS, params).rowcount
 
 
 def rebuild_traits(*, conn: Connection, collection_id: uuid.UUID) -> None:
-    """Recompute the collection's trait facets (``collection_traits``) from ``nft_traits`` in one statement;
-    values no token holds any more disappear."""
+    """Recompute the collection's trait facets (``collection_traits``) from ``nft_traits`` in one statement
+    (values no token holds any more disappear), then their bitmaps (``rebuild_trait_bitmaps``) when the
+    collection is fully ranked: call it after ``assign_positions``."""
+    params = {"collection_id": collection_id}
     with conn.transaction():
-        conn.execute(_REBUILD_TRAITS, {"collection_id": collection_id})
+        conn.execute(_LOCK_GENERATION, params)  # before the facet rows: the lock order of the bitmap build
+        conn.execute(_REBUILD_TRAITS, params)
+        conn.execute(_REBUILD_BITMAPS, params)
+
+
+def rebuild_trait_bitmaps(*, conn: Connection, collection_id: uuid.UUID) -> int:
+    """Build the position bitmap of every trait value of the collection (``collection_traits.positions``,
+    migration 0010) for its current ranks, stamped with its current generation; returns how many were
+    written. Writes nothing while some token is unranked (run ``assign_positions`` first) or when every
+    bitmap is already current. Values without a ``collection_traits`` row get none (``rebuild_traits``
+    creates the rows first); readers fall back to an exact count for them."""
+    params = {"collection_id": collection_id}
+    with conn.transaction():
+        conn.execute(_LOCK_GENERATION, params)
+        return conn.execute(_REBUILD_BITMAPS, params).rowcount
 
 
 def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
@@ -388,7 +470,8 @@ def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
 
     When every unranked token lies above the highest ranked one (ingestion in token order, a new mint)
     they are appended after it; otherwise the collection is re-ranked, writing only the rows whose rank
-    moves. Both are one UPDATE, serialized per collection by a transaction-level advisory lock.
+    moves. Both are one UPDATE, serialized per collection by a transaction-level advisory lock. Ranking
+    anything bumps the collection's trait generation (its bitmaps become stale until ``rebuild_traits``).
     """
     params: dict[str, object] = {"collection_id": collection_id}
     with conn.transaction():
@@ -400,8 +483,12 @@ def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
             return 0
         if last_token is None or first_unranked > last_token:
             base = 0 if last_position is None else last_position + 1
-            return conn.execute(_APPEND_POSITIONS, {**params, "base": base}).rowcount
-        return conn.execute(_RENUMBER_POSITIONS, params).rowcount
+            ranked = conn.execute(_APPEND_POSITIONS, {**params, "base": base}).rowcount
+        else:
+            ranked = conn.execute(_RENUMBER_POSITIONS, params).rowcount
+        if ranked:  # new ranks (and bitmap lengths): the bitmaps built before are stale
+            conn.execute(_BUMP_GENERATION, params)
+        return ranked
 
 
 def replace_collection_owners(
@@ -534,6 +621,7 @@ __all__ = [
     "assign_positions",
     "delete_unlisted_nfts",
     "mark_refresh",
+    "rebuild_trait_bitmaps",
     "rebuild_traits",
     "replace_collection_owners",
     "set_ingestion_state",
