@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -444,25 +444,11 @@ def _handler_class(api: LocalApi) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD":
                 self.wfile.write(response.body)
 
-        def do_GET(self) -> None:
-            self._serve()
-
-        def do_HEAD(self) -> None:
-            self._serve()
-
-        def do_POST(self) -> None:
-            self._serve()
-
-        def do_PUT(self) -> None:
-            self._serve()
-
-        def do_PATCH(self) -> None:
-            self._serve()
-
-        def do_DELETE(self) -> None:
-            self._serve()
-
-        def do_OPTIONS(self) -> None:
-            self._serve()
+        def __getattr__(self, name: str) -> Callable[[], None]:
+            # http.server looks up do_<METHOD>; every method is routed (unknown ones answer 404 like
+            # API Gateway), never http.server's own 501 page.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
     return ApiRequestHandler
