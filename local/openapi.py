@@ -55,24 +55,25 @@ def _operation(route: RouteSpec, schemas: dict[str, Any]) -> dict[str, Any]:
     from pydantic.json_schema import models_json_schema
 
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in route.path_parameters
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in route.path_parameters
     ]
     parameters += [
         {"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": dict(q.schema)}
         for q in route.query
     ]
+
+    def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+        (refs, definitions) = models_json_schema([(model, "validation")], ref_template=REF_TEMPLATE, by_alias=True)
+        schemas.update(definitions.get("$defs", {}))
+        return dict(refs[(model, "validation")])
+
     responses: dict[str, Any] = {}
     for status, described in sorted(route.responses.items()):
         content: dict[str, Any] = {}
         for media, body in described.get("content", {}).items():
             model = body.get("model")
             if isinstance(model, type) and issubclass(model, BaseModel):
-                (refs, definitions) = models_json_schema(
-                    [(model, "serialization")], ref_template=REF_TEMPLATE, by_alias=True
-                )
-                schemas.update(definitions.get("$defs", {}))
-                content[media] = {"schema": refs[(model, "serialization")]}
+                content[media] = {"schema": schema_of(model)}
         responses[str(status)] = {"description": described.get("description", ""), "content": content}
     operation: dict[str, Any] = {
         "tags": list(route.tags),
@@ -82,6 +83,9 @@ def _operation(route: RouteSpec, schemas: dict[str, Any]) -> dict[str, Any]:
     }
     if parameters:
         operation["parameters"] = parameters
+    body = route.request_body
+    if isinstance(body, type) and issubclass(body, BaseModel):
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(body)}}}
     if route.path.startswith("/api/admin/"):
         operation["security"] = [{"adminBearer": []}]
     return operation

@@ -13,7 +13,7 @@ from such_market.db.connection import get_connection
 from such_market.events.publisher import EventPublisher
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import responses
+from such_market.http.schemas import AlchemyWebhookRequestBody, responses
 from such_market.ownership.webhook import AlchemyWebhookSettings, WebhookReceiptBody, raw_body, receive_webhook
 from such_market.runtime import database_errors
 
@@ -24,6 +24,7 @@ app = create_api()
     "/api/webhooks/alchemy",
     summary="Alchemy NFT-activity webhook (signed with X-Alchemy-Signature)",
     tags=["webhooks"],
+    request_body=AlchemyWebhookRequestBody,
     responses=responses(WebhookReceiptBody, errors=(400, 401, 503)),
 )
 def post_alchemy_webhook() -> Response:

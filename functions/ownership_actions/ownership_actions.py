@@ -8,7 +8,7 @@ from such_market.events.publisher import EventPublisher
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import responses
+from such_market.http.schemas import OwnershipActionRequestBody, responses
 from such_market.ownership.actions import (
     OwnershipActionBody,
     OwnershipActionsSettings,
@@ -26,6 +26,7 @@ app.use(middlewares=[require_admin(OwnershipActionsSettings)])
     "/api/admin/ownership/stats",
     summary="Run an ownership action: sync one collection's owners, discovery stats, or a verification run",
     tags=["admin"],
+    request_body=OwnershipActionRequestBody,
     responses=responses(OwnershipActionBody, errors=(400, 401, 403, 404, 409, 503)),
 )
 def post_ownership_action() -> Response:

@@ -51,6 +51,7 @@ class RouteSpec:
     tags: tuple[str, ...]
     responses: Mapping[int, Any]
     query: tuple[QueryParameter, ...]
+    request_body: type | None = None  # a pydantic model documenting a JSON body (OpenAPI only)
 
     @property
     def path_parameters(self) -> tuple[str, ...]:
@@ -107,12 +108,15 @@ class Api:
         tags: Sequence[str] = (),
         responses: Mapping[int, Any] | None = None,
         query: Sequence[QueryParameter] = (),
+        request_body: type | None = None,
     ) -> Callable[[Route], Route]:
         """Register ``function`` for ``method path`` (``<name>`` marks a path parameter)."""
         template = _PATH_PARAMETER.sub(r"{\1}", path)
 
         def register(function: Route) -> Route:
-            spec = RouteSpec(method, template, function, summary, tuple(tags), responses or {}, tuple(query))
+            spec = RouteSpec(
+                method, template, function, summary, tuple(tags), responses or {}, tuple(query), request_body
+            )
             self.routes[f"{method} {template}"] = spec
             return function
 

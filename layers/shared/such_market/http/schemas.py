@@ -214,6 +214,23 @@ class RefreshStatusBody(_Camel):
     ingestion: RefreshIngestionBody
 
 
+class OwnershipActionRequestBody(_Camel):
+    """The body of POST /api/admin/ownership/stats."""
+
+    action: Literal["sync", "discovery-stats", "verify"]
+    contract_address: str | None = Field(default=None, description="required by sync; 0x + 40 hex digits")
+
+
+class AlchemyWebhookRequestBody(BaseModel):
+    """An Alchemy NFT-activity webhook (only the envelope is described; the raw body is what is signed)."""
+
+    webhookId: str  # noqa: N815 - Alchemy's field names
+    id: str
+    createdAt: str  # noqa: N815
+    type: Literal["NFT_ACTIVITY"]
+    event: dict[str, Any]
+
+
 def responses(
     success: type[BaseModel], *, status: int = 200, description: str = "Success", errors: tuple[int, ...] = ()
 ) -> dict[int, Any]:
