@@ -248,7 +248,7 @@ def test_make_dev_serves_and_stops_everything_on_ctrl_c():
         assert status == 200, body
 
         children = psutil.Process(process.pid).children(recursive=True)
-        names = " ".join(child.name() for child in children)
+        names = " ".join(_name(child) for child in children)
         assert "postgres" in names
         assert "valkey" in names
 
@@ -266,6 +266,14 @@ def test_make_dev_serves_and_stops_everything_on_ctrl_c():
     assert "stopped." in "".join(lines)
     survivors = [child for child in children if _alive(child)]
     assert not survivors, survivors
+
+
+def _name(process: psutil.Process) -> str:
+    """The process name, or "" for a short-lived child (a PostgreSQL backend) that already exited."""
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:
+        return ""
 
 
 def _alive(process: psutil.Process) -> bool:
