@@ -24,6 +24,7 @@ GROUPS = {
     "stampede": "bench.stampede",
     "invalidation": "bench.invalidation",
     "coldstart": "bench.cold_start",
+    "ownership": "bench.ownership",
 }
 
 
