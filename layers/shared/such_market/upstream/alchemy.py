@@ -44,7 +44,7 @@ from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamProtocolError,
 )
-from such_market.upstream.retrying import RetryingGetter, RetryPolicy
+from such_market.upstream.retrying import JsonUpstream, RetryPolicy
 from such_market.upstream.settings import DEFAULT_ALCHEMY_NETWORK, AlchemySettings
 from such_market.validation import normalize_address, token_id_value
 
@@ -520,7 +520,7 @@ class _KeyTransport(httpx.BaseTransport):
 # Client
 
 
-class AlchemyClient:
+class AlchemyClient(JsonUpstream):
     """A sync client of the Alchemy NFT API v3. Thread-safe (one ``httpx.Client``); create once per container.
 
     ``transport``, ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall clock, for HTTP-date
@@ -555,23 +555,14 @@ class AlchemyClient:
         self.max_attempts = max_attempts
         self.retry_budget_seconds = retry_budget_seconds
         self.max_pages = max_pages
-        self._http = httpx.Client(
+        super().__init__(
+            upstream="Alchemy",
             base_url=f"{self.origin}/nft/v3/{KEY_PLACEHOLDER}/",
             transport=_KeyTransport(transport or httpx.HTTPTransport(), self._api_key),
-            timeout=httpx.Timeout(
-                connect=connect_timeout_seconds,
-                read=read_timeout_seconds,
-                write=read_timeout_seconds,
-                pool=connect_timeout_seconds,
-            ),
-            headers={"accept": "application/json", "user-agent": "such-market-backend"},
-            follow_redirects=False,
-        )
-        self._getter = RetryingGetter(
-            self._http,
-            upstream="Alchemy",
-            policy=RetryPolicy(max_attempts, retry_budget_seconds, backoff_base_seconds, backoff_cap_seconds),
             secrets=[self._api_key],
+            policy=RetryPolicy(max_attempts, retry_budget_seconds, backoff_base_seconds, backoff_cap_seconds),
+            connect_timeout_seconds=connect_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
             sleep=sleep,
             clock=clock,
             now=now,
@@ -595,16 +586,6 @@ class AlchemyClient:
 
     def __repr__(self) -> str:
         return f"AlchemyClient(origin={self.origin!r}, max_attempts={self.max_attempts}, max_pages={self.max_pages})"
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # -- methods ------------------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from such_market.observability import logger
 from such_market.upstream.errors import UpstreamProtocolError
 from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, NeynarSettings
-from such_market.upstream.retrying import RetryingGetter, RetryPolicy
+from such_market.upstream.retrying import JsonUpstream, RetryPolicy
 from such_market.validation import MAX_FID, normalize_address
 
 UPSTREAM: Final = "Neynar"
@@ -186,7 +186,7 @@ class _ApiKeyTransport(httpx.BaseTransport):
 # Client
 
 
-class NeynarClient:
+class NeynarClient(JsonUpstream):
     """A sync client of the Neynar API v2. Thread-safe (one ``httpx.Client``); create once per container.
 
     ``transport``, ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall clock) and ``jitter``
@@ -214,28 +214,19 @@ class NeynarClient:
         if not key:
             raise ValueError("api_key is empty")
         self.origin = base_url.rstrip("/")
-        self._http = httpx.Client(
+        super().__init__(
+            upstream=UPSTREAM,
             base_url=f"{self.origin}/v2/farcaster/",
             transport=_ApiKeyTransport(transport or httpx.HTTPTransport(), key),
-            timeout=httpx.Timeout(
-                connect=connect_timeout_seconds,
-                read=read_timeout_seconds,
-                write=read_timeout_seconds,
-                pool=connect_timeout_seconds,
-            ),
-            headers={"accept": "application/json", "user-agent": "such-market-backend"},
-            follow_redirects=False,
-        )
-        self._getter = RetryingGetter(
-            self._http,
-            upstream=UPSTREAM,
+            secrets=[key],
             policy=RetryPolicy(
                 max_attempts=max_attempts,
                 budget_seconds=retry_budget_seconds,
                 backoff_base_seconds=backoff_base_seconds,
                 backoff_cap_seconds=backoff_cap_seconds,
             ),
-            secrets=[key],
+            connect_timeout_seconds=connect_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
             sleep=sleep,
             clock=clock,
             now=now,
@@ -257,16 +248,6 @@ class NeynarClient:
 
     def __repr__(self) -> str:
         return f"NeynarClient(origin={self.origin!r}, max_attempts={self._getter.policy.max_attempts})"
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     # -- methods ------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import httpx
@@ -193,3 +193,56 @@ class RetryingGetter:
                 message = body["message"]
         detail = " ".join(str(message).split()) or response.reason_phrase or "no detail"
         return self.redact(detail)[:MAX_DETAIL_CHARS]
+
+
+class JsonUpstream:
+    """The base of every upstream client: one ``httpx.Client`` with explicit timeouts, JSON headers and
+    no redirects, and a ``RetryingGetter`` over it. Thread-safe; create once per container."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str,
+        base_url: str,
+        transport: httpx.BaseTransport,
+        secrets: Iterable[str],
+        policy: RetryPolicy,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=connect_timeout_seconds,
+                read=read_timeout_seconds,
+                write=read_timeout_seconds,
+                pool=connect_timeout_seconds,
+            ),
+            headers={"accept": "application/json", "user-agent": "such-market-backend"},
+            follow_redirects=False,
+        )
+        self._getter = RetryingGetter(
+            self._http,
+            upstream=upstream,
+            policy=policy,
+            secrets=secrets,
+            sleep=sleep,
+            clock=clock,
+            now=now,
+            jitter=jitter,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
