@@ -33,12 +33,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from local.stub_server import Answer, StubServer
 from local.upstream_stub import ERC721_WALLET_COUNT, wallet_address
 
 SEED: Final = "such-market-neynar-stub-v1"
@@ -149,8 +149,10 @@ def bulk_users(fids: list[int]) -> _Answer:
 # Server
 
 
-class NeynarStub:
+class NeynarStub(StubServer):
     """The stub server: ``with NeynarStub() as stub: NeynarClient(api_key="k", base_url=stub.base_url)``."""
+
+    name = "neynar-stub"
 
     def __init__(
         self,
@@ -162,8 +164,7 @@ class NeynarStub:
         retry_after_seconds: int = 1,
         server_error_every: int = 0,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.latency_ms = latency_ms
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
@@ -172,57 +173,9 @@ class NeynarStub:
         self._sequence = 0
         self._requests: Counter[str] = Counter()
         self._fids: Counter[tuple[str, int]] = Counter()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def base_url(self) -> str:
-        """What ``NEYNAR_BASE_URL`` should be to use this stub."""
-        if self._server is None:
-            raise RuntimeError("the stub is not running")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> Self:
-        """Listen (on a free port when ``port`` is 0) and serve from a daemon thread."""
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                status, body, headers = stub.handle(self.path, api_key=self.headers.get("x-api-key"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: tests and ``make dev`` read the counters, not an access log."""
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="neynar-stub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+    def answer(self, path: str, headers: Mapping[str, str]) -> Answer:
+        return self.handle(path, api_key=headers.get("x-api-key"))
 
     # -- counters ----------------------------------------------------------------------------------
 

@@ -40,11 +40,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+from local.stub_server import Answer, StubServer
 
 SEED: Final = "such-market-stub-v1"
 ERC721_CONTRACT: Final = "0x5a4d000000000000000000000000000000000721"
@@ -603,8 +604,10 @@ def get_contracts_for_owner(params: _Params) -> _Answer:
 # Server
 
 
-class AlchemyStub:
+class AlchemyStub(StubServer):
     """The stub server: ``with AlchemyStub() as stub: AlchemyClient(api_key="k", base_url=stub.base_url)``."""
+
+    name = "alchemy-stub"
 
     def __init__(
         self,
@@ -617,8 +620,7 @@ class AlchemyStub:
         server_error_every: int = 0,
         owners_page_size: int = DEFAULT_OWNERS_PAGE_SIZE,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.latency_ms = latency_ms
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
@@ -627,8 +629,6 @@ class AlchemyStub:
         self._lock = threading.Lock()
         self._sequence = 0
         self._counts: Counter[tuple[str, str | None]] = Counter()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[_Params], _Answer]] = {
             "getContractMetadata": get_contract_metadata,
             "getNFTsForContract": get_nfts_for_contract,
@@ -639,54 +639,8 @@ class AlchemyStub:
             "getContractsForOwner": get_contracts_for_owner,
         }
 
-    @property
-    def base_url(self) -> str:
-        """What ``ALCHEMY_BASE_URL`` should be to use this stub."""
-        if self._server is None:
-            raise RuntimeError("the stub is not running")
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> Self:
-        """Listen (on a free port when ``port`` is 0) and serve from a daemon thread."""
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                status, body, headers = stub.handle(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: tests and ``make dev`` read the counters, not an access log."""
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="alchemy-stub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+    def answer(self, path: str, headers: Mapping[str, str]) -> Answer:
+        return self.handle(path)
 
     # -- counters ----------------------------------------------------------------------------------
 

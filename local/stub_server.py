@@ -1,0 +1,78 @@
+"""The HTTP plumbing shared by the upstream stubs (Alchemy, Neynar): a threaded loopback server that
+hands every GET to the stub's ``answer`` and writes its (status, body, headers) back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+Answer = tuple[int, bytes, Mapping[str, str]]
+
+
+class StubServer:
+    """Start/stop, context manager and ``base_url`` of a stub; subclasses implement ``answer``."""
+
+    name = "stub"
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def answer(self, path: str, headers: Mapping[str, str]) -> Answer:
+        """The response to ``GET path`` (called on the server's threads; header names lower-cased)."""
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        """The origin to configure the client with."""
+        if self._server is None:
+            raise RuntimeError("the stub is not running")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        """Listen (on a free port when ``port`` is 0) and serve from a daemon thread."""
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                status, body, headers = stub.answer(
+                    self.path, {name.lower(): value for name, value in self.headers.items()}
+                )
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: tests and ``make dev`` read the counters, not an access log."""
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
