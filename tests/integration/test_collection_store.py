@@ -831,3 +831,66 @@ def test_a_cursor_page_is_an_index_range_scan(db: Conn, big_collection: uuid.UUI
     assert max(node["Actual Rows"] * node.get("Actual Loops", 1) for node in nodes) <= 51
     page = get_nft_page(conn=db, collection_id=big_collection, page=0, page_size=50, after_token_id=285_000)
     assert ids(page) == [3 * i for i in range(95_001, 95_051)]
+
+
+def test_a_resync_rewrites_only_changed_rows_and_marks_the_rest_verified(db: Conn) -> None:
+    # Given an ERC-1155 collection synced a day ago
+    collection_id = new_collection(db, 0x1155, "ERC1155")
+    replace_collection_owners(conn=db, collection_id=collection_id, owners=[(ALICE, 1, 5), (BOB, 1, 2), (BOB, 2, 1)])
+    db.execute("UPDATE nft_ownership SET last_verified_at = now() - interval '1 day'")
+    db.execute("UPDATE collection_owner_syncs SET verified_at = now() - interval '1 day'")
+    tuples = dict(
+        db.execute(
+            "SELECT owner_address || ':' || token_id::text, ctid::text FROM nft_ownership WHERE collection_id = %s",
+            (collection_id,),
+        ).fetchall()
+    )
+    # When a resync changes one balance and keeps the rest
+    before = datetime.now(UTC)
+    result = replace_collection_owners(
+        conn=db, collection_id=collection_id, owners=[(ALICE, 1, 5), (BOB, 1, 3), (BOB, 2, 1)]
+    )
+    assert (result.deleted, result.held) == (0, 3)
+    # Then only the changed row got a new tuple; the others are untouched (no rewrite, same row stamp)
+    after = dict(
+        db.execute(
+            "SELECT owner_address || ':' || token_id::text, ctid::text FROM nft_ownership WHERE collection_id = %s",
+            (collection_id,),
+        ).fetchall()
+    )
+    assert after[f"{ALICE}:1"] == tuples[f"{ALICE}:1"]
+    assert after[f"{BOB}:2"] == tuples[f"{BOB}:2"]
+    assert after[f"{BOB}:1"] != tuples[f"{BOB}:1"]
+    assert owner_rows(db, collection_id) == {(1, ALICE, 5), (1, BOB, 3), (2, BOB, 1)}
+    assert_consistent(db)
+    # And every owner reads as verified now, through the collection's sync watermark
+    for token in (1, 2):
+        owners = get_token_owners(conn=db, collection_id=collection_id, token_id=token)
+        assert owners
+        assert all(o.last_verified_at >= before - timedelta(seconds=5) for o in owners)
+
+
+def test_single_owner_is_set_by_the_writers_and_corrected_for_any_other_insert(db: Conn) -> None:
+    erc721 = new_collection(db)
+    erc1155 = new_collection(db, 0x1155, "ERC1155")
+    replace_collection_owners(conn=db, collection_id=erc721, owners=[(ALICE, 1, 1)])
+    set_token_owners(conn=db, collection_id=erc721, token_id=2, owners=[(BOB, 1)])
+    replace_collection_owners(conn=db, collection_id=erc1155, owners=[(ALICE, 1, 3)])
+    # A writer that sets the flag wrongly (or not at all) is corrected in the same statement
+    db.execute(
+        "INSERT INTO nft_ownership (collection_id, token_id, owner_address, single_owner) VALUES (%s, 3, %s, false),"
+        " (%s, 2, %s, true)",
+        (erc721, CAROL, erc1155, CAROL),
+    )
+    db.execute("INSERT INTO nft_ownership (collection_id, token_id, owner_address) VALUES (%s, 4, %s)", (erc721, CAROL))
+    flags = db.execute(
+        "SELECT collection_id = %s, token_id::int, single_owner FROM nft_ownership ORDER BY 1 DESC, 2, owner_address",
+        (erc721,),
+    ).fetchall()
+    assert flags == [(True, t, True) for t in (1, 2, 3, 4)] + [(False, 1, False), (False, 2, False)]
+    # And a second owner row of an ERC-721 token still fails in its statement
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute(
+            "INSERT INTO nft_ownership (collection_id, token_id, owner_address) VALUES (%s, 1, %s)", (erc721, BOB)
+        )
+    assert_consistent(db)

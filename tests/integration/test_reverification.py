@@ -101,3 +101,33 @@ def test_upstream_outage_ends_the_run_early(
     assert report.failed == 1
     assert report.checked == 0
     assert ownership(db) == {(ERC721_CONTRACT, 1, STRANGER): 1}
+
+
+def test_a_bulk_sync_counts_as_verifying_every_row_of_its_collection(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher
+) -> None:
+    from such_market.collections.writes import replace_collection_owners
+    from such_market.ownership.verification import stalest_tokens
+
+    # Given tokens 0-4 stamped 30 days ago but bulk-synced 10 days ago (their rows were not rewritten), and
+    # tokens 5-9 stamped individually since, 2-6 days ago
+    collection = new_collection(db, ERC721_CONTRACT, "ERC721")
+    replace_collection_owners(conn=db, collection_id=collection, owners=[(holder(t), t, 1) for t in range(10)])
+    db.execute("UPDATE nft_ownership SET last_verified_at = now() - interval '30 days' WHERE token_id < 5")
+    db.execute(
+        "UPDATE nft_ownership SET last_verified_at = now() - (token_id - 3) * interval '1 day' WHERE token_id >= 5"
+    )
+    db.execute("UPDATE collection_owner_syncs SET verified_at = now() - interval '10 days'")
+    # Then the synced rows count as verified 10 days ago: they come first, then the others oldest first
+    picked = [token for _, _, token in stalest_tokens(conn=db, limit=10)]
+    assert sorted(picked[:5]) == [0, 1, 2, 3, 4]
+    assert picked[5:] == [9, 8, 7, 6, 5]
+    assert {token for _, _, token in stalest_tokens(conn=db, limit=3, collection_id=collection)} <= {0, 1, 2, 3, 4}
+    # And with a sync 3.5 days ago, the rows stamped before it (0-4, 7-9) count as verified then
+    db.execute("UPDATE collection_owner_syncs SET verified_at = now() - interval '84 hours'")
+    picked = [token for _, _, token in stalest_tokens(conn=db, limit=10)]
+    assert sorted(picked[:8]) == [0, 1, 2, 3, 4, 7, 8, 9]
+    assert picked[8:] == [6, 5]
+    # And re-verifying them stamps their rows: they are the newest now
+    reverify(conn=db, alchemy=alchemy, publisher=publisher, batch_size=8, time_budget_seconds=30)
+    assert [token for _, _, token in stalest_tokens(conn=db, limit=2)] == [6, 5]

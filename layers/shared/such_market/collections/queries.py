@@ -200,9 +200,11 @@ SELECT token_id::text, title, description, image_url, thumbnail_url, attributes,
 FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
 """
 
+# A row's verification time is the later of its own stamp and its collection's last bulk sync (0011).
 _TOKEN_OWNERS = """
-SELECT o.owner_address, o.balance::text, o.last_verified_at
+SELECT o.owner_address, o.balance::text, greatest(o.last_verified_at, s.verified_at)
 FROM nft_ownership AS o
+LEFT JOIN collection_owner_syncs AS s ON s.collection_id = o.collection_id
 WHERE o.collection_id = %(collection_id)s AND o.token_id = %(token_id)s::numeric
 ORDER BY o.balance DESC, o.owner_address
 """

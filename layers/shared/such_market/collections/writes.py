@@ -311,17 +311,36 @@ WHERE o.collection_id = %(collection_id)s
   )
 """
 
-# Duplicate (token, owner) rows of the batch count once, with their largest balance. Every held row is
-# re-verified now, so its last_verified_at moves even when its balance did not change.
+# Duplicate (token, owner) rows of the batch count once, with their largest balance. Only rows that are new
+# or whose balance changed are written (stamped now(), single_owner set from the collection's token type,
+# migration 0011); a row that already holds the listed balance is left alone: the sync's watermark
+# (_STAMP_OWNER_SYNC) records that it was verified now. The anti-join probes nft_ownership by primary key.
 _UPSERT_OWNERS = """
-INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at)
-SELECT %(collection_id)s, token_id, owner_address,
-       CASE WHEN %(single_owner)s THEN 1 ELSE max(balance) END, now()
-FROM owner_batch
-GROUP BY token_id, owner_address
-ORDER BY token_id, owner_address
+INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at, single_owner)
+SELECT %(collection_id)s, b.token_id, b.owner_address, b.balance, now(), %(single_owner)s
+FROM (
+    SELECT token_id, owner_address, CASE WHEN %(single_owner)s THEN 1 ELSE max(balance) END AS balance
+    FROM owner_batch
+    GROUP BY token_id, owner_address
+) AS b
+WHERE NOT EXISTS (
+    SELECT 1 FROM nft_ownership AS held
+    WHERE held.collection_id = %(collection_id)s AND held.token_id = b.token_id
+      AND held.owner_address = b.owner_address AND held.balance = b.balance
+)
+ORDER BY b.token_id, b.owner_address
 ON CONFLICT (collection_id, token_id, owner_address) DO UPDATE
 SET balance = excluded.balance, last_verified_at = excluded.last_verified_at
+WHERE o.balance IS DISTINCT FROM excluded.balance
+"""
+
+_COUNT_HELD = "SELECT count(*) FROM (SELECT DISTINCT token_id, owner_address FROM owner_batch) AS held"
+
+# "Every row of the collection was verified now" (migration 0011): readers take the later of this and the
+# row's own last_verified_at.
+_STAMP_OWNER_SYNC = """
+INSERT INTO collection_owner_syncs AS s (collection_id, verified_at) VALUES (%(collection_id)s, now())
+ON CONFLICT (collection_id) DO UPDATE SET verified_at = excluded.verified_at
 """
 
 _DELETE_TOKEN_OWNERS = """
@@ -331,8 +350,8 @@ WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
 """
 
 _UPSERT_TOKEN_OWNERS = """
-INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at)
-SELECT %(collection_id)s, %(token_id)s::numeric, h.owner_address, h.balance, now()
+INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at, single_owner)
+SELECT %(collection_id)s, %(token_id)s::numeric, h.owner_address, h.balance, now(), %(single_owner)s
 FROM unnest(%(owners)s::text[], %(balances)s::numeric[]) AS h(owner_address, balance)
 ORDER BY h.owner_address
 ON CONFLICT (collection_id, token_id, owner_address) DO UPDATE
@@ -496,8 +515,10 @@ def replace_collection_owners(
 ) -> OwnersReplaced:
     """Make the collection's ``nft_ownership`` exactly ``owners`` — (owner, token id, balance) triples.
 
-    Rows not listed are deleted, the listed ones inserted or updated (balance, ``last_verified_at``), in
-    two statements so the summary triggers run once each over the whole set. A non-positive balance means
+    Rows not listed are deleted, the listed ones that are new or changed balance inserted or updated
+    (balance, ``last_verified_at``), in two statements so the summary triggers run once each over the whole
+    set; rows already as listed are not rewritten: the collection's ``collection_owner_syncs`` watermark
+    marks every row verified now (migration 0011). A non-positive balance means
     "does not hold" (the row is treated as not listed); duplicate (token, owner) pairs count once, with
     their largest balance. For an ERC-721 collection every balance is stored as 1, and a token listed with
     two different owners raises ``ValueError`` (nothing is written): it must end with exactly one owner.
@@ -519,7 +540,11 @@ def replace_collection_owners(
                 raise ValueError(f"ERC-721 token {shared[0]} is listed with more than one owner")
         params = {"collection_id": collection_id, "single_owner": single_owner}
         deleted = cur.execute(_DELETE_ABSENT_OWNERS, params).rowcount
-        held = cur.execute(_UPSERT_OWNERS, params).rowcount
+        cur.execute(_UPSERT_OWNERS, params)
+        held_row = cur.execute(_COUNT_HELD).fetchone()
+        cur.execute(_STAMP_OWNER_SYNC, params)
+    assert held_row is not None  # noqa: S101 - a count
+    held = int(held_row[0])
     return OwnersReplaced(deleted=deleted, held=held)
 
 
@@ -546,6 +571,7 @@ def set_token_owners(
             raise LookupError(f"collection {collection_id} does not exist")
         if token_type_row[0] == "ERC721" and len(addresses) > 1:
             raise ValueError(f"ERC-721 token {token_id} cannot have {len(addresses)} owners")
+        params["single_owner"] = token_type_row[0] == "ERC721"
         conn.execute(_DELETE_TOKEN_OWNERS, params)
         rows = conn.execute(_UPSERT_TOKEN_OWNERS, params).fetchall() if addresses else []
     stored = [TokenOwner(owner, balance, verified_at) for owner, balance, verified_at in rows]

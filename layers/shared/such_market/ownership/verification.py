@@ -1,9 +1,10 @@
 """Scheduled ownership re-verification (SPEC §6): the least recently verified tokens, checked upstream.
 
-``reverify`` picks a bounded batch of tokens whose owner rows carry the oldest ``last_verified_at`` (read
-along the ``nft_ownership_last_verified`` index, never a full scan), asks Alchemy ``getOwnersForNFT``
-for each (with the collection's token type, so ERC-721 needs one call per token), and hands what it saw
-to ``reconcile_owners`` — the same mover and the same outbox transaction as the webhook's transfers —
+``reverify`` picks a bounded batch of tokens whose owner rows were verified longest ago (the later of a
+row's ``last_verified_at`` and its collection's last bulk sync, ``collection_owner_syncs``, migration
+0011; read along the ``(collection_id, last_verified_at)`` index, never a full scan), asks Alchemy
+``getOwnersForNFT`` for each (with the collection's token type, so ERC-721 needs one call per token), and
+hands what it saw to ``reconcile_owners`` — the same mover and the same outbox transaction as the webhook's transfers —
 so corrections emit ``ownership.changed`` and rows that were right get ``last_verified_at = now()``.
 
 Bounds: ``batch_size`` tokens per run; no new upstream call after ``time_budget_seconds``; a rate
@@ -60,17 +61,45 @@ class VerifyReport:
         return {names.get(key, key): value for key, value in asdict(self).items()}
 
 
+# A row's effective verification time is greatest(last_verified_at, its collection's sync watermark,
+# migration 0011). Candidates, each read from the (collection_id, last_verified_at) index, never a full
+# scan: (a) per collection, its rows stamped at or after its watermark (all rows when it has none), oldest
+# first; (b) the rows stamped before their collection's watermark, which count as verified at it:
+# collections taken in watermark order, so the scan stops after enough rows.
 _STALEST = """
-SELECT c.contract_address, c.token_type, o.token_id::text
-FROM (
-    SELECT collection_id, token_id, last_verified_at
-    FROM nft_ownership
-    WHERE %(collection_id)s::uuid IS NULL OR collection_id = %(collection_id)s::uuid
-    ORDER BY last_verified_at
+WITH scope AS (
+    SELECT c.id, c.contract_address, c.token_type, s.verified_at AS synced_at
+    FROM collections AS c
+    LEFT JOIN collection_owner_syncs AS s ON s.collection_id = c.id
+    WHERE %(collection_id)s::uuid IS NULL OR c.id = %(collection_id)s::uuid
+),
+own_stamp AS (
+    SELECT sc.contract_address, sc.token_type, r.token_id, r.last_verified_at AS verified_at
+    FROM scope AS sc
+    CROSS JOIN LATERAL (
+        SELECT o.token_id, o.last_verified_at
+        FROM nft_ownership AS o
+        WHERE o.collection_id = sc.id AND o.last_verified_at >= coalesce(sc.synced_at, '-infinity')
+        ORDER BY o.last_verified_at
+        LIMIT %(rows)s
+    ) AS r
+),
+synced AS (
+    SELECT sc.contract_address, sc.token_type, r.token_id, sc.synced_at AS verified_at
+    FROM (SELECT * FROM scope WHERE synced_at IS NOT NULL ORDER BY synced_at, id) AS sc
+    CROSS JOIN LATERAL (
+        SELECT o.token_id
+        FROM nft_ownership AS o
+        WHERE o.collection_id = sc.id AND o.last_verified_at < sc.synced_at
+        ORDER BY o.last_verified_at
+        LIMIT %(rows)s
+    ) AS r
     LIMIT %(rows)s
-) AS o
-JOIN collections AS c ON c.id = o.collection_id
-ORDER BY o.last_verified_at
+)
+SELECT contract_address, token_type, token_id::text
+FROM (SELECT * FROM own_stamp UNION ALL SELECT * FROM synced) AS candidates
+ORDER BY verified_at
+LIMIT %(rows)s
 """
 
 
