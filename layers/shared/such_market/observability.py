@@ -1,7 +1,7 @@
-"""Logger, Metrics and Tracer singletons shared by every function (Powertools).
+"""The structured JSON logger shared by every function (Powertools ``Logger``).
 
-Created once at import; they read the Powertools environment variables set in the template's
-Globals (service name, log level, metrics namespace). Secrets are never passed to them.
+Created once at import; it reads the Powertools variables set in the template's Globals (service
+name, log level). Log calls pass error types and identifiers, never secrets, keys or request bodies.
 """
 
 from __future__ import annotations
