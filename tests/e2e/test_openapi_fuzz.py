@@ -29,17 +29,8 @@ from local.api import LocalApi
 from local.invoker import Invoker
 from local.template import Template
 from local.upstream_stub import ERC721_CONTRACT, ERC1155_CONTRACT, NOT_A_CONTRACT, wallet_address
-from such_market.collections.writes import (
-    CollectionMetadata,
-    NftRecord,
-    assign_positions,
-    rebuild_traits,
-    replace_collection_owners,
-    set_ingestion_state,
-    upsert_collection,
-    upsert_nfts,
-)
 from tests.conftest import ADMIN_TOKEN
+from tests.fixtures.seed import COLORS, seed_indexed_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_EXAMPLES = 20
@@ -49,7 +40,6 @@ SEEDED = "0x" + "5e" * 20
 HOLDER = "0x" + "11" * 20
 OTHER_HOLDER = "0x" + "22" * 20
 SEEDED_TOKENS = 30
-COLORS = ("Red", "Green", "Blue")
 
 # Values that reach real data, mixed into what schemathesis generates for these path parameters.
 KNOWN_PATH_VALUES: dict[str, tuple[str, ...]] = {
@@ -119,42 +109,16 @@ def flatmap_query(context: Any, query: dict[str, Any] | None) -> st.SearchStrate
     return st.one_of(generated, st.fixed_dictionaries(known).map(lambda extra: {**(query or {}), **extra}))
 
 
-def _seed(db: psycopg.Connection[Any]) -> None:
-    """A small indexed ERC-721 collection: tokens 0, 3, 6, … with Color/Size traits and two holders."""
-    row = upsert_collection(
-        conn=db,
-        metadata=CollectionMetadata(contract_address=SEEDED, name="Seeded", symbol="SEED", token_type="ERC721"),
-    )
-    records = [
-        NftRecord(
-            token_id=index * 3,
-            title=f"Seed #{index * 3}",
-            image_url=f"https://img.example/{index}.png",
-            attributes=[
-                {"trait_type": "Color", "value": COLORS[index % 3]},
-                {"trait_type": "Size", "value": ("S", "M", "L")[index % 3]},
-            ],
-        )
-        for index in range(SEEDED_TOKENS)
-    ]
-    upsert_nfts(conn=db, collection_id=row.id, nfts=records)
-    rebuild_traits(conn=db, collection_id=row.id)
-    assign_positions(conn=db, collection_id=row.id)
-    owners = [(HOLDER if index < 10 else OTHER_HOLDER, index * 3, 1) for index in range(SEEDED_TOKENS)]
-    replace_collection_owners(conn=db, collection_id=row.id, owners=owners)
-    set_ingestion_state(
-        conn=db,
-        collection_id=row.id,
-        state="complete",
-        nfts_indexed=SEEDED_TOKENS,
-        owners_indexed=SEEDED_TOKENS,
-    )
-
-
 @pytest.fixture
 def api_url(lambda_env: dict[str, str], db: psycopg.Connection[Any]) -> Iterator[str]:
     """Base URL of the local API over the real template, with the seeded collection in its database."""
-    _seed(db)
+    seed_indexed_collection(
+        db,
+        address=SEEDED,
+        tokens=SEEDED_TOKENS,
+        holder=lambda index: HOLDER if index < 10 else OTHER_HOLDER,
+        sizes=("S", "M", "L"),
+    )
     template = Template.load(ROOT / "template.yaml")
     with LocalApi(template, Invoker(template), port=0, quiet=True) as api:
         yield api.url

@@ -12,23 +12,13 @@ import redis
 
 from local.services import free_port
 from local.upstream_stub import ERC721_CONTRACT, NOT_A_CONTRACT, AlchemyStub
-from such_market.collections.writes import (
-    CollectionMetadata,
-    NftRecord,
-    assign_positions,
-    rebuild_traits,
-    replace_collection_owners,
-    set_ingestion_state,
-    upsert_collection,
-    upsert_nfts,
-)
 from such_market.config import load_settings
+from tests.fixtures.seed import COLORS, seed_indexed_collection
 from tests.functions.conftest import Reply
 
 SEEDED = "0x" + "5e" * 20
 HOLDER = "0x" + "11" * 20
 OTHER_HOLDER = "0x" + "22" * 20
-COLORS = ("Red", "Green", "Blue")
 SIZES = ("S", "M", "L", "XL")
 Api = Callable[..., Reply]
 
@@ -36,28 +26,9 @@ Api = Callable[..., Reply]
 @pytest.fixture
 def seeded(db: psycopg.Connection[Any]) -> None:
     """An indexed ERC-721 collection of 100 tokens (ids 0, 3, 6, …) with two trait types and owners."""
-    row = upsert_collection(
-        conn=db,
-        metadata=CollectionMetadata(contract_address=SEEDED, name="Seeded", symbol="SEED", token_type="ERC721"),
+    seed_indexed_collection(
+        db, address=SEEDED, tokens=100, holder=lambda index: HOLDER if index < 30 else OTHER_HOLDER, sizes=SIZES
     )
-    records = [
-        NftRecord(
-            token_id=index * 3,
-            title=f"Seed #{index * 3}",
-            image_url=f"https://img.example/{index}.png",
-            attributes=[
-                {"trait_type": "Color", "value": COLORS[index % 3]},
-                {"trait_type": "Size", "value": SIZES[index % 4]},
-            ],
-        )
-        for index in range(100)
-    ]
-    upsert_nfts(conn=db, collection_id=row.id, nfts=records)
-    rebuild_traits(conn=db, collection_id=row.id)
-    assign_positions(conn=db, collection_id=row.id)
-    owners = [(HOLDER if index < 30 else OTHER_HOLDER, index * 3, 1) for index in range(100)]
-    replace_collection_owners(conn=db, collection_id=row.id, owners=owners)
-    set_ingestion_state(conn=db, collection_id=row.id, state="complete", nfts_indexed=100, owners_indexed=100)
 
 
 def test_metadata_miss_then_hit(api: Api, seeded: None) -> None:
