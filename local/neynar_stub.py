@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from local.stub_server import Answer, StubServer
+from local.stub_server import Answer, StubServer, run_in_foreground
 from local.upstream_stub import ERC721_WALLET_COUNT, wallet_address
 
 SEED: Final = "such-market-neynar-stub-v1"
@@ -164,11 +164,14 @@ class NeynarStub(StubServer):
         retry_after_seconds: int = 1,
         server_error_every: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
-        self.latency_ms = latency_ms
-        self.rate_limit_every = rate_limit_every
-        self.retry_after_seconds = retry_after_seconds
-        self.server_error_every = server_error_every
+        super().__init__(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            rate_limit_every=rate_limit_every,
+            retry_after_seconds=retry_after_seconds,
+            server_error_every=server_error_every,
+        )
         self._lock = threading.Lock()
         self._sequence = 0
         self._requests: Counter[str] = Counter()
@@ -247,13 +250,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0)
     arguments = parser.parse_args()
-    with NeynarStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms) as stub:
-        print(f"Neynar stub on {stub.base_url} (NEYNAR_BASE_URL); Ctrl-C stops it", flush=True)
-        print(f"  users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
+    run_in_foreground(
+        NeynarStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms),
+        "set NEYNAR_BASE_URL to that address",
+        f"users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)",
+    )
 
 
 if __name__ == "__main__":

@@ -12,15 +12,45 @@ Answer = tuple[int, bytes, Mapping[str, str]]
 
 
 class StubServer:
-    """Start/stop, context manager and ``base_url`` of a stub; subclasses implement ``answer``."""
+    """Start/stop, context manager, ``base_url`` and fault injection of a stub; subclasses implement
+    ``answer`` and ``reset_counters``.
+
+    Faults, changeable while running: ``latency_ms`` added to every request, every ``rate_limit_every``-th
+    request answers 429 (``Retry-After: retry_after_seconds``), every ``server_error_every``-th answers 503.
+    """
 
     name = "stub"
 
-    def __init__(self, *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        latency_ms: float = 0,
+        rate_limit_every: int = 0,
+        retry_after_seconds: int = 1,
+        server_error_every: int = 0,
+    ) -> None:
         self.host = host
         self.port = port
+        self.latency_ms = latency_ms
+        self.rate_limit_every = rate_limit_every
+        self.retry_after_seconds = retry_after_seconds
+        self.server_error_every = server_error_every
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def reset_counters(self) -> None:
+        """Forget every request counted so far."""
+        raise NotImplementedError
+
+    def reset(self) -> Self:
+        """No faults injected, counters at zero (what each test starts from)."""
+        self.latency_ms = 0
+        self.rate_limit_every = 0
+        self.server_error_every = 0
+        self.reset_counters()
+        return self
 
     def answer(self, path: str, headers: Mapping[str, str]) -> Answer:
         """The response to ``GET path`` (called on the server's threads; header names lower-cased)."""
@@ -76,3 +106,15 @@ class StubServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def run_in_foreground(stub: StubServer, *lines: str) -> None:
+    """Serve ``stub`` until Ctrl-C, printing where it is and ``lines`` (the stubs' ``python -m`` entry)."""
+    with stub:
+        print(f"{stub.name} on {stub.base_url}; Ctrl-C stops it", flush=True)
+        for line in lines:
+            print(f"  {line}", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopping", flush=True)

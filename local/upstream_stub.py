@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from local.stub_server import Answer, StubServer
+from local.stub_server import Answer, StubServer, run_in_foreground
 
 SEED: Final = "such-market-stub-v1"
 ERC721_CONTRACT: Final = "0x5a4d000000000000000000000000000000000721"
@@ -620,11 +620,14 @@ class AlchemyStub(StubServer):
         server_error_every: int = 0,
         owners_page_size: int = DEFAULT_OWNERS_PAGE_SIZE,
     ) -> None:
-        super().__init__(host=host, port=port)
-        self.latency_ms = latency_ms
-        self.rate_limit_every = rate_limit_every
-        self.retry_after_seconds = retry_after_seconds
-        self.server_error_every = server_error_every
+        super().__init__(
+            host=host,
+            port=port,
+            latency_ms=latency_ms,
+            rate_limit_every=rate_limit_every,
+            retry_after_seconds=retry_after_seconds,
+            server_error_every=server_error_every,
+        )
         self.owners_page_size = owners_page_size
         self._lock = threading.Lock()
         self._sequence = 0
@@ -705,13 +708,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0)
     arguments = parser.parse_args()
-    with AlchemyStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms) as stub:
-        print(f"Alchemy stub on {stub.base_url} (ALCHEMY_BASE_URL); Ctrl-C stops it", flush=True)
-        print(f"  ERC-721 {ERC721_CONTRACT}, ERC-1155 {ERC1155_CONTRACT}, 100k {LARGE_CONTRACT}", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
+    run_in_foreground(
+        AlchemyStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms),
+        "set ALCHEMY_BASE_URL to that address",
+        f"ERC-721 {ERC721_CONTRACT}, ERC-1155 {ERC1155_CONTRACT}, 100k {LARGE_CONTRACT}",
+    )
 
 
 if __name__ == "__main__":

@@ -153,11 +153,7 @@ def alchemy_stub_server() -> Iterator[AlchemyStub]:
 @pytest.fixture
 def alchemy_stub(alchemy_stub_server: AlchemyStub) -> AlchemyStub:
     """The Alchemy-compatible stub, with no faults injected and its counters at zero."""
-    alchemy_stub_server.latency_ms = 0
-    alchemy_stub_server.rate_limit_every = 0
-    alchemy_stub_server.server_error_every = 0
-    alchemy_stub_server.reset_counters()
-    return alchemy_stub_server
+    return alchemy_stub_server.reset()
 
 
 @pytest.fixture(scope="session")
@@ -169,11 +165,7 @@ def neynar_stub_server() -> Iterator[NeynarStub]:
 @pytest.fixture
 def neynar_stub(neynar_stub_server: NeynarStub) -> NeynarStub:
     """The Neynar-compatible stub, with no faults injected and its counters at zero."""
-    neynar_stub_server.latency_ms = 0
-    neynar_stub_server.rate_limit_every = 0
-    neynar_stub_server.server_error_every = 0
-    neynar_stub_server.reset_counters()
-    return neynar_stub_server
+    return neynar_stub_server.reset()
 
 
 @pytest.fixture
