@@ -27,17 +27,17 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from local.http_server import BackgroundHttpServer
 from local.invoker import LOCAL_ACCOUNT_ID, Invoker, JsonValue
 from local.template import RouteSpec, Template
 
@@ -163,26 +163,18 @@ class LocalApi:
         self.quiet = quiet
         self._host = host
         self._requested_port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundHttpServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> LocalApi:
-        self._server = ThreadingHTTPServer((self._host, self._requested_port), _handler_class(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
-        self._thread.start()
+        self._server = BackgroundHttpServer(self._host, self._requested_port, _handler_class(self), name="local-api")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> LocalApi:
         return self.start()
@@ -194,7 +186,7 @@ class LocalApi:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the local API is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:

@@ -33,9 +33,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
+from local.http_server import BackgroundHttpServer
 from local.invoker import LOCAL_ACCOUNT_ID, Invoker
 from local.template import RuleSpec, Template
 
@@ -336,16 +337,14 @@ class LocalEventBus:
         self._dead_lock = threading.Lock()
         self._worker_count = workers
         self._workers: list[threading.Thread] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._server_thread: threading.Thread | None = None
+        self._server: BackgroundHttpServer | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> LocalEventBus:
-        self._server = ThreadingHTTPServer((self._host, self._requested_port), _handler_class(self))
-        self._server.daemon_threads = True
-        self._server_thread = threading.Thread(target=self._server.serve_forever, name="local-bus-http", daemon=True)
-        self._server_thread.start()
+        self._server = BackgroundHttpServer(
+            self._host, self._requested_port, _handler_class(self), name="local-bus-http"
+        )
         for index in range(self._worker_count):
             worker = threading.Thread(target=self._work, name=f"local-bus-worker-{index}", daemon=True)
             worker.start()
@@ -354,8 +353,7 @@ class LocalEventBus:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
         for _ in self._workers:
             self._queue.put(None)
@@ -373,7 +371,7 @@ class LocalEventBus:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the bus is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Self
+
+from local.http_server import BackgroundHttpServer
 
 Answer = tuple[int, bytes, Mapping[str, str]]
 
@@ -37,8 +39,7 @@ class StubServer:
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
         self.server_error_every = server_error_every
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundHttpServer | None = None
 
     def reset_counters(self) -> None:
         """Forget every request counted so far."""
@@ -84,22 +85,15 @@ class StubServer:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: tests and ``make dev`` read the counters, not an access log."""
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
-        self._thread.start()
+        self._server = BackgroundHttpServer(self.host, self.port, Handler, name=self.name)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()
