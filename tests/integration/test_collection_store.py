@@ -702,6 +702,20 @@ def test_replace_collection_owners_of_erc1155_balances(db: Conn) -> None:
     assert [(o.owner_address, o.balance) for o in owners] == [(BOB, str(2**80)), (ALICE, "3")]
 
 
+def test_replace_collection_owners_counts_a_repeated_pair_once_with_its_largest_balance(db: Conn) -> None:
+    erc1155 = new_collection(db, 0x1155, "ERC1155")
+    replaced = replace_collection_owners(
+        conn=db, collection_id=erc1155, owners=[(ALICE, 1, 2), (ALICE, 1, 9), (ALICE, 1, 4), (BOB, 1, 0), (BOB, 2, -1)]
+    )
+    assert (replaced.deleted, replaced.held) == (0, 1)
+    assert owner_rows(db, erc1155) == {(1, ALICE, 9)}
+    # An ERC-721 balance is always stored as 1, whatever the listing says
+    erc721 = new_collection(db)
+    replace_collection_owners(conn=db, collection_id=erc721, owners=[(ALICE, 1, 3), (ALICE, 1, 1), (BOB, 2, 5)])
+    assert owner_rows(db, erc721) == {(1, ALICE, 1), (2, BOB, 1)}
+    assert_consistent(db)
+
+
 def test_a_bulk_owner_sync_of_many_rows_stays_consistent(db: Conn) -> None:
     collection_id = new_collection(db)
     wallets = [address(0x1000 + i) for i in range(50)]

@@ -181,6 +181,57 @@ def test_constraints_reject_invalid_rows(db: Conn, statement: str, error: type[p
 
 
 @pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("0x" + "ab" * 20, True),
+        ("0x" + "0" * 40, True),
+        ("0x" + "ab" * 20 + "a", False),  # 41 hex digits
+        ("0x" + "ab" * 19 + "a", False),  # 39
+        ("0x" + "AB" * 20, False),
+        ("0X" + "ab" * 20, False),
+        ("00" + "ab" * 20, False),
+        ("0x" + "ab" * 19 + "ag", False),
+        ("0x" + "ab" * 19 + "a\n", False),
+        ("", False),
+    ],
+)
+def test_is_evm_address_accepts_exactly_lower_case_0x_addresses(db: Conn, value: str, valid: bool) -> None:
+    row = db.execute("SELECT is_evm_address(%s)", (value,)).fetchone()
+    assert row == (valid,)
+
+
+# Every column that holds an address, checked by is_evm_address (0012) rather than 0001-0009's
+# '^0x[0-9a-f]{40}$', which costs about seven times as much per written row.
+ADDRESS_COLUMNS = {
+    ("collections", "contract_address"),
+    ("fc_users", "custody_address"),
+    ("nft_ownership", "owner_address"),
+    ("user_collections", "owner_address"),
+    ("wallet_collection_mapping", "wallet_address"),
+    ("wallet_collection_mapping", "contract_address"),
+    ("ownership_activity", "contract_address"),
+    ("ownership_activity", "from_address"),
+    ("ownership_activity", "to_address"),
+    ("wallet_scans", "wallet_address"),
+}
+
+
+def test_every_address_column_is_checked_by_is_evm_address(db: Conn) -> None:
+    checks = db.execute(
+        "SELECT conrelid::regclass::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint"
+        " WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
+    ).fetchall()
+    checked = {
+        (str(table), column)
+        for table, definition, validated in checks
+        for column in [str(definition).removeprefix("CHECK (is_evm_address(").removesuffix("))")]
+        if str(definition).startswith("CHECK (is_evm_address(") and validated
+    }
+    assert checked == ADDRESS_COLUMNS
+    assert not [definition for _, definition, _ in checks if "{40}" in str(definition)]
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("3", 3),

@@ -294,15 +294,10 @@ CREATE TEMP TABLE owner_batch (
 ) ON COMMIT DROP
 """
 
-# Lets the anti-join below probe the batch by key whichever side the planner drives it from.
-_INDEX_OWNER_BATCH = "CREATE INDEX ON owner_batch (token_id, owner_address)"
-
 _COPY_OWNERS = "COPY owner_batch (owner_address, token_id, balance) FROM STDIN"
 
-_SHARED_ERC721_TOKEN = """
-SELECT token_id::text FROM owner_batch GROUP BY token_id HAVING count(DISTINCT owner_address) > 1 LIMIT 1
-"""
-
+# The batch holds each (token, owner) once (replace_collection_owners deduplicates it), so both
+# statements below are one hash anti-join between the batch and the collection's rows.
 _DELETE_ABSENT_OWNERS = """
 DELETE FROM nft_ownership AS o
 WHERE o.collection_id = %(collection_id)s
@@ -311,18 +306,14 @@ WHERE o.collection_id = %(collection_id)s
   )
 """
 
-# Duplicate (token, owner) rows of the batch count once, with their largest balance. Only rows that are new
-# or whose balance changed are written (stamped now(), single_owner set from the collection's token type,
-# migration 0011); a row that already holds the listed balance is left alone: the sync's watermark
-# (_STAMP_OWNER_SYNC) records that it was verified now. The anti-join probes nft_ownership by primary key.
+# Only rows that are new or whose balance changed are written (stamped now(), single_owner set from the
+# collection's token type, migration 0011); a row that already holds the listed balance is left alone: the
+# sync's watermark (_STAMP_OWNER_SYNC) records that it was verified now. Rows go in key order, so two
+# syncs of one collection lock rows in the same order.
 _UPSERT_OWNERS = """
 INSERT INTO nft_ownership AS o (collection_id, token_id, owner_address, balance, last_verified_at, single_owner)
 SELECT %(collection_id)s, b.token_id, b.owner_address, b.balance, now(), %(single_owner)s
-FROM (
-    SELECT token_id, owner_address, CASE WHEN %(single_owner)s THEN 1 ELSE max(balance) END AS balance
-    FROM owner_batch
-    GROUP BY token_id, owner_address
-) AS b
+FROM owner_batch AS b
 WHERE NOT EXISTS (
     SELECT 1 FROM nft_ownership AS held
     WHERE held.collection_id = %(collection_id)s AND held.token_id = b.token_id
@@ -333,8 +324,6 @@ ON CONFLICT (collection_id, token_id, owner_address) DO UPDATE
 SET balance = excluded.balance, last_verified_at = excluded.last_verified_at
 WHERE o.balance IS DISTINCT FROM excluded.balance
 """
-
-_COUNT_HELD = "SELECT count(*) FROM (SELECT DISTINCT token_id, owner_address FROM owner_batch) AS held"
 
 # "Every row of the collection was verified now" (migration 0011): readers take the later of this and the
 # row's own last_verified_at.
@@ -528,24 +517,34 @@ def replace_collection_owners(
         if token_type_row is None:
             raise LookupError(f"collection {collection_id} does not exist")
         single_owner = token_type_row[0] == "ERC721"
+        holdings = _distinct_holdings(owners, single_owner=single_owner)
         cur.execute(_OWNER_BATCH)
         with cur.copy(_COPY_OWNERS) as copy:
-            for owner, token_id, balance in owners:
-                if balance > 0:
-                    copy.write_row((owner, token_id, balance))
-        cur.execute(_INDEX_OWNER_BATCH)
-        if single_owner:
-            shared = cur.execute(_SHARED_ERC721_TOKEN).fetchone()
-            if shared is not None:
-                raise ValueError(f"ERC-721 token {shared[0]} is listed with more than one owner")
+            for (token_id, owner), balance in holdings.items():
+                copy.write_row((owner, token_id, balance))
         params = {"collection_id": collection_id, "single_owner": single_owner}
         deleted = cur.execute(_DELETE_ABSENT_OWNERS, params).rowcount
         cur.execute(_UPSERT_OWNERS, params)
-        held_row = cur.execute(_COUNT_HELD).fetchone()
         cur.execute(_STAMP_OWNER_SYNC, params)
-    assert held_row is not None  # noqa: S101 - a count
-    held = int(held_row[0])
-    return OwnersReplaced(deleted=deleted, held=held)
+    return OwnersReplaced(deleted=deleted, held=len(holdings))
+
+
+def _distinct_holdings(owners: Iterable[tuple[str, int, int]], *, single_owner: bool) -> dict[tuple[int, str], int]:
+    """``owners`` as {(token id, owner): balance}: non-positive balances dropped, a repeated pair kept once
+    with its largest balance; with ``single_owner`` (ERC-721) every balance is 1 and a token held by two
+    owners raises ``ValueError``."""
+    holdings: dict[tuple[int, str], int] = {}
+    for owner, token_id, balance in owners:
+        if balance > 0:
+            key = (token_id, owner)
+            if balance > holdings.get(key, 0):
+                holdings[key] = 1 if single_owner else balance
+    if single_owner and len({token_id for token_id, _ in holdings}) != len(holdings):
+        owner_of: dict[int, str] = {}
+        for token_id, owner in holdings:
+            if owner_of.setdefault(token_id, owner) != owner:
+                raise ValueError(f"ERC-721 token {token_id} is listed with more than one owner")
+    return holdings
 
 
 def set_token_owners(
