@@ -91,62 +91,66 @@ $$
     )
 $$;
 
+-- Both paths end in the same upsert; the lock-then-apply path first deletes the rows whose count falls to
+-- 0 and adds to the others, and inserts only the keys that had no row.
 CREATE OR REPLACE FUNCTION apply_user_collection_deltas(
     p_owners text[], p_collections uuid[], p_tokens integer[], p_balances numeric[], p_additions_only boolean
 ) RETURNS void
     LANGUAGE plpgsql AS
 $$
+DECLARE
+    deltas constant text := $q$
+        WITH d AS (
+            SELECT * FROM unnest($1, $2, $3, $4) AS d(owner_address, collection_id, tokens, balance)
+        )
+    $q$;
+    upsert constant text := $q$
+        INSERT INTO user_collections AS uc (owner_address, collection_id, token_count, total_balance)
+        SELECT d.owner_address, d.collection_id, d.tokens, d.balance
+        FROM d
+        %s
+        ORDER BY d.owner_address, d.collection_id
+        ON CONFLICT (owner_address, collection_id) DO UPDATE
+        SET token_count = uc.token_count + excluded.token_count,
+            total_balance = uc.total_balance + excluded.total_balance
+    $q$;
 BEGIN
-    IF NOT p_additions_only THEN
-        EXECUTE $q$
-            SELECT 1
-            FROM user_collections AS uc
-            JOIN unnest($1, $2) AS d(owner_address, collection_id)
-              ON uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
-            ORDER BY uc.owner_address, uc.collection_id
-            FOR UPDATE OF uc
-        $q$ USING p_owners, p_collections;
-        EXECUTE $q$
-            WITH d AS (
-                SELECT * FROM unnest($1, $2, $3, $4) AS d(owner_address, collection_id, tokens, balance)
-            ),
-            emptied AS (
-                DELETE FROM user_collections AS uc
-                USING d
-                WHERE uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
-                  AND uc.token_count + d.tokens <= 0
-            ),
-            changed AS (
-                UPDATE user_collections AS uc
-                SET token_count = uc.token_count + d.tokens,
-                    total_balance = uc.total_balance + d.balance
-                FROM d
-                WHERE uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
-                  AND uc.token_count + d.tokens > 0
-            )
-            INSERT INTO user_collections AS uc (owner_address, collection_id, token_count, total_balance)
-            SELECT d.owner_address, d.collection_id, d.tokens, d.balance
-            FROM d
-            WHERE NOT EXISTS (
-                SELECT 1 FROM user_collections AS present
-                WHERE present.owner_address = d.owner_address AND present.collection_id = d.collection_id
-            )
-            ORDER BY d.owner_address, d.collection_id
-            ON CONFLICT (owner_address, collection_id) DO UPDATE
-            SET token_count = uc.token_count + excluded.token_count,
-                total_balance = uc.total_balance + excluded.total_balance
-        $q$ USING p_owners, p_collections, p_tokens, p_balances;
-    ELSE
-        EXECUTE $q$
-            INSERT INTO user_collections AS uc (owner_address, collection_id, token_count, total_balance)
-            SELECT d.owner_address, d.collection_id, d.tokens, d.balance
-            FROM unnest($1, $2, $3, $4) AS d(owner_address, collection_id, tokens, balance)
-            ORDER BY d.owner_address, d.collection_id
-            ON CONFLICT (owner_address, collection_id) DO UPDATE
-            SET token_count = uc.token_count + excluded.token_count,
-                total_balance = uc.total_balance + excluded.total_balance
-        $q$ USING p_owners, p_collections, p_tokens, p_balances;
+    IF p_additions_only THEN
+        EXECUTE deltas || format(upsert, '') USING p_owners, p_collections, p_tokens, p_balances;
+        RETURN;
     END IF;
+
+    EXECUTE $q$
+        SELECT 1
+        FROM user_collections AS uc
+        JOIN unnest($1, $2) AS d(owner_address, collection_id)
+          ON uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
+        ORDER BY uc.owner_address, uc.collection_id
+        FOR UPDATE OF uc
+    $q$ USING p_owners, p_collections;
+
+    EXECUTE deltas || $q$,
+        emptied AS (
+            DELETE FROM user_collections AS uc
+            USING d
+            WHERE uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
+              AND uc.token_count + d.tokens <= 0
+        ),
+        changed AS (
+            UPDATE user_collections AS uc
+            SET token_count = uc.token_count + d.tokens,
+                total_balance = uc.total_balance + d.balance
+            FROM d
+            WHERE uc.owner_address = d.owner_address AND uc.collection_id = d.collection_id
+              AND uc.token_count + d.tokens > 0
+        )
+    $q$ || format(upsert, $q$
+        WHERE NOT EXISTS (
+            SELECT 1 FROM user_collections AS present
+            WHERE present.owner_address = d.owner_address AND present.collection_id = d.collection_id
+        )
+    $q$)
+    USING p_owners, p_collections, p_tokens, p_balances;
 END
 $$;
 
@@ -159,6 +163,12 @@ CREATE OR REPLACE FUNCTION apply_wallet_mapping_deltas(
     LANGUAGE plpgsql AS
 $$
 DECLARE
+    deltas constant text := $q$
+        WITH d AS (
+            SELECT * FROM unnest($1, $2, $3, $4, $5)
+                AS d(wallet_address, contract_address, collection_id, tokens, balance)
+        )
+    $q$;
     upsert constant text := $q$
         INSERT INTO wallet_collection_mapping AS m (
             wallet_address, contract_address, collection_id, num_distinct_tokens, total_balance, source,
@@ -186,12 +196,6 @@ DECLARE
                       WHERE o.owner_address = excluded.wallet_address
                         AND o.collection_id = excluded.collection_id)
             END
-    $q$;
-    deltas constant text := $q$
-        WITH d AS (
-            SELECT * FROM unnest($1, $2, $3, $4, $5)
-                AS d(wallet_address, contract_address, collection_id, tokens, balance)
-        )
     $q$;
 BEGIN
     IF p_additions_only THEN
