@@ -19,11 +19,10 @@ the same storage parameters, the same foreign keys and the same non-summary trig
 catalog) whose summaries are maintained by FOR EACH ROW triggers in the predecessor's style (one upsert
 or decrement per row and summary, an UPDATE trigger only when owner, collection or balance changed). The
 connection's ``search_path`` picks the schema, so both designs run exactly the same Python and SQL.
-Timed: the whole
-``replace_collection_owners`` call (COPY from Python included), median of ``REPEATS`` runs per design,
-alternating which design goes first; untimed between runs: TRUNCATE, CHECKPOINT, and VACUUM ANALYZE
-between load and resync (autovacuum is off on these tables so that it never lands inside one design's
-run). After every load and resync both designs must hold identical ``nft_ownership`` and summaries (and
+Timed: the whole ``replace_collection_owners`` call (COPY from Python included), median of ``REPEATS``
+runs per design, alternating which design goes first; untimed between runs: TRUNCATE, CHECKPOINT, and
+VACUUM ANALYZE between load and resync (autovacuum is off on these tables so that it never lands inside
+one design's run). After every load and resync both designs must hold identical ``nft_ownership`` and summaries (and
 ours passes ``check_summaries``). One extra run per design and scenario, rolled back, is traced with
 auto_explain (``log_analyze``, ``log_triggers``): each statement's time and its triggers' time.
 
@@ -300,7 +299,7 @@ WHERE conrelid = %(table)s::regclass AND contype = 'f' ORDER BY conname
 
 _STORAGE_OPTIONS = "SELECT reloptions FROM pg_class WHERE oid = %(table)s::regclass"
 
-# Every non-internal trigger of the table except 0003's summary maintenance, fully qualified.
+# Every non-internal trigger of the table except the summary maintenance (0003, 0012), fully qualified.
 _OTHER_TRIGGERS = """
 SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger AS t JOIN pg_proc AS p ON p.oid = t.tgfoid
 WHERE t.tgrelid = %(table)s::regclass AND NOT t.tgisinternal AND p.proname <> ALL(%(summary)s) ORDER BY t.tgname
