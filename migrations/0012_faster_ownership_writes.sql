@@ -61,6 +61,7 @@ $$;
 --    (auto_explain).
 --    Statements on the deltas run through EXECUTE so each is planned with the real array sizes (a cached
 --    generic plan would assume ten keys and nest loops over a 20k-key load).
+
 -- The statement's per-key deltas (0003's contract): aggregated per (owner, collection) first, then joined
 -- to collections once per key instead of once per changed row.
 CREATE OR REPLACE FUNCTION nft_ownership_delta_sql(op text) RETURNS text
