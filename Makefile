@@ -40,7 +40,7 @@ $(SAM_STAMP):
 
 install: $(STAMP) $(SAM_STAMP) ## create the venvs (project and SAM CLI) and install everything
 
-dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, upstream stub, local API on :3000, event bus, schedules
+dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, Alchemy/Neynar stubs, local API on :3000, event bus, schedules
 	$(PY) -m local.dev
 
 lint: $(STAMP) ## ruff (format + lint) and mypy --strict

@@ -314,19 +314,9 @@ class BenchEnv:
 
 def forget_containers() -> None:
     """Drop every per-container client and cached setting, as a fresh Lambda container would have none."""
-    from such_market.cache.client import close_clients
-    from such_market.config import load_settings
-    from such_market.db.connection import close_connections
-    from such_market.events.publisher import close_clients as close_event_clients
-    from such_market.runtime import runtime_for
-    from such_market.upstream.alchemy import close_alchemy_clients
+    from such_market.container import close_all
 
-    runtime_for.cache_clear()
-    close_alchemy_clients()
-    load_settings.cache_clear()
-    close_connections()
-    close_clients()
-    close_event_clients()
+    close_all()
 
 
 # -- Lambda invocation ----------------------------------------------------------------------------------

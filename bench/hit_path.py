@@ -76,10 +76,8 @@ def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
     import collection_nfts
 
     from such_market.cache.keys import CacheKeys
-    from such_market.cache.store import get_cache
     from such_market.cache.tiers import Tier
     from such_market.collections import service
-    from such_market.config import load_settings
     from such_market.runtime import ReadPathSettings, runtime_for
 
     context: Any = FakeContext()
@@ -95,10 +93,10 @@ def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
     )
 
     def metadata_use_case() -> Any:
-        return service.collection_metadata(runtime_for(load_settings(ReadPathSettings)), address)
+        return service.collection_metadata(runtime_for(ReadPathSettings), address)
 
     def page_use_case() -> Any:
-        runtime = runtime_for(load_settings(ReadPathSettings))
+        runtime = runtime_for(ReadPathSettings)
         return service.nft_page(runtime, address, page=0, page_size=PAGE_SIZE, filters={}, after_token_id=None)
 
     cases = [
@@ -131,7 +129,7 @@ def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
             sizes[case] = {"body_bytes": len(second["body"].encode()), "stored_bytes": len(raw)}
             if case == "page50":
                 sizes[case]["items"] = len(payload["nfts"])
-            cache = get_cache(load_settings(ReadPathSettings))
+            cache = runtime_for(ReadPathSettings).cache
             index = keys.collection_index(address)
 
             def no_load() -> Any:

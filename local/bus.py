@@ -378,10 +378,6 @@ class LocalEventBus:
         return f"http://{self._host}:{self.port}"
 
     @property
-    def arn(self) -> str:
-        return f"arn:aws:events:{self.region}:{self.account_id}:event-bus/{self.bus_name}"
-
-    @property
     def dead_letters(self) -> list[DeadLetter]:
         with self._dead_lock:
             return list(self._dead_letters)

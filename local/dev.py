@@ -1,10 +1,28 @@
 """``make dev``: the whole backend on this machine.
 
 Starts PostgreSQL and Valkey (embedded, unless ``DATABASE_URL``/``REDIS_URL`` name servers to use),
-migrates the database, starts the local event bus, gives every function its local environment,
-starts the schedules and the local API (127.0.0.1:3000, ``PORT`` overrides), and prints where
-everything is and the admin token of this run. Ctrl-C (SIGINT) or SIGTERM stops everything it started
-and exits 0.
+migrates the database, starts the local event bus and the upstream stubs it needs, gives every function
+its local environment, starts the schedules and the local API (127.0.0.1:3000, ``PORT`` overrides), and
+prints where everything is and the admin token of this run. Ctrl-C (SIGINT) or SIGTERM stops everything
+it started and exits 0.
+
+The functions' environment (they share this process's), for each variable the first of:
+
+1. what ``make dev`` runs and the user cannot move: the database and cache in use (``DATABASE_URL`` and
+   ``REDIS_URL``, which are the shell's when set), the local bus (``EVENT_BUS_NAME``,
+   ``EVENTBRIDGE_ENDPOINT_URL``), the dummy AWS credentials and region that keep every call off AWS, and
+   for an upstream served by its stub, the stub's URL and its own key;
+2. the user's shell: ``REDIS_CLUSTER=true`` with a cluster's ``REDIS_URL``, ``NEYNAR_BASE_URL``, a log
+   level, ``ADMIN_TOKEN``, … all win over what follows;
+3. the local defaults (``local.invoker.LOCAL_DEFAULTS``: single-node Valkey without TLS, no X-Ray), and a
+   fresh admin token and webhook signing key for this run;
+4. the template's values (``Globals`` and each function's own), parameter defaults included.
+
+An upstream is served by its stub only when the shell gives it neither a key nor a base URL
+(``ALCHEMY_API_KEY``/``ALCHEMY_BASE_URL``, ``NEYNAR_API_KEY``/``NEYNAR_BASE_URL``): so the stub never
+overrides anything the user set. Each stub accepts only its own key and the two keys differ, so a key sent
+to the wrong upstream fails here as it would in AWS. ``*_SECRET_ARN`` variables (and ``AWS_PROFILE``) are
+dropped: locally secrets are plain values, and the dummy credentials could not read them anyway.
 """
 
 from __future__ import annotations
@@ -14,64 +32,59 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from local.alchemy_stub import ERC721_CONTRACT, AlchemyStub
 from local.api import DEFAULT_PORT, LocalApi
 from local.bus import LocalEventBus
-from local.invoker import Invoker, ensure_layer_on_path, local_environment
+from local.invoker import LOCAL_AWS, LOCAL_DEFAULTS, LOCAL_REGION, Invoker, ensure_layer_on_path, local_environment
 from local.neynar_stub import NeynarStub
 from local.scheduler import LocalScheduler, describe
 from local.services import start_services
+from local.stub_server import StubServer
 from local.template import DEFAULT_TEMPLATE, Template
-from local.upstream_stub import ERC721_CONTRACT, AlchemyStub
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
 HOST = "127.0.0.1"
 EVENT_BUS_NAME = "such-market"
-LOCAL_REGION = "us-east-1"
+
+
+def needs_stub(shell: Mapping[str, str], upstream: str) -> bool:
+    """Whether ``upstream`` (``ALCHEMY``, ``NEYNAR``) is left to its local stub: the shell gives it
+    neither a key nor a base URL."""
+    return not (shell.get(f"{upstream}_API_KEY") or shell.get(f"{upstream}_BASE_URL"))
 
 
 def function_environment(
     template: Template,
     *,
+    shell: Mapping[str, str],
     database_url: str,
     redis_url: str,
     bus_url: str,
     admin_token: str,
     webhook_signing_key: str,
-    alchemy_stub_url: str | None = None,
-    neynar_stub_url: str | None = None,
+    alchemy_stub: AlchemyStub | None = None,
+    neynar_stub: NeynarStub | None = None,
 ) -> dict[str, str]:
-    """The environment every local function sees (the template's values, then the local ones)."""
-    upstream = {"ALCHEMY_BASE_URL": alchemy_stub_url, "ALCHEMY_API_KEY": "local-stub"} if alchemy_stub_url else {}
-    if neynar_stub_url:
-        upstream |= {"NEYNAR_BASE_URL": neynar_stub_url, "NEYNAR_API_KEY": "local-stub"}
-    overrides = {
-        **upstream,
+    """The environment every local function sees, by the precedence of the module docstring; ``shell``
+    is the user's environment, ``admin_token`` and ``webhook_signing_key`` are this run's defaults."""
+    controlled = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "REDIS_CLUSTER": "false",
-        "REDIS_TLS": "false",
-        "CACHE_PREFIX": os.environ.get("CACHE_PREFIX", "such-market"),
         "EVENT_BUS_NAME": EVENT_BUS_NAME,
         "EVENTBRIDGE_ENDPOINT_URL": bus_url,
-        "ADMIN_TOKEN": admin_token,
-        "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key,
-        # boto3 signs requests to the local bus with these; they never reach AWS.
-        "AWS_DEFAULT_REGION": LOCAL_REGION,
-        "AWS_REGION": LOCAL_REGION,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "POWERTOOLS_SERVICE_NAME": template.global_environment.get("POWERTOOLS_SERVICE_NAME", "such-market"),
-        "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
-        "POWERTOOLS_METRICS_NAMESPACE": template.global_environment.get("POWERTOOLS_METRICS_NAMESPACE", "SuchMarket"),
-        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+        **LOCAL_AWS,
     }
-    return local_environment(template, overrides)
+    for upstream, stub in (("ALCHEMY", alchemy_stub), ("NEYNAR", neynar_stub)):
+        if stub is not None:
+            controlled |= {f"{upstream}_BASE_URL": stub.base_url, f"{upstream}_API_KEY": stub.api_key}
+    defaults = {**LOCAL_DEFAULTS, "ADMIN_TOKEN": admin_token, "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key}
+    return local_environment(template, {**shell, **controlled}, defaults=defaults)
 
 
 def _migrate(database_url: str) -> None:
@@ -108,18 +121,27 @@ def _install_stop_signals() -> Callable[[], None]:
     return ignore
 
 
+def _upstream(environment: Mapping[str, str], upstream: str, stub: StubServer | None) -> str:
+    """Where the functions' calls to ``upstream`` (``ALCHEMY``, ``NEYNAR``) go, for the summary."""
+    if stub is not None:
+        return f"local stub {stub.base_url} (key {stub.api_key})"
+    where = environment.get(f"{upstream}_BASE_URL") or f"{upstream.title()}'s own API"
+    if not environment.get(f"{upstream}_API_KEY"):
+        return f"{where}, but {upstream}_API_KEY is not set: every call will fail"
+    return f"{where} with your {upstream}_API_KEY"
+
+
 def _summary(
     *,
     api: LocalApi,
     bus: LocalEventBus,
     scheduler: LocalScheduler,
-    database_url: str,
-    redis_url: str,
-    token: str,
-    webhook_signing_key: str,
-    alchemy: str,
-    neynar: str,
+    environment: Mapping[str, str],
+    alchemy_stub: AlchemyStub | None,
+    neynar_stub: NeynarStub | None,
 ) -> str:
+    token = environment["ADMIN_TOKEN"]
+    cluster = " (cluster mode)" if environment.get("REDIS_CLUSTER") == "true" else ""
     schedules = [f"    {describe(schedule)}" for schedule in scheduler.schedules] or ["    (none)"]
     skipped = [f"    {name}: not run automatically ({why})" for name, why in scheduler.skipped.items()]
     lines = [
@@ -130,15 +152,16 @@ def _summary(
         f"  admin token  {token}",
         f'  admin call   curl -H "Authorization: Bearer {token}" {api.url}/api/admin/ownership/stats',
         f"  event bus    {bus.url}  (bus {bus.bus_name}; dead letters: curl {bus.url}/dead-letters)",
-        f"  database     {database_url}",
-        f"  cache        {redis_url}",
-        f"  alchemy      {alchemy}",
-        f"  neynar       {neynar}",
+        f"  database     {environment['DATABASE_URL']}",
+        f"  cache        {environment['REDIS_URL']}{cluster}",
+        f"  alchemy      {_upstream(environment, 'ALCHEMY', alchemy_stub)}",
+        f"  neynar       {_upstream(environment, 'NEYNAR', neynar_stub)}",
         f"  demo         curl {api.url}/api/collection/{ERC721_CONTRACT}/nfts?pageSize=5",
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/traits",
         f"               curl {api.url}/api/collection/{ERC721_CONTRACT}/refresh   (ingestion progress)",
         f"               curl {api.url}/api/nft-contracts/1   (fids 1-50 exist with the Neynar stub)",
-        f"  webhook      ALCHEMY_WEBHOOK_SIGNING_KEY={webhook_signing_key} python -m local.send_webhook \\",
+        f"  webhook      ALCHEMY_WEBHOOK_SIGNING_KEY={environment['ALCHEMY_WEBHOOK_SIGNING_KEY']} "
+        "python -m local.send_webhook \\",
         f"                 --contract {ERC721_CONTRACT} --token 5 --from <owner> --to <wallet>",
         "  schedules    (run one now: python -m local.scheduler run <FunctionLogicalId>)",
         *schedules,
@@ -170,34 +193,25 @@ def main() -> int:
             running.callback(services.stop)
             _migrate(services.database_url)
 
-            alchemy_stub_url = None
-            if not os.environ.get("ALCHEMY_API_KEY") and not os.environ.get("ALCHEMY_API_KEY_SECRET_ARN"):
-                stub = AlchemyStub(host=HOST).start()
-                running.callback(stub.stop)
-                alchemy_stub_url = stub.base_url
-            neynar_stub_url = None
-            if not os.environ.get("NEYNAR_API_KEY") and not os.environ.get("NEYNAR_API_KEY_SECRET_ARN"):
-                neynar_stub = NeynarStub(host=HOST).start()
-                running.callback(neynar_stub.stop)
-                neynar_stub_url = neynar_stub.base_url
+            shell = dict(os.environ)
+            alchemy_stub = running.enter_context(AlchemyStub(host=HOST)) if needs_stub(shell, "ALCHEMY") else None
+            neynar_stub = running.enter_context(NeynarStub(host=HOST)) if needs_stub(shell, "NEYNAR") else None
             invoker = Invoker(template, region=LOCAL_REGION)
             bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
             bus.start()
             running.callback(bus.stop)
-            admin_token = secrets.token_urlsafe(32)
-            webhook_signing_key = secrets.token_urlsafe(24)
-            _apply_environment(
-                function_environment(
-                    template,
-                    database_url=services.database_url,
-                    redis_url=services.redis_url,
-                    bus_url=bus.url,
-                    admin_token=admin_token,
-                    webhook_signing_key=webhook_signing_key,
-                    alchemy_stub_url=alchemy_stub_url,
-                    neynar_stub_url=neynar_stub_url,
-                )
+            environment = function_environment(
+                template,
+                shell=shell,
+                database_url=services.database_url,
+                redis_url=services.redis_url,
+                bus_url=bus.url,
+                admin_token=secrets.token_urlsafe(32),
+                webhook_signing_key=secrets.token_urlsafe(24),
+                alchemy_stub=alchemy_stub,
+                neynar_stub=neynar_stub,
             )
+            _apply_environment(environment)
             scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
             running.callback(scheduler.stop)
             api = LocalApi(template, invoker, host=HOST, port=port).start()
@@ -207,16 +221,13 @@ def main() -> int:
                     api=api,
                     bus=bus,
                     scheduler=scheduler,
-                    database_url=services.database_url,
-                    redis_url=services.redis_url,
-                    token=admin_token,
-                    webhook_signing_key=webhook_signing_key,
-                    alchemy=f"local stub {alchemy_stub_url}" if alchemy_stub_url else "Alchemy (ALCHEMY_API_KEY)",
-                    neynar=f"local stub {neynar_stub_url}" if neynar_stub_url else "Neynar (NEYNAR_API_KEY)",
+                    environment=environment,
+                    alchemy_stub=alchemy_stub,
+                    neynar_stub=neynar_stub,
                 ),
                 flush=True,
             )
-            if alchemy_stub_url:
+            if alchemy_stub is not None:
                 _load_demo_collection(api.url)
             while not stop.wait(timeout=1.0):
                 pass  # the signal handlers end this wait by raising KeyboardInterrupt

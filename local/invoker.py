@@ -11,8 +11,10 @@ Events and results cross a JSON round trip, as they do through the Lambda servic
 copy it may change, and a result that JSON cannot represent fails like on Lambda.
 
 All functions share this process's environment (``os.environ``): ``local_environment`` builds the
-one environment the local runtime gives every function from the template and the local services.
-Timeouts are reported, not enforced (a thread cannot be killed).
+one environment the local runtime gives every function, from the template's values, then the local
+runtime's defaults (``LOCAL_DEFAULTS``: what a single-node loopback Valkey and no X-Ray daemon need),
+then the caller's overrides (the user's shell, and whatever the runtime must control). Timeouts are
+reported, not enforced (a thread cannot be killed).
 """
 
 from __future__ import annotations
@@ -27,14 +29,31 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any, cast
+from types import MappingProxyType, ModuleType
+from typing import Any, Final, cast
 
 from local.template import FunctionSpec, Template
 
 LAYER_DIR = Path(__file__).resolve().parent.parent / "layers" / "shared"
 LOCAL_ACCOUNT_ID = "123456789012"
 LOCAL_REGION = "us-east-1"
+LOCAL_DEFAULTS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "REDIS_CLUSTER": "false",  # the template defaults to cluster mode; a local Valkey is one node
+        "REDIS_TLS": "false",  # loopback, plain TCP
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+    }
+)
+"""What the local runtime gives a function instead of the template's value, unless the shell says otherwise."""
+LOCAL_AWS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
+        "AWS_REGION": LOCAL_REGION,
+    }
+)
+"""Dummy credentials boto3 signs requests to the local bus with: nothing signed with them can reach AWS."""
 
 Handler = Callable[[Any, Any], object]
 type JsonValue = dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None
@@ -71,20 +90,26 @@ def ensure_layer_on_path() -> None:
 
 
 def local_environment(
-    template: Template, overrides: Mapping[str, str], *, function_ids: tuple[str, ...] | None = None
+    template: Template,
+    overrides: Mapping[str, str],
+    *,
+    defaults: Mapping[str, str] = LOCAL_DEFAULTS,
+    function_ids: tuple[str, ...] | None = None,
 ) -> dict[str, str]:
-    """The environment of the local functions: the template's resolvable variables, then ``overrides``.
+    """The environment of the local functions; for each variable, the first of: ``overrides``,
+    ``defaults``, the template's resolvable value (a function's own, else the Globals').
 
     Every ``*_SECRET_ARN`` variable is removed: locally secrets are given as plain values
     (``DATABASE_URL``, ``ADMIN_TOKEN``). Functions share one process, so when two functions give one
     variable different values, ``InvocationError`` says which (give it in ``overrides`` to settle it).
     """
     ids = function_ids if function_ids is not None else tuple(template.functions)
+    settled = {**defaults, **overrides}
     merged: dict[str, str] = dict(template.global_environment)
     owners: dict[str, str] = {}
     for function_id in ids:
         for name, value in template.function(function_id).environment.items():
-            if name in overrides:
+            if name in settled:
                 continue
             if name in owners and merged[name] != value:
                 raise InvocationError(
@@ -93,7 +118,7 @@ def local_environment(
                 )
             merged[name] = value
             owners[name] = function_id
-    merged.update(overrides)
+    merged.update(settled)
     return {name: value for name, value in merged.items() if not name.endswith("_SECRET_ARN")}
 
 
@@ -105,17 +130,12 @@ class Container:
         self.account_id = account_id
         self.region = region
         self.module_name = f"_local_lambda_{spec.logical_id}_{spec.handler_module.replace('.', '_')}"
-        self.invocations = 0
         self._handler: Handler | None = None
         self._lock = threading.Lock()
 
     @property
     def function_arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.spec.logical_id}"
-
-    @property
-    def is_warm(self) -> bool:
-        return self._handler is not None
 
     def handler(self) -> Handler:
         """The handler, importing its module first if this container is cold."""
@@ -165,7 +185,6 @@ class Container:
             log_stream_name=f"local/[$LATEST]{uuid.uuid4().hex}",
             deadline_monotonic=time.monotonic() + self.spec.timeout_seconds,
         )
-        self.invocations += 1
         started = time.monotonic()
         result = handler(payload, context)
         elapsed = time.monotonic() - started

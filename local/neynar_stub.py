@@ -2,14 +2,15 @@
 
 ``NeynarStub`` serves ``GET /v2/farcaster/user/bulk/?fids=1,2,3`` (trailing slash optional) with
 Neynar's response shape ``{"users": [...]}``: snake_case fields, ``verified_addresses.eth_addresses``,
-follower counts. A fid that does not exist is simply absent from ``users``, as on Neynar. Requests need
-an ``x-api-key`` header (401 otherwise); the key ``REJECTED_API_KEY`` gets a 401 whose message echoes
-the key (to prove clients redact it). More than 100 fids, or a fid that is not a positive integer, is a
-400. Errors are ``{"message": …, "code": …}`` like Neynar's; 5xx are plain text.
+follower counts. A fid that does not exist is simply absent from ``users``, as on Neynar. Like Neynar,
+it accepts one key in the ``x-api-key`` header, its ``api_key`` (``DEFAULT_API_KEY`` unless given, and
+unlike the Alchemy stub's): without the header, or with any other key, the answer is 401 (a wrong key is
+echoed in the message, to prove clients redact it). More than 100 fids, or a fid that is not a positive
+integer, is a 400. Errors are ``{"message": …, "code": …}`` like Neynar's; 5xx are plain text.
 
 The users are generated from ``SEED`` by hashing, so every run, thread and process sees the same ones.
 Fids ``1 … USER_COUNT`` exist, and their verified addresses are wallets of the Alchemy stub
-(``local.upstream_stub.wallet_address``), so they hold NFTs of the stub collections:
+(``local.alchemy_stub.wallet_address``), so they hold NFTs of the stub collections:
 
 - fid ``n`` verifies ``wallet_address(n)`` (it holds tokens of the ERC-721 and the large collection);
 - every fid divisible by ``SECOND_WALLET_EVERY`` also verifies ``wallet_address(SECOND_WALLET_BASE + n)``
@@ -22,12 +23,12 @@ Ground truth for tests: ``user_exists``, ``user_wallets``, ``custody_address``, 
 Fault injection, changeable while running: ``latency_ms`` (added to every request), ``rate_limit_every``
 (every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
 Nth request answers 503). ``request_count(endpoint, fid=…)`` counts every request received, injected
-failures included, per endpoint and per fid asked for. Run it alone with ``python -m local.neynar_stub``.
+failures included, per endpoint and per fid asked for. Run it alone with
+``python -m local.neynar_stub [--port N] [--api-key KEY]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import threading
 import time
@@ -38,15 +39,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from local.stub_server import Answer, StubServer, run_in_foreground
-from local.upstream_stub import ERC721_WALLET_COUNT, wallet_address
+from local.alchemy_stub import ERC721_WALLET_COUNT, wallet_address
+from local.stub_server import Answer, StubServer, stub_main
 
 SEED: Final = "such-market-neynar-stub-v1"
 USER_COUNT: Final = 50
 WALLETLESS_FID: Final = USER_COUNT
 SECOND_WALLET_EVERY: Final = 5
 SECOND_WALLET_BASE: Final = ERC721_WALLET_COUNT  # wallets from here on hold no ERC-721 token of the stub
-REJECTED_API_KEY: Final = "rejected-key"
+DEFAULT_API_KEY: Final = "local-neynar-key"
 MAX_FIDS: Final = 100
 BULK_ENDPOINT: Final = "user/bulk"
 _PATHS: Final = {"/v2/farcaster/user/bulk/": BULK_ENDPOINT, "/v2/farcaster/user/bulk": BULK_ENDPOINT}
@@ -150,7 +151,7 @@ def bulk_users(fids: list[int]) -> _Answer:
 
 
 class NeynarStub(StubServer):
-    """The stub server: ``with NeynarStub() as stub: NeynarClient(api_key="k", base_url=stub.base_url)``."""
+    """The stub server: ``with NeynarStub() as stub: NeynarClient(api_key=stub.api_key, base_url=stub.base_url)``."""
 
     name = "neynar-stub"
 
@@ -159,6 +160,7 @@ class NeynarStub(StubServer):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_key: str = DEFAULT_API_KEY,
         latency_ms: float = 0,
         rate_limit_every: int = 0,
         retry_after_seconds: int = 1,
@@ -167,6 +169,7 @@ class NeynarStub(StubServer):
         super().__init__(
             host=host,
             port=port,
+            api_key=api_key,
             latency_ms=latency_ms,
             rate_limit_every=rate_limit_every,
             retry_after_seconds=retry_after_seconds,
@@ -190,11 +193,6 @@ class NeynarStub(StubServer):
             return sum(
                 count for (name, asked), count in self._fids.items() if asked == fid and endpoint in {None, name}
             )
-
-    def request_counts(self) -> dict[str, int]:
-        """``{endpoint: requests}`` so far."""
-        with self._lock:
-            return dict(self._requests)
 
     def reset_counters(self) -> None:
         """Forget every count (and restart the sequence used by the failure injection)."""
@@ -230,7 +228,7 @@ class NeynarStub(StubServer):
         return bulk_users(fids) if isinstance(fids, list) else _error(400, fids, "InvalidField")
 
     def _refusal(self, sequence: int, api_key: str | None) -> _Answer | None:
-        """An injected failure for request number ``sequence``, or a 401 for a missing or rejected key."""
+        """An injected failure for request number ``sequence``, or a 401 for a missing or wrong key."""
         if self.server_error_every and sequence % self.server_error_every == 0:
             return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
         if self.rate_limit_every and sequence % self.rate_limit_every == 0:
@@ -238,22 +236,18 @@ class NeynarStub(StubServer):
             return _error(429, "Rate limit exceeded", "RateLimitExceeded", headers)
         if not api_key:
             return _error(401, "An x-api-key header is required", "Unauthorized")
-        if api_key == REJECTED_API_KEY:
+        if not self.accepts(api_key):
             return _error(401, f"Invalid API key {api_key}", "Unauthorized")
         return None
 
 
 def main() -> None:
     """Run the stub in the foreground until Ctrl-C."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency-ms", type=float, default=0)
-    arguments = parser.parse_args()
-    run_in_foreground(
-        NeynarStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms),
-        "set NEYNAR_BASE_URL to that address",
-        f"users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)",
+    stub_main(
+        NeynarStub,
+        default_key=DEFAULT_API_KEY,
+        upstream="NEYNAR",
+        contents=f"users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)",
     )
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from local.invoker import LOCAL_ACCOUNT_ID, Invoker, JsonValue, local_environment
+from local.invoker import LOCAL_ACCOUNT_ID, LOCAL_AWS, LOCAL_DEFAULTS, Invoker, JsonValue, local_environment
 from local.template import ScheduleSpec, Template, TemplateError
 
 _RATE = re.compile(r"^rate\(\s*(?P<value>\d+)\s+(?P<unit>minutes?|hours?|days?)\s*\)$", re.IGNORECASE)
@@ -235,11 +235,6 @@ class LocalScheduler:
     def schedules(self) -> tuple[ScheduleSpec, ...]:
         return self.template.schedules
 
-    def next_runs(self) -> dict[str, datetime]:
-        """Schedule name → its next automatic run (empty before ``start``)."""
-        with self._lock:
-            return {slot.schedule.name: slot.due for slot in self._slots}
-
     def start(self) -> LocalScheduler:
         now = datetime.now(UTC)
         for schedule in self.template.schedules:
@@ -366,14 +361,11 @@ def _run_once(template: Template, function_id: str) -> int:
     invoker = Invoker(template)
     bus: LocalEventBus | None = None
     overrides = dict(os.environ)
-    overrides.setdefault("REDIS_CLUSTER", "false")
     if not overrides.get("EVENTBRIDGE_ENDPOINT_URL"):
         # Never publish to a real AWS account from here: a local bus receives (and delivers) the events.
         bus = LocalEventBus(template, invoker, bus_name=overrides.get("EVENT_BUS_NAME", "such-market")).start()
-        overrides.update(EVENTBRIDGE_ENDPOINT_URL=bus.url, **_DUMMY_AWS)
-    for name, value in _DUMMY_AWS.items():
-        overrides.setdefault(name, value)
-    environment = local_environment(template, overrides)
+        overrides.update(EVENTBRIDGE_ENDPOINT_URL=bus.url, **LOCAL_AWS)
+    environment = local_environment(template, overrides, defaults={**LOCAL_DEFAULTS, **LOCAL_AWS})
     for name in [name for name in os.environ if name not in environment]:
         del os.environ[name]
     os.environ.update(environment)
@@ -391,13 +383,6 @@ def _run_once(template: Template, function_id: str) -> int:
             bus.stop()
     print(json.dumps(result, indent=2))
     return 0
-
-
-_DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 if __name__ == "__main__":

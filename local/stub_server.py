@@ -1,10 +1,12 @@
 """The HTTP plumbing shared by the upstream stubs (Alchemy, Neynar): a threaded loopback server that
-hands every GET to the stub's ``answer`` and writes its (status, body, headers) back."""
+hands every GET to the stub's ``answer`` and writes its (status, body, headers) back, and the one key
+each stub accepts."""
 
 from __future__ import annotations
 
+import argparse
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Self
 
@@ -14,8 +16,11 @@ Answer = tuple[int, bytes, Mapping[str, str]]
 
 
 class StubServer:
-    """Start/stop, context manager, ``base_url`` and fault injection of a stub; subclasses implement
-    ``answer`` and ``reset_counters``.
+    """Start/stop, context manager, ``base_url``, the key check and fault injection of a stub;
+    subclasses implement ``answer`` and ``reset_counters``.
+
+    ``api_key`` is the only key the stub accepts, as a real service accepts only the account's own key:
+    subclasses answer 401 to a request whose key ``accepts`` refuses.
 
     Faults, changeable while running: ``latency_ms`` added to every request, every ``rate_limit_every``-th
     request answers 429 (``Retry-After: retry_after_seconds``), every ``server_error_every``-th answers 503.
@@ -28,6 +33,7 @@ class StubServer:
         *,
         host: str,
         port: int,
+        api_key: str,
         latency_ms: float = 0,
         rate_limit_every: int = 0,
         retry_after_seconds: int = 1,
@@ -35,11 +41,16 @@ class StubServer:
     ) -> None:
         self.host = host
         self.port = port
+        self.api_key = api_key
         self.latency_ms = latency_ms
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
         self.server_error_every = server_error_every
         self._server: BackgroundHttpServer | None = None
+
+    def accepts(self, api_key: str | None) -> bool:
+        """Whether a request carrying ``api_key`` is authenticated (only the configured key is)."""
+        return api_key == self.api_key
 
     def reset_counters(self) -> None:
         """Forget every request counted so far."""
@@ -112,3 +123,16 @@ def run_in_foreground(stub: StubServer, *lines: str) -> None:
             threading.Event().wait()
         except KeyboardInterrupt:
             print("stopping", flush=True)
+
+
+def stub_main(make: Callable[..., StubServer], *, default_key: str, upstream: str, contents: str) -> None:
+    """The ``python -m local.<name>_stub`` entry point: parse ``--host --port --latency-ms --api-key``,
+    build the stub with ``make(**options)`` and serve it in the foreground, telling which variables to set."""
+    parser = argparse.ArgumentParser(description=f"A local {upstream.title()}-compatible stub.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument("--api-key", default=default_key, help="the only key the stub accepts")
+    arguments = parser.parse_args()
+    stub = make(host=arguments.host, port=arguments.port, api_key=arguments.api_key, latency_ms=arguments.latency_ms)
+    run_in_foreground(stub, f"set {upstream}_BASE_URL to that address and {upstream}_API_KEY={stub.api_key}", contents)

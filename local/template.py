@@ -29,7 +29,6 @@ _HTTP_API_TYPE = "AWS::Serverless::HttpApi"
 _RULE_EVENT_TYPES = frozenset({"EventBridgeRule", "CloudWatchEvent"})
 _SCHEDULE_EVENT_TYPES = frozenset({"ScheduleV2", "Schedule"})
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"})
-_PATH_PARAM = re.compile(r"^\{(?P<name>[A-Za-z0-9._-]+)(?P<greedy>\+)?\}$")
 
 
 class TemplateError(ValueError):
@@ -75,14 +74,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise TemplateError(f"{path}: not a CloudFormation template (top level is not a mapping)")
     return cast("dict[str, Any]", document)
-
-
-def is_intrinsic(value: object) -> bool:
-    """True for ``{"Ref": …}``, ``{"Fn::…": …}`` and ``{"Condition": …}`` values."""
-    if not isinstance(value, dict) or len(value) != 1:
-        return False
-    (key,) = value
-    return isinstance(key, str) and (key in {"Ref", "Condition"} or key.startswith("Fn::"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,10 +125,6 @@ class RouteSpec:
     @property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.path.strip("/").split("/")) if self.path.strip("/") else ()
-
-    @property
-    def is_templated(self) -> bool:
-        return any(_PATH_PARAM.match(segment) for segment in self.segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +181,6 @@ class Template:
         except KeyError:
             known = ", ".join(sorted(self.functions))
             raise TemplateError(f"no function {logical_id!r} in {self.path.name} (known: {known})") from None
-
-    def environment_for(self, logical_id: str) -> dict[str, str]:
-        """The plain-valued environment Lambda would give the function: Globals, then its own."""
-        return {**self.global_environment, **self.function(logical_id).environment}
 
 
 def parse_template(document: Mapping[str, Any], path: Path) -> Template:

@@ -22,18 +22,13 @@ import pytest
 import redis
 from moto import mock_aws
 
+from local.alchemy_stub import AlchemyStub
 from local.neynar_stub import NeynarStub
 from local.services import EmbeddedValkeyCluster, Services, start_services
-from local.upstream_stub import AlchemyStub
-from such_market.cache.client import close_clients
-from such_market.config import load_settings
-from such_market.db.connection import close_connections
+from such_market.container import close_all
+from such_market.db.connection import get_connection
 from such_market.db.migrations import migrate
-from such_market.events.publisher import close_clients as close_event_clients
-from such_market.runtime import runtime_for
-from such_market.upstream.alchemy import close_alchemy_clients
-from such_market.upstream.neynar import close_neynar_clients
-from such_market.users.runtime import users_runtime_for
+from such_market.events.publisher import get_events_client
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -80,7 +75,7 @@ def _create_database(services: Services, template: str) -> Iterator[str]:
     try:
         yield database_url(services.database_url, name)
     finally:
-        close_connections()
+        get_connection.close_all()
         with _admin_connect(services.database_url) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -186,12 +181,12 @@ def lambda_env(
         "CACHE_PREFIX": "such-market",
         "EVENT_BUS_NAME": "such-market",
         "ADMIN_TOKEN": ADMIN_TOKEN,
-        "ALCHEMY_API_KEY": "test-key",
+        "ALCHEMY_API_KEY": alchemy_stub.api_key,
         "ALCHEMY_BASE_URL": alchemy_stub.base_url,
         "ALCHEMY_MAX_ATTEMPTS": "3",
         "ALCHEMY_RETRY_BUDGET_SECONDS": "5",
         "ALCHEMY_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
-        "NEYNAR_API_KEY": "test-neynar-key",
+        "NEYNAR_API_KEY": neynar_stub.api_key,
         "NEYNAR_BASE_URL": neynar_stub.base_url,
         "NEYNAR_MAX_ATTEMPTS": "2",
         "NEYNAR_RETRY_BUDGET_SECONDS": "3",
@@ -213,22 +208,11 @@ def lambda_env(
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    _forget_containers()
+    close_all()  # a cold container
     try:
         yield env
     finally:
-        _forget_containers()
-
-
-def _forget_containers() -> None:
-    runtime_for.cache_clear()
-    users_runtime_for.cache_clear()
-    close_alchemy_clients()
-    close_neynar_clients()
-    load_settings.cache_clear()
-    close_connections()
-    close_clients()
-    close_event_clients()
+        close_all()
 
 
 @dataclass
@@ -258,7 +242,7 @@ class MotoBus:
 @pytest.fixture
 def moto_bus() -> Iterator[MotoBus]:
     """A moto bus named ``such-market`` with a catch-all rule targeting a queue (AWS mocked inside)."""
-    close_event_clients()  # clients made outside the mock must not leak into it
+    get_events_client.close_all()  # clients made outside the mock must not leak into it
     with mock_aws():
         events = boto3.client("events", region_name="us-east-1")
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -268,7 +252,7 @@ def moto_bus() -> Iterator[MotoBus]:
         events.put_rule(Name="all", EventBusName="such-market", EventPattern=json.dumps({"source": ["such-market"]}))
         events.put_targets(Rule="all", EventBusName="such-market", Targets=[{"Id": "queue", "Arn": queue_arn}])
         yield MotoBus(name="such-market", events=events, sqs=sqs, queue_url=queue_url)
-    close_event_clients()
+    get_events_client.close_all()
 
 
 def pytest_configure(config: pytest.Config) -> None:

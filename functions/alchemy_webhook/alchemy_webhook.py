@@ -8,14 +8,17 @@ answer is 200 ``{received, applied, duplicates, ignored}``.
 
 from __future__ import annotations
 
-from such_market.config import load_settings
-from such_market.db.connection import get_connection
-from such_market.events.publisher import EventPublisher
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import AlchemyWebhookRequestBody, responses
-from such_market.ownership.webhook import AlchemyWebhookSettings, WebhookReceiptBody, raw_body, receive_webhook
-from such_market.runtime import database_errors
+from such_market.http.schemas import responses
+from such_market.ownership.schemas import AlchemyWebhookRequestBody, WebhookReceiptBody
+from such_market.ownership.webhook import (
+    AlchemyWebhookSettings,
+    WebhookSigningSettings,
+    raw_body,
+    receive_webhook,
+)
+from such_market.runtime import runtime_for
 
 app = create_api()
 
@@ -28,17 +31,15 @@ app = create_api()
     responses=responses(WebhookReceiptBody, errors=(400, 401, 503)),
 )
 def post_alchemy_webhook() -> Response:
-    settings = load_settings(AlchemyWebhookSettings)
+    runtime = runtime_for(AlchemyWebhookSettings)
     event = app.current_event
-    body = raw_body(event.raw_event)
-    with database_errors():
-        receipt = receive_webhook(
-            connect=lambda: get_connection(settings),
-            publisher=EventPublisher(settings),
-            signing_key=settings.resolve_signing_key(),
-            body=body,
-            headers=event.headers,
-        )
+    receipt = receive_webhook(
+        connect=lambda: runtime.conn,
+        publisher=runtime.publisher,
+        signing_key=runtime.settings.part(WebhookSigningSettings).resolve_signing_key(),
+        body=raw_body(event.raw_event),
+        headers=event.headers,
+    )
     return json_response(200, receipt, headers={"Cache-Control": "no-store"})
 
 

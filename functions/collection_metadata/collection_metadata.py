@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from such_market.collections.schemas import CollectionBody
 from such_market.collections.service import collection_metadata
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
-from such_market.http.schemas import CollectionBody, responses
+from such_market.http.schemas import responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address
 
@@ -20,7 +20,7 @@ app = create_api()
     responses=responses(CollectionBody, errors=(400, 404, 503)),
 )
 def get_collection(contractAddress: str) -> Response:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     return served_response(collection_metadata(runtime, parse_address(contractAddress)))
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from such_market.collections.schemas import NftBody
 from such_market.collections.service import nft
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
-from such_market.http.schemas import NftBody, responses
+from such_market.http.schemas import responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_token_id
 
@@ -20,7 +20,7 @@ app = create_api()
     responses=responses(NftBody, errors=(400, 404, 503)),
 )
 def get_nft(contractAddress: str, tokenId: str) -> Response:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     return served_response(nft(runtime, parse_address(contractAddress), parse_token_id(tokenId)))
 
 

@@ -6,11 +6,11 @@ replaces ``page``), and ``trait.<type>=<value>`` filters (AND across types, OR w
 
 from __future__ import annotations
 
+from such_market.collections.schemas import NftPageBody
 from such_market.collections.service import nft_page
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
-from such_market.http.schemas import CURSOR, PAGE, PAGE_SIZE, TRAIT_FILTER, NftPageBody, responses
+from such_market.http.schemas import CURSOR, PAGE, PAGE_SIZE, TRAIT_FILTER, responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_cursor, parse_page, parse_page_size, parse_trait_filters
 
@@ -28,7 +28,7 @@ def get_nfts(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
     address = parse_address(contractAddress)
     served = nft_page(
-        runtime_for(load_settings(ReadPathSettings)),
+        runtime_for(ReadPathSettings),
         address,
         page=parse_page(query.get("page")),
         page_size=parse_page_size(query.get("pageSize")),

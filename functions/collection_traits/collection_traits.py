@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from such_market.collections.schemas import TraitsBody
 from such_market.collections.service import traits
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
-from such_market.http.schemas import TraitsBody, responses
+from such_market.http.schemas import responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address
 
@@ -20,7 +20,7 @@ app = create_api()
     responses=responses(TraitsBody, errors=(400, 404, 503)),
 )
 def get_traits(contractAddress: str) -> Response:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     return served_response(traits(runtime, parse_address(contractAddress)))
 
 

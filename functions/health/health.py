@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from such_market.config import load_settings
+from such_market.config import CacheSettings, DatabaseSettings, load_settings
 from such_market.health import HealthSettings, check_health
+from such_market.health_schemas import HealthBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import HealthBody, responses
+from such_market.http.schemas import responses
 
 app = create_api()
 
@@ -18,7 +19,8 @@ app = create_api()
     responses=responses(HealthBody, description="All components usable", errors=(503,)),
 )
 def get_health() -> Response:
-    report = check_health(load_settings(HealthSettings))
+    settings = load_settings(HealthSettings)
+    report = check_health(database=settings.part(DatabaseSettings), cache=settings.part(CacheSettings))
     return json_response(200 if report.healthy else 503, report.as_dict(), headers={"Cache-Control": "no-store"})
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.collections.ingestion import DEFAULT_TIME_BUDGET_SECONDS, ingest_collection, time_budget_for
-from such_market.config import load_settings
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CollectionIngestRequested
 from such_market.runtime import ReadPathSettings, runtime_for
@@ -25,7 +24,7 @@ _time_budget: ContextVar[float] = ContextVar("time_budget", default=DEFAULT_TIME
 
 @consumer.on(CollectionIngestRequested)
 def _ingest(detail: CollectionIngestRequested) -> dict[str, object]:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     report = ingest_collection(
         conn=runtime.conn,
         alchemy=runtime.alchemy,

@@ -7,39 +7,34 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from such_market.cache.invalidation import invalidate_for
-from such_market.cache.store import get_cache
-from such_market.config import CacheSettings, DatabaseSettings, load_settings
-from such_market.db.connection import get_connection
+from such_market.config import CacheSettings, DatabaseSettings, FunctionSettings
 from such_market.events.consumer import EventConsumer
-from such_market.events.models import (
-    CollectionRefreshed,
-    CollectionUpdated,
-    EventDetail,
-    NftTransferred,
-    OwnershipChanged,
-    UserUpdated,
-)
+from such_market.events.invalidation import INVALIDATING_EVENTS, invalidate_for
+from such_market.events.models import EventDetail
+from such_market.runtime import runtime_for
 from such_market.users.wallets import fids_owning
 
 
-class InvalidatorSettings(CacheSettings, DatabaseSettings):
+class InvalidatorSettings(FunctionSettings):
     """The invalidator needs the cache, and the database to find the users who own a wallet."""
+
+    cache: CacheSettings
+    database: DatabaseSettings
 
 
 consumer = EventConsumer("invalidator", settings_model=InvalidatorSettings)
 
 
 def _invalidate(detail: EventDetail) -> int:
-    settings = load_settings(InvalidatorSettings)
+    runtime = runtime_for(InvalidatorSettings)
 
     def owners_of(wallets: Sequence[str]) -> list[int]:
-        return fids_owning(conn=get_connection(settings), wallets=wallets)
+        return fids_owning(conn=runtime.conn, wallets=wallets)
 
-    return invalidate_for(detail, get_cache(settings), owners_of)
+    return invalidate_for(detail, runtime.cache, owners_of)
 
 
-for _model in (CollectionUpdated, CollectionRefreshed, NftTransferred, OwnershipChanged, UserUpdated):
+for _model in INVALIDATING_EVENTS:
     consumer.on(_model)(_invalidate)
 
 

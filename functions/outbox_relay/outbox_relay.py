@@ -10,18 +10,16 @@ from typing import Any, Final
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from such_market.config import load_settings
-from such_market.db.connection import get_connection
 from such_market.events.outbox import DEFAULT_RELAY_BUDGET_SECONDS, OutboxRelaySettings, relay
-from such_market.events.publisher import EventPublisher
+from such_market.runtime import runtime_for
 
 SAFETY_MARGIN_SECONDS: Final = 5.0
 """Time kept back from the invocation's remaining time to mark the last batch and return."""
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    settings = load_settings(OutboxRelaySettings)
+    runtime = runtime_for(OutboxRelaySettings)
     remaining_seconds = context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
     budget = max(1.0, min(DEFAULT_RELAY_BUDGET_SECONDS, remaining_seconds))
-    result = relay(conn=get_connection(settings), publisher=EventPublisher(settings), time_budget_seconds=budget)
+    result = relay(conn=runtime.conn, publisher=runtime.publisher, time_budget_seconds=budget)
     return {"published": result.published, "failed": result.failed, "remaining": result.backlog.count}

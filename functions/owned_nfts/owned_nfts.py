@@ -3,11 +3,11 @@ collection, paged in token order."""
 
 from __future__ import annotations
 
+from such_market.collections.schemas import OwnedNftsBody
 from such_market.collections.service import owned_tokens
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
-from such_market.http.schemas import PAGE, PAGE_SIZE, USER_ADDRESS, OwnedNftsBody, responses
+from such_market.http.schemas import PAGE, PAGE_SIZE, USER_ADDRESS, responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address, parse_page, parse_page_size
 
@@ -24,7 +24,7 @@ app = create_api()
 def get_owned(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
     served = owned_tokens(
-        runtime_for(load_settings(ReadPathSettings)),
+        runtime_for(ReadPathSettings),
         parse_address(contractAddress),
         parse_address(query.get("userAddress"), field="userAddress"),
         page=parse_page(query.get("page")),

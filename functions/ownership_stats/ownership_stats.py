@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from such_market.config import load_settings
-from such_market.db.connection import get_connection
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import OwnershipStatsBody, responses
+from such_market.http.schemas import responses
+from such_market.ownership.schemas import OwnershipStatsBody
 from such_market.ownership.stats import OwnershipStatsSettings, ownership_stats
+from such_market.runtime import runtime_for
 
 app = create_api()
 app.use(middlewares=[require_admin(OwnershipStatsSettings)])
@@ -18,10 +18,10 @@ app.use(middlewares=[require_admin(OwnershipStatsSettings)])
     "/api/admin/ownership/stats",
     summary="Exact ownership counts and summary consistency",
     tags=["admin"],
-    responses=responses(OwnershipStatsBody, errors=(401, 403)),
+    responses=responses(OwnershipStatsBody, errors=(401, 403, 503)),
 )
 def get_ownership_stats() -> Response:
-    conn = get_connection(load_settings(OwnershipStatsSettings))
+    conn = runtime_for(OwnershipStatsSettings).conn
     return json_response(200, ownership_stats(conn=conn), headers={"Cache-Control": "no-store"})
 
 

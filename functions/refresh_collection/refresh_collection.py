@@ -4,10 +4,10 @@ or already running."""
 from __future__ import annotations
 
 from such_market.collections.refresh import request_refresh
-from such_market.config import load_settings
+from such_market.collections.schemas import RefreshQueuedBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import RefreshQueuedBody, responses
+from such_market.http.schemas import responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address
 
@@ -21,7 +21,7 @@ app = create_api()
     responses=responses(RefreshQueuedBody, status=202, description="Queued", errors=(400, 404, 429, 503)),
 )
 def post_refresh(contractAddress: str) -> Response:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     body = request_refresh(runtime, parse_address(contractAddress))
     return json_response(202, body, headers={"X-Cache": "BYPASS"})
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from such_market.collections.refresh import refresh_status
-from such_market.config import load_settings
+from such_market.collections.schemas import RefreshStatusBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
-from such_market.http.schemas import RefreshStatusBody, responses
+from such_market.http.schemas import responses
 from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.validation import parse_address
 
@@ -20,7 +20,7 @@ app = create_api()
     responses=responses(RefreshStatusBody, errors=(400, 404, 503)),
 )
 def get_refresh(contractAddress: str) -> Response:
-    runtime = runtime_for(load_settings(ReadPathSettings))
+    runtime = runtime_for(ReadPathSettings)
     body = refresh_status(runtime, parse_address(contractAddress))
     return json_response(200, body, headers={"X-Cache": "BYPASS", "Cache-Control": "no-store"})
 

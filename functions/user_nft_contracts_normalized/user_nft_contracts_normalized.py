@@ -3,13 +3,12 @@ ownership tables, rescanning a wallet only when its last scan is older than the 
 
 from __future__ import annotations
 
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
-from such_market.http.user_schemas import NormalizedNftContractsBody
-from such_market.users.runtime import UsersSettings, users_runtime_for
-from such_market.users.service import nft_contracts_normalized
+from such_market.runtime import runtime_for
+from such_market.users.schemas import NormalizedNftContractsBody
+from such_market.users.service import UsersSettings, nft_contracts_normalized
 from such_market.validation import parse_fid
 
 app = create_api()
@@ -22,7 +21,7 @@ app = create_api()
     responses=responses(NormalizedNftContractsBody, errors=(400, 404, 503)),
 )
 def get_nft_contracts_normalized(fid: str) -> Response:
-    runtime = users_runtime_for(load_settings(UsersSettings))
+    runtime = runtime_for(UsersSettings)
     return served_response(nft_contracts_normalized(runtime, parse_fid(fid)))
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from such_market.config import load_settings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
-from such_market.http.user_schemas import VerificationsBody
-from such_market.users.runtime import UsersSettings, users_runtime_for
-from such_market.users.service import verifications
+from such_market.runtime import runtime_for
+from such_market.users.schemas import VerificationsBody
+from such_market.users.service import UsersSettings, verifications
 from such_market.validation import parse_fid
 
 app = create_api()
@@ -21,7 +20,7 @@ app = create_api()
     responses=responses(VerificationsBody, errors=(400, 404, 503)),
 )
 def get_verifications(fid: str) -> Response:
-    runtime = users_runtime_for(load_settings(UsersSettings))
+    runtime = runtime_for(UsersSettings)
     return served_response(verifications(runtime, parse_fid(fid)))
 
 

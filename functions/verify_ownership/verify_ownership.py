@@ -11,29 +11,26 @@ from typing import Any, Final
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from such_market.config import load_settings
-from such_market.db.connection import get_connection
-from such_market.events.publisher import EventPublisher
 from such_market.ownership.verification import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TIME_BUDGET_SECONDS,
     VerifyOwnershipSettings,
     reverify,
 )
-from such_market.upstream.alchemy import get_alchemy_client
+from such_market.runtime import runtime_for
 
 SAFETY_MARGIN_SECONDS: Final = 10.0
 """Time kept back from the invocation's remaining time to write the corrections and return."""
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = load_settings(VerifyOwnershipSettings)
+    runtime = runtime_for(VerifyOwnershipSettings)
     remaining_seconds = context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
     budget = max(1.0, min(DEFAULT_TIME_BUDGET_SECONDS, remaining_seconds))
     report = reverify(
-        conn=get_connection(settings),
-        alchemy=get_alchemy_client(settings),
-        publisher=EventPublisher(settings),
+        conn=runtime.conn,
+        alchemy=runtime.alchemy,
+        publisher=runtime.publisher,
         batch_size=DEFAULT_BATCH_SIZE,
         time_budget_seconds=budget,
     )

@@ -25,10 +25,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from local.alchemy_stub import ERC721_CONTRACT, ERC1155_CONTRACT, NOT_A_CONTRACT, wallet_address
 from local.api import LocalApi
 from local.invoker import Invoker
 from local.template import Template
-from local.upstream_stub import ERC721_CONTRACT, ERC1155_CONTRACT, NOT_A_CONTRACT, wallet_address
 from tests.conftest import ADMIN_TOKEN
 from tests.fixtures.seed import COLORS, seed_indexed_collection
 

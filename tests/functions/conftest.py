@@ -61,8 +61,8 @@ def api(lambda_env: dict[str, str]) -> Callable[..., Reply]:
     template = Template.load()
     local = LocalApi(template, Invoker(template), quiet=True)
 
-    def call(method: str, target: str, headers: Sequence[tuple[str, str]] = ()) -> Reply:
-        response = local.handle(IncomingRequest(method=method, target=target, headers=list(headers)))
+    def call(method: str, target: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> Reply:
+        response = local.handle(IncomingRequest(method=method, target=target, headers=list(headers), body=body))
         decoded = {name.lower(): value for name, value in response.headers}
         return Reply(response.status, decoded, json.loads(response.body) if response.body else None)
 

@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from such_market.auth.admin import token_digest
-from such_market.config import load_settings
+from such_market.container import close_all
 from tests.conftest import ADMIN_TOKEN
 from tests.functions.conftest import FakeContext, load_event
 
@@ -73,7 +73,7 @@ def test_token_digest_from_secrets_manager(
         arn = boto3.client("secretsmanager").create_secret(Name="admin-token", SecretString=value)["ARN"]
         monkeypatch.delenv("ADMIN_TOKEN")
         monkeypatch.setenv("ADMIN_TOKEN_SECRET_ARN", arn)
-        load_settings.cache_clear()
+        close_all()
         # When requests carry the right and a wrong token, Then only the right one passes
         assert admin_authorizer.lambda_handler(load_event("admin_authorizer"), context) == {"isAuthorized": True}
         assert admin_authorizer.lambda_handler(load_event("admin_authorizer_wrong_token"), context) == {

@@ -11,7 +11,7 @@ from typing import Any
 import alchemy_webhook
 import pytest
 
-from such_market.config import load_settings
+from such_market.container import close_all
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
 from tests.integration.ownership_helpers import (
@@ -34,7 +34,7 @@ ALICE, BOB = address(0xA11CE), address(0xB0B)
 @pytest.fixture
 def env(lambda_env: dict[str, str], moto_bus: MotoBus, monkeypatch: pytest.MonkeyPatch) -> MotoBus:
     monkeypatch.setenv("ALCHEMY_WEBHOOK_SIGNING_KEY", SIGNING_KEY)
-    load_settings.cache_clear()
+    close_all()
     return moto_bus
 
 

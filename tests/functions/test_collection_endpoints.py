@@ -10,9 +10,9 @@ import psycopg
 import pytest
 import redis
 
+from local.alchemy_stub import ERC721_CONTRACT, NOT_A_CONTRACT, AlchemyStub
 from local.services import free_port
-from local.upstream_stub import ERC721_CONTRACT, NOT_A_CONTRACT, AlchemyStub
-from such_market.config import load_settings
+from such_market.container import close_all
 from tests.fixtures.seed import COLORS, seed_indexed_collection
 from tests.functions.conftest import Reply
 
@@ -202,7 +202,7 @@ def test_bad_input_is_400_with_the_error_shape(api: Api, target: str, code: str)
 
 def test_cache_down_is_served_from_postgres_as_bypass(api: Api, seeded: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    load_settings.cache_clear()
+    close_all()
     reply = api("GET", f"/api/collection/{SEEDED}/nfts?pageSize=5")
     assert (reply.status, reply.cache) == (200, "BYPASS")
     assert len(reply.body["nfts"]) == 5
@@ -217,12 +217,7 @@ def test_database_down_serves_kept_values_and_503_otherwise(
     raw = cache.get(key)
     cache.set(key, raw[:3] + b"0" * 13 + raw[16:], px=60_000)  # fresh-until in the past, still kept
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
-    load_settings.cache_clear()
-    from such_market.db.connection import close_connections
-    from such_market.runtime import runtime_for
-
-    close_connections()
-    runtime_for.cache_clear()
+    close_all()
     # When they are requested, Then the kept value is served STALE, and what was never cached is a 503
     stale = api("GET", f"/api/collection/{SEEDED}")
     assert (stale.status, stale.cache) == (200, "STALE")

@@ -8,7 +8,7 @@ import health
 import pytest
 
 from local.services import free_port
-from such_market.config import load_settings
+from such_market.container import close_all
 from such_market.errors import ConfigurationError
 from tests.functions.conftest import FakeContext, load_event
 
@@ -37,7 +37,7 @@ def test_unavailable_when_cache_down(
 ) -> None:
     # Given a cache address where nothing listens
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    load_settings.cache_clear()
+    close_all()
     # When the health endpoint is called
     status, body, _ = _call(context)
     # Then it answers 503 naming the cache, without internals
@@ -51,7 +51,7 @@ def test_unavailable_when_database_down(
 ) -> None:
     # Given a database address where nothing listens
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
-    load_settings.cache_clear()
+    close_all()
     # When the health endpoint is called
     status, body, _ = _call(context)
     # Then it answers 503 naming the database
@@ -66,7 +66,7 @@ def test_unavailable_when_database_not_migrated(
 ) -> None:
     # Given an empty database
     monkeypatch.setenv("DATABASE_URL", empty_db_url)
-    load_settings.cache_clear()
+    close_all()
     # When the health endpoint is called
     status, body, _ = _call(context)
     # Then it answers 503: reachable but not migrated
@@ -82,7 +82,7 @@ def test_missing_variable_fails_at_cold_start_naming_it(
 ) -> None:
     # Given a container without any database variable
     monkeypatch.delenv("DATABASE_URL")
-    load_settings.cache_clear()
+    close_all()
     # When the function is invoked, Then the configuration error names the variables to set
     with pytest.raises(ConfigurationError, match="DATABASE_URL or DB_SECRET_ARN"):
         health.lambda_handler(load_event("health"), context)

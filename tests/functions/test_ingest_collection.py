@@ -13,7 +13,7 @@ import ingest_collection
 import psycopg
 import pytest
 
-from local.upstream_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, AlchemyStub, trait_counts
+from local.alchemy_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, AlchemyStub, trait_counts
 from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
@@ -32,12 +32,9 @@ class IngestionContext(FakeContext):
 
 
 @pytest.fixture
-def env(
-    lambda_env: dict[str, str], moto_bus: MotoBus, alchemy_stub: AlchemyStub, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[AlchemyStub]:
-    """The handler's environment pointed at the stub, with a mocked bus (faults cleared after the test)."""
-    monkeypatch.setenv("ALCHEMY_BASE_URL", alchemy_stub.base_url)
-    monkeypatch.setenv("ALCHEMY_API_KEY", "stub-key")
+def env(lambda_env: dict[str, str], moto_bus: MotoBus, alchemy_stub: AlchemyStub) -> Iterator[AlchemyStub]:
+    """The handler's environment (``lambda_env``: the stub's URL and key), with a mocked bus (faults cleared
+    after the test)."""
     yield alchemy_stub
     alchemy_stub.server_error_every = 0
     alchemy_stub.reset_counters()

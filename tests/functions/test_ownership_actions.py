@@ -8,7 +8,7 @@ from typing import Any
 import ownership_actions
 import pytest
 
-from local.upstream_stub import ERC721_CONTRACT, distinct_owners, token_holders
+from local.alchemy_stub import ERC721_CONTRACT, distinct_owners, token_holders
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
 from tests.integration.ownership_helpers import Conn, address, new_collection, outbox, ownership

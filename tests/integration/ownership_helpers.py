@@ -11,7 +11,8 @@ import psycopg
 
 from such_market.config import EventSettings
 from such_market.events.publisher import EventPublisher
-from such_market.ownership.transfers import ZERO_ADDRESS, Transfer
+from such_market.ownership.transfers import Transfer
+from such_market.validation import ZERO_ADDRESS
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ZERO = ZERO_ADDRESS

@@ -1,4 +1,5 @@
-"""The real Alchemy client against the running stub over HTTP: complete paging, owners, faults, counters.
+"""The real Alchemy client against the running stub over HTTP: complete paging, owners, faults, counters,
+and the stub's key check (only its own key is served, as Alchemy serves only the account's key).
 
 Each test checks what the client reads against the stub's ground truth, and how many requests it took.
 Waits between retries are recorded instead of slept, so fault-injection tests stay fast.
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from local.upstream_stub import (
+from local.alchemy_stub import (
     ERC721_CONTRACT,
     ERC721_TOKEN_COUNT,
     ERC721_WALLET_COUNT,
@@ -22,7 +23,6 @@ from local.upstream_stub import (
     LARGE_TOKEN_COUNT,
     NOT_A_CONTRACT,
     NOT_AN_NFT_CONTRACT,
-    REJECTED_API_KEY,
     AlchemyStub,
     broken_token_ids,
     distinct_owners,
@@ -33,15 +33,17 @@ from local.upstream_stub import (
     wallet_address,
     wallet_holdings,
 )
+from local.neynar_stub import NeynarStub
 from such_market.upstream.alchemy import AlchemyClient
 from such_market.upstream.errors import UpstreamBadRequest, UpstreamUnavailable
 
 API_KEY = "stub-key-0123456789"
+WRONG_KEY = "wrong-key-9876543210"
 
 
 @pytest.fixture(scope="module")
 def stub() -> Iterator[AlchemyStub]:
-    with AlchemyStub() as running:
+    with AlchemyStub(api_key=API_KEY) as running:
         yield running
 
 
@@ -267,12 +269,12 @@ def test_slow_answers_time_out_and_are_retried(fresh_stub: AlchemyStub, sleeps: 
 
 def test_a_rejected_key_fails_fast_without_leaking(fresh_stub: AlchemyStub, sleeps: list[float]) -> None:
     with (
-        AlchemyClient(api_key=REJECTED_API_KEY, base_url=fresh_stub.base_url, sleep=sleeps.append) as alchemy,
+        AlchemyClient(api_key=WRONG_KEY, base_url=fresh_stub.base_url, sleep=sleeps.append) as alchemy,
         pytest.raises(UpstreamBadRequest) as caught,
     ):
         alchemy.get_contract_metadata(contract=ERC721_CONTRACT)
     assert caught.value.status == 401
-    assert REJECTED_API_KEY not in str(caught.value)
+    assert WRONG_KEY not in str(caught.value)
     assert "Must be authenticated" in str(caught.value)
     assert fresh_stub.request_count() == 1
     assert sleeps == []
@@ -283,3 +285,36 @@ def test_bad_parameters_get_alchemys_400_shape(fresh_stub: AlchemyStub) -> None:
     assert response.status_code == 400
     assert response.json() == {"error": {"message": "contractAddress must be a valid address"}}
     assert httpx.get(f"{fresh_stub.base_url}/nft/v3/{API_KEY}/getUnknownThing").status_code == 404
+
+
+def _contract_metadata(stub: AlchemyStub, key: str) -> httpx.Response:
+    return httpx.get(f"{stub.base_url}/nft/v3/{key}/getContractMetadata?contractAddress={ERC721_CONTRACT}")
+
+
+def test_its_own_key_is_served(fresh_stub: AlchemyStub) -> None:
+    response = _contract_metadata(fresh_stub, fresh_stub.api_key)
+    assert response.status_code == 200
+    assert response.json()["name"] == "Such Punks"
+
+
+@pytest.mark.parametrize("key", [WRONG_KEY, API_KEY.upper(), API_KEY + "0", API_KEY[:-1], ""])
+def test_any_other_key_is_401_with_alchemys_shape(fresh_stub: AlchemyStub, key: str) -> None:
+    response = _contract_metadata(fresh_stub, key)
+    assert response.status_code == 401
+    assert response.json() == {"error": {"message": f"Must be authenticated! The API key {key} is not valid."}}
+    assert fresh_stub.request_count("getContractMetadata") == 1
+
+
+def test_the_stub_serves_the_key_it_is_given_and_has_a_default() -> None:
+    with AlchemyStub() as default, AlchemyStub(api_key="another-key") as configured:
+        assert (default.api_key, configured.api_key) == ("local-alchemy-key", "another-key")
+        assert _contract_metadata(configured, "another-key").status_code == 200
+        assert _contract_metadata(configured, default.api_key).status_code == 401
+
+
+def test_the_neynar_stubs_key_is_refused(alchemy_stub: AlchemyStub, neynar_stub: NeynarStub) -> None:
+    # Given both stubs as the tests and `make dev` run them, each with its own default key
+    assert alchemy_stub.api_key != neynar_stub.api_key
+    # When the Neynar key is sent to Alchemy, Then it is refused; Alchemy's own key is served
+    assert _contract_metadata(alchemy_stub, neynar_stub.api_key).status_code == 401
+    assert _contract_metadata(alchemy_stub, alchemy_stub.api_key).status_code == 200

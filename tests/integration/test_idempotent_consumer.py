@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from local.services import Services
-from such_market.cache.client import close_clients
-from such_market.config import load_settings
+from such_market.config import CacheSettings, FunctionSettings
+from such_market.container import close_all
 from such_market.errors import ConfigurationError
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CollectionUpdated, InvalidEventError, NftTransferred
@@ -56,24 +56,28 @@ def with_event_id(event: dict[str, Any], event_id: str) -> dict[str, Any]:
     return copied
 
 
+class CacheOnlySettings(FunctionSettings):
+    """A consumer that needs only the cache (its idempotency records)."""
+
+    cache: CacheSettings
+
+
 @pytest.fixture
 def cache_env(services: Services, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     """A cold container whose cache settings point at the (flushed) test Valkey."""
     monkeypatch.setenv("REDIS_URL", services.redis_url)
     monkeypatch.setenv("REDIS_CLUSTER", "false")
     monkeypatch.setenv("CACHE_PREFIX", "such-market")
-    load_settings.cache_clear()
-    close_clients()
+    close_all()
     yield cache
-    load_settings.cache_clear()
-    close_clients()
+    close_all()
 
 
 @pytest.fixture
 def consumer(cache_env: redis.Redis) -> EventConsumer:
     """A consumer whose handlers count their runs per eventId in Valkey (a real side effect)."""
     counter = cache_env
-    built = EventConsumer(NAME)
+    built = EventConsumer(NAME, settings_model=CacheOnlySettings)
 
     @built.on(CollectionUpdated)
     def _updated(detail: CollectionUpdated) -> dict[str, Any]:
@@ -185,9 +189,9 @@ def test_nothing_is_read_or_connected_before_the_first_event(monkeypatch: pytest
     # Given no cache configuration at all
     for name in ("REDIS_URL", "REDIS_HOST"):
         monkeypatch.delenv(name, raising=False)
-    load_settings.cache_clear()
+    close_all()
     # When a consumer is built and handlers registered (what a handler module does at import)
-    consumer = EventConsumer(NAME)
+    consumer = EventConsumer(NAME, settings_model=CacheOnlySettings)
 
     @consumer.on(CollectionUpdated)
     def _updated(detail: CollectionUpdated) -> None:
@@ -196,12 +200,12 @@ def test_nothing_is_read_or_connected_before_the_first_event(monkeypatch: pytest
     # Then nothing failed; the configuration is read only when the first event arrives
     with pytest.raises(ConfigurationError, match="REDIS_URL"):
         consumer.handle(sample("collection_updated"), CONTEXT)
-    load_settings.cache_clear()
+    close_all()
 
 
 def test_handlers_are_registered_once_per_registered_model() -> None:
     # Given a consumer with a collection.updated handler
-    consumer = EventConsumer(NAME)
+    consumer = EventConsumer(NAME, settings_model=CacheOnlySettings)
     consumer.on(CollectionUpdated)(lambda detail: None)
     # Then a second handler for it, or a model outside the registry, is refused; so is a bad name
     with pytest.raises(ValueError, match="already has a handler"):
@@ -213,4 +217,4 @@ def test_handlers_are_registered_once_per_registered_model() -> None:
     with pytest.raises(ValueError, match="not a registered event model"):
         consumer.on(Unregistered)
     with pytest.raises(ValueError, match="name must be"):
-        EventConsumer("Bad Name")
+        EventConsumer("Bad Name", settings_model=CacheOnlySettings)

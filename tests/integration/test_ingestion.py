@@ -16,7 +16,7 @@ import orjson
 import psycopg
 import pytest
 
-from local.upstream_stub import (
+from local.alchemy_stub import (
     ERC721_CONTRACT,
     ERC721_TOKEN_COUNT,
     ERC721_WALLET_COUNT,
@@ -45,7 +45,6 @@ from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-API_KEY = "stub-key-ingestion-0123"
 NFT_PAGES = ERC721_TOKEN_COUNT // 100
 OWNER_PAGES = -(-ERC721_WALLET_COUNT // 1000)
 ERC721_REQUESTS = 1 + NFT_PAGES + OWNER_PAGES  # metadata, token pages, holder pages
@@ -68,7 +67,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def alchemy(fresh_stub: AlchemyStub, sleeps: list[float]) -> Iterator[AlchemyClient]:
-    with AlchemyClient(api_key=API_KEY, base_url=fresh_stub.base_url, sleep=sleeps.append) as client:
+    with AlchemyClient(api_key=fresh_stub.api_key, base_url=fresh_stub.base_url, sleep=sleeps.append) as client:
         yield client
 
 
@@ -311,7 +310,7 @@ def test_an_upstream_that_keeps_failing_fails_the_run_and_raises(
     assert row.ingestion_state == "failed"
     assert row.ingestion_error is not None
     assert "HTTP 503" in row.ingestion_error
-    assert API_KEY not in row.ingestion_error
+    assert fresh_stub.api_key not in row.ingestion_error
     assert row.ingestion_finished_at is not None
     assert fresh_stub.request_count() == alchemy.max_attempts
     # And nothing claims completion

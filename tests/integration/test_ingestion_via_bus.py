@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from local.alchemy_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, ERC721_WALLET_COUNT, AlchemyStub, trait_counts
 from local.bus import LocalEventBus
 from local.dev import EVENT_BUS_NAME, function_environment
 from local.invoker import Invoker
 from local.services import Services
 from local.template import Template
-from local.upstream_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, ERC721_WALLET_COUNT, AlchemyStub, trait_counts
 from such_market.config import EventSettings
 from such_market.events.models import CollectionIngestRequested, Event
 from such_market.events.outbox import outbox_transaction
@@ -42,12 +42,13 @@ def bus(
     with LocalEventBus(template, Invoker(template), bus_name=EVENT_BUS_NAME, retry_base_delay=0.01, quiet=True) as bus:
         environment = function_environment(
             template,
+            shell={},
             database_url=db_url,
             redis_url=services.redis_url,
             bus_url=bus.url,
             admin_token=ADMIN_TOKEN,
             webhook_signing_key=WEBHOOK_SIGNING_KEY,
-            alchemy_stub_url=alchemy_stub.base_url,
+            alchemy_stub=alchemy_stub,
         )
         for name, value in environment.items():
             monkeypatch.setenv(name, value)

@@ -18,6 +18,7 @@ from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys
 from such_market.cache.store import get_cache
 from such_market.cache.tiers import Tier
+from such_market.config import load_settings
 from tests.functions.conftest import FakeContext
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def filled(lambda_env: dict[str, str], db: psycopg.Connection[Any], cache: redis
         "(1, 'alice', %s, ARRAY[%s]), (2, 'bob', %s, '{}')",
         ("0x" + "0f" * 20, SENDER, BYSTANDER),
     )
-    front = get_cache(invalidate_cache.InvalidatorSettings())
+    front = get_cache(load_settings(invalidate_cache.InvalidatorSettings).cache)
     named: dict[str, str] = {}
 
     def put(name: str, key: str, *indexes: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.upstream_stub import ERC721_CONTRACT, ERC1155_CONTRACT, AlchemyStub, token_holders
+from local.alchemy_stub import ERC721_CONTRACT, ERC1155_CONTRACT, AlchemyStub, token_holders
 from such_market.db.consistency import check_summaries
 from such_market.events.publisher import EventPublisher
 from such_market.ownership.verification import reverify
@@ -26,7 +26,7 @@ def publisher(moto_bus: MotoBus) -> EventPublisher:
 
 @pytest.fixture
 def alchemy(alchemy_stub: AlchemyStub) -> Iterator[AlchemyClient]:
-    with AlchemyClient(api_key="test-key", base_url=alchemy_stub.base_url, max_attempts=2) as client:
+    with AlchemyClient(api_key=alchemy_stub.api_key, base_url=alchemy_stub.base_url, max_attempts=2) as client:
         yield client
 
 
@@ -107,7 +107,7 @@ def test_a_bulk_sync_counts_as_verifying_every_row_of_its_collection(
     db: Conn, alchemy: AlchemyClient, publisher: EventPublisher
 ) -> None:
     from such_market.collections.writes import replace_collection_owners
-    from such_market.ownership.verification import stalest_tokens
+    from such_market.ownership.queries import stalest_tokens
 
     # Given tokens 0-4 stamped 30 days ago but bulk-synced 10 days ago (their rows were not rewritten), and
     # tokens 5-9 stamped individually since, 2-6 days ago

@@ -21,6 +21,7 @@ import user_nft_contracts_normalized
 import user_profile
 import user_verifications
 
+from local.alchemy_stub import COLLECTIONS, ERC721_CONTRACT, AlchemyStub, wallet_holdings
 from local.neynar_stub import (
     SECOND_WALLET_EVERY,
     WALLETLESS_FID,
@@ -29,13 +30,12 @@ from local.neynar_stub import (
     stub_user,
     user_wallets,
 )
-from local.upstream_stub import COLLECTIONS, ERC721_CONTRACT, AlchemyStub, wallet_holdings
-from such_market.cache.invalidation import invalidate_for
 from such_market.cache.keys import CacheKeys
 from such_market.cache.store import get_cache
 from such_market.config import load_settings
+from such_market.events.invalidation import invalidate_for
 from such_market.events.models import OwnershipChanged
-from such_market.users.runtime import UsersSettings
+from such_market.users.service import UsersSettings
 from such_market.users.wallets import fids_owning
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
@@ -557,7 +557,7 @@ def test_a_transfer_invalidates_the_plain_answer_and_the_index_shows_it_at_once(
     call("user_nft_contracts_normalized", 1)
     # When a transfer lands in the index and its event is consumed
     _index_one_token(db, wallet, 123_456)
-    front = get_cache(load_settings(UsersSettings))
+    front = get_cache(load_settings(UsersSettings).cache)
 
     def owners(wallets: Any) -> list[int]:
         return fids_owning(conn=db, wallets=wallets)
@@ -579,7 +579,7 @@ def test_a_transfer_invalidates_the_normalized_answer(
 ) -> None:
     wallet = user_wallets(1)[0]
     call("user_nft_contracts_normalized", 1)
-    front = get_cache(load_settings(UsersSettings))
+    front = get_cache(load_settings(UsersSettings).cache)
     invalidate_for(
         OwnershipChanged(contract_address=ERC721_CONTRACT, token_ids=("1",), wallets=(wallet,)),
         front,

@@ -24,6 +24,7 @@ from moto import mock_aws
 from pydantic import ValidationError
 
 from such_market.config import load_settings
+from such_market.container import close_all
 from such_market.errors import ConfigurationError, SuchMarketError
 from such_market.upstream.alchemy import (
     KEY_PLACEHOLDER,
@@ -32,11 +33,11 @@ from such_market.upstream.alchemy import (
     ContractOwner,
     Nft,
     OwnerContract,
-    close_alchemy_clients,
     get_alchemy_client,
     normalize_token_id,
     parse_attributes,
 )
+from such_market.upstream.alchemy_settings import AlchemySettings
 from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamError,
@@ -46,7 +47,6 @@ from such_market.upstream.errors import (
     UpstreamUnavailable,
     parse_retry_after,
 )
-from such_market.upstream.settings import AlchemySettings
 
 API_KEY = "k3y-Zq9XbR2wLm7Tt"
 CONTRACT = "0x5a4d000000000000000000000000000000000721"
@@ -778,11 +778,9 @@ def test_retry_warnings_name_the_method_not_the_url(caplog: pytest.LogCaptureFix
 def alchemy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in ("ALCHEMY_API_KEY", "ALCHEMY_API_KEY_SECRET_ARN", "ALCHEMY_BASE_URL", "ALCHEMY_NETWORK"):
         monkeypatch.delenv(name, raising=False)
-    load_settings.cache_clear()
-    close_alchemy_clients()
+    close_all()
     yield monkeypatch
-    load_settings.cache_clear()
-    close_alchemy_clients()
+    close_all()
 
 
 def test_settings_need_a_key(alchemy_env: pytest.MonkeyPatch) -> None:

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, EventSettings, load_settings
+from such_market.config import (
+    AdminSettings,
+    CacheSettings,
+    DatabaseSettings,
+    EventSettings,
+    FunctionSettings,
+    SettingsPart,
+    load_settings,
+)
+from such_market.container import close_all
 from such_market.errors import ConfigurationError
+from such_market.upstream.neynar_settings import NeynarSettings
 
 
-class AllSettings(DatabaseSettings, CacheSettings, EventSettings, AdminSettings):
-    """Every mixin at once, as a function that needs everything would declare it."""
+class AllSettings(FunctionSettings):
+    """Every part at once, as a function that needs everything would declare it."""
+
+    database: DatabaseSettings
+    cache: CacheSettings
+    events: EventSettings
+    admin: AdminSettings
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +41,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "EVENT_BUS_NAME",
     ):
         monkeypatch.delenv(name, raising=False)
-    load_settings.cache_clear()
+    close_all()
 
 
 def test_valid_local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,9 +49,37 @@ def test_valid_local_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/0")
     monkeypatch.setenv("ADMIN_TOKEN", "a-local-token-of-enough-length")
     settings = load_settings(AllSettings)
-    assert settings.cache_prefix == "such-market"
-    assert settings.event_bus_name == "such-market"
+    assert settings.cache.cache_prefix == "such-market"
+    assert settings.events.event_bus_name == "such-market"
+    assert settings.part(CacheSettings) is settings.cache
+    assert settings.service.powertools_service_name == "such-market"
     assert load_settings(AllSettings) is settings  # read once per container
+    assert load_settings(CacheSettings) == settings.cache  # a part can be loaded alone
+
+
+def test_every_invalid_variable_of_every_part_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://x/y")
+    monkeypatch.setenv("REDIS_URL", "http://x")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(AllSettings)
+    assert all(name in str(raised.value) for name in ("DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN"))
+
+
+def test_a_missing_part_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@localhost/db")
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/0")
+    monkeypatch.setenv("ADMIN_TOKEN", "a-local-token-of-enough-length")
+    with pytest.raises(ConfigurationError, match="AllSettings has no NeynarSettings"):
+        load_settings(AllSettings).part(NeynarSettings)
+
+
+def test_a_field_that_is_not_a_part_is_refused() -> None:
+    class Broken(FunctionSettings):
+        name: str
+
+    with pytest.raises(TypeError, match=r"Broken\.name is not a settings part"):
+        load_settings(Broken)
+    assert issubclass(CacheSettings, SettingsPart)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from such_market.config import load_settings
+from such_market.container import close_all
 from such_market.errors import ConfigurationError
 from such_market.upstream.errors import (
     UpstreamBadRequest,
@@ -31,7 +32,6 @@ from such_market.upstream.neynar import (
     MAX_FIDS_PER_CALL,
     NeynarClient,
     NeynarUser,
-    close_neynar_clients,
     get_neynar_client,
 )
 from such_market.upstream.neynar_settings import NeynarSettings
@@ -374,11 +374,9 @@ def test_the_key_reaches_only_the_wire_copy_of_a_request() -> None:
 def neynar_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in ("NEYNAR_API_KEY", "NEYNAR_API_KEY_SECRET_ARN", "NEYNAR_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    load_settings.cache_clear()
-    close_neynar_clients()
+    close_all()
     yield monkeypatch
-    load_settings.cache_clear()
-    close_neynar_clients()
+    close_all()
 
 
 def test_settings_need_a_key(neynar_env: pytest.MonkeyPatch) -> None:
@@ -420,8 +418,8 @@ def test_the_key_can_come_from_secrets_manager(neynar_env: pytest.MonkeyPatch) -
 
 
 def test_users_settings_need_both_upstream_keys(neynar_env: pytest.MonkeyPatch) -> None:
-    # Both mixins validate their key: neither validator may shadow the other
-    from such_market.users.runtime import UsersSettings
+    # Both parts validate their key: neither validator may shadow the other
+    from such_market.users.service import UsersSettings
 
     neynar_env.setenv("DATABASE_URL", "postgresql://localhost/db")
     neynar_env.setenv("REDIS_URL", "redis://localhost")
@@ -429,7 +427,7 @@ def test_users_settings_need_both_upstream_keys(neynar_env: pytest.MonkeyPatch) 
     neynar_env.setenv("ALCHEMY_API_KEY", "alchemy-key")
     with pytest.raises(ConfigurationError, match="NEYNAR_API_KEY"):
         load_settings(UsersSettings)
-    load_settings.cache_clear()
+    close_all()
     neynar_env.setenv("NEYNAR_API_KEY", API_KEY)
     neynar_env.delenv("ALCHEMY_API_KEY")
     with pytest.raises(ConfigurationError, match="ALCHEMY_API_KEY"):

@@ -1,9 +1,21 @@
-"""Settings: one small pydantic model per function, validated once at cold start.
+"""Settings: one small pydantic model per function, composed of parts, validated once at cold start.
 
-Each function declares the settings it needs by combining the mixins below (database, cache, events,
-admin). ``load_settings(Model)`` reads the environment once per container and turns a validation
-failure into a ``ConfigurationError`` whose message names every offending variable, so a broken
-deployment fails at cold start with a message an operator can act on.
+Each part says how to reach one thing and reads its own variables: ``ServiceSettings`` (Powertools),
+``DatabaseSettings``, ``CacheSettings``, ``EventSettings``, ``AdminSettings`` here, and the upstreams'
+``AlchemySettings`` and ``NeynarSettings`` beside their clients. A function's settings model is a
+``FunctionSettings`` whose fields are the parts it needs (composition, not inheritance: two parts can
+never shadow each other's methods, so each upstream's client gets its own key and nothing else)::
+
+    class ReadPathSettings(FunctionSettings):
+        database: DatabaseSettings
+        cache: CacheSettings
+        events: EventSettings
+        alchemy: AlchemySettings
+
+``load_settings(Model)`` reads the environment once per container, builds every part, and turns all
+validation failures into one ``ConfigurationError`` whose message names every offending variable, so a
+broken deployment fails at cold start with a message an operator can act on. A part can be loaded
+alone too (``load_settings(CacheSettings)``). ``settings.part(CacheSettings)`` finds a part by type.
 
 Secrets are referenced by ARN in AWS (``DB_SECRET_ARN``, ``ADMIN_TOKEN_SECRET_ARN``, …) and given as
 plain variables locally (``DATABASE_URL``, ``ADMIN_TOKEN``); ``such_market.secrets`` resolves them.
@@ -11,27 +23,31 @@ plain variables locally (``DATABASE_URL``, ``ADMIN_TOKEN``); ``such_market.secre
 
 from __future__ import annotations
 
-import functools
-from typing import Literal, Self
+from typing import Literal, Self, cast
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from such_market.container import per_container
 from such_market.errors import ConfigurationError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class FunctionSettings(BaseSettings):
-    """Settings every function has: its service name and log level (Powertools variables)."""
+class SettingsPart(BaseSettings):
+    """One part of a function's settings, read from the environment (variable = field name, any case)."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+
+class ServiceSettings(SettingsPart):
+    """Settings every function has: its service name and log level (Powertools variables)."""
 
     powertools_service_name: str = "such-market"
     powertools_log_level: LogLevel = "INFO"
 
 
-class DatabaseSettings(FunctionSettings):
+class DatabaseSettings(SettingsPart):
     """Where PostgreSQL is: a DSN locally, an RDS secret (through RDS Proxy) in AWS."""
 
     database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
@@ -49,7 +65,7 @@ class DatabaseSettings(FunctionSettings):
         return self
 
 
-class CacheSettings(FunctionSettings):
+class CacheSettings(SettingsPart):
     """Where the Redis-compatible cache is and how it is addressed."""
 
     redis_url: str | None = Field(default=None, pattern=r"^rediss?://")
@@ -69,7 +85,7 @@ class CacheSettings(FunctionSettings):
         return self
 
 
-class EventSettings(FunctionSettings):
+class EventSettings(SettingsPart):
     """Where events go: the EventBridge bus (and, locally, the endpoint of the local bus)."""
 
     event_bus_name: str = Field(default="such-market", pattern=r"^[A-Za-z0-9._\-/:]+$", max_length=256)
@@ -77,7 +93,7 @@ class EventSettings(FunctionSettings):
     eventbridge_endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
 
 
-class AdminSettings(FunctionSettings):
+class AdminSettings(SettingsPart):
     """How the admin credential is checked: a SHA-256 hash kept in Secrets Manager, or a local token."""
 
     admin_token_secret_arn: str | None = Field(default=None, pattern=r"^arn:aws[\w-]*:secretsmanager:")
@@ -90,6 +106,22 @@ class AdminSettings(FunctionSettings):
         return self
 
 
+class FunctionSettings(BaseModel):
+    """A function's settings: its fields are the parts it needs (see the module doc)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: ServiceSettings
+
+    def part[P: SettingsPart](self, kind: type[P]) -> P:
+        """The part of type ``kind``; a function without it is misconfigured code, named in the error."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, kind):
+                return value
+        raise ConfigurationError(f"{type(self).__name__} has no {kind.__name__}")
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Render a settings validation error as ``VARIABLE: problem; …`` naming each variable."""
     problems: list[str] = []
@@ -100,12 +132,38 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-@functools.cache
-def load_settings[T: FunctionSettings](model: type[T]) -> T:
-    """Read and validate ``model`` from the environment once per container."""
-    try:
-        return model()
-    except ValidationError as error:
-        raise ConfigurationError(
-            f"invalid configuration for {model.__name__}: {describe_validation_error(error)}"
-        ) from error
+def _part_types(model: type[FunctionSettings]) -> dict[str, type[SettingsPart]]:
+    parts: dict[str, type[SettingsPart]] = {}
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if not (isinstance(kind, type) and issubclass(kind, SettingsPart)):
+            raise TypeError(f"{model.__name__}.{name} is not a settings part")
+        parts[name] = kind
+    return parts
+
+
+def load_settings[T: FunctionSettings | SettingsPart](model: type[T]) -> T:
+    """Read and validate ``model`` (a function's settings, or one part) from the environment, once per
+    container; every invalid variable of every part is named in one ``ConfigurationError``."""
+    return cast("T", _loaded(cast("type[FunctionSettings] | type[SettingsPart]", model)))
+
+
+@per_container()
+def _loaded(model: type[FunctionSettings] | type[SettingsPart]) -> FunctionSettings | SettingsPart:
+    if issubclass(model, SettingsPart):
+        try:
+            return model()
+        except ValidationError as error:
+            raise ConfigurationError(
+                f"invalid configuration for {model.__name__}: {describe_validation_error(error)}"
+            ) from error
+    parts: dict[str, SettingsPart] = {}
+    problems: list[str] = []
+    for name, kind in _part_types(model).items():
+        try:
+            parts[name] = kind()
+        except ValidationError as error:
+            problems.append(describe_validation_error(error))
+    if problems:
+        raise ConfigurationError(f"invalid configuration for {model.__name__}: {'; '.join(problems)}")
+    return model(**parts)

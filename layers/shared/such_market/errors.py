@@ -9,14 +9,19 @@
     │   ├── NotFoundError            404: unknown entity
     │   ├── ConflictError            409: the request conflicts with current state
     │   ├── TooManyRequestsError     429: cooldown or rate limit; carries Retry-After
+    │   ├── BadGatewayError          502: an upstream failed in a way retrying cannot fix
     │   └── ServiceUnavailableError  503: no source can answer; carries Retry-After
     └── EventPublishError            events could not be delivered; the outbox keeps them
 
-Handlers map ``ApiError`` to responses in one place (``such_market.http.responses``); anything else
-becomes a generic 500 without internals.
+Use cases raise ``ApiError``s for what the caller did (bad input, unknown entity, cooldown) and let
+infrastructure failures (psycopg, redis, the upstream tree) propagate as they are; the router maps both
+to responses in one place (``such_market.failures`` says which failure is which answer). ``error_body``
+is the SPEC error shape, for answers that are cached (a 404) as well as raised.
 """
 
 from __future__ import annotations
+
+import orjson
 
 
 class SuchMarketError(Exception):
@@ -87,8 +92,20 @@ class TooManyRequestsError(ApiError):
     code = "too_many_requests"
 
 
+class BadGatewayError(ApiError):
+    """An upstream failed in a way retrying cannot fix (it refuses our credentials, it answers nonsense)."""
+
+    status = 502
+    code = "bad_gateway"
+
+
 class ServiceUnavailableError(ApiError):
     """Neither the cache nor the database (nor an upstream) can answer right now."""
 
     status = 503
     code = "service_unavailable"
+
+
+def error_body(message: str, code: str) -> bytes:
+    """The SPEC error shape as JSON bytes: ``{"error": message, "code": code}``."""
+    return orjson.dumps({"error": message, "code": code})

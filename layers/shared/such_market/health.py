@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from such_market.cache.client import get_client
-from such_market.config import CacheSettings, DatabaseSettings
+from such_market.config import CacheSettings, DatabaseSettings, FunctionSettings
 from such_market.db.connection import get_connection
 from such_market.db.migrations import REQUIRED_SCHEMA_VERSION, schema_version
 from such_market.observability import logger
@@ -20,8 +20,11 @@ from such_market.observability import logger
 Status = Literal["ok", "unavailable"]
 
 
-class HealthSettings(DatabaseSettings, CacheSettings):
+class HealthSettings(FunctionSettings):
     """Settings of the health function: it needs the database and the cache."""
+
+    database: DatabaseSettings
+    cache: CacheSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,6 @@ def check_cache(settings: CacheSettings) -> CacheHealth:
     return CacheHealth("ok", _elapsed_ms(started))
 
 
-def check_health(settings: HealthSettings) -> HealthReport:
+def check_health(*, database: DatabaseSettings, cache: CacheSettings) -> HealthReport:
     """Both checks; the report says whether the service can answer requests."""
-    return HealthReport(database=check_database(settings), cache=check_cache(settings))
+    return HealthReport(database=check_database(database), cache=check_cache(cache))

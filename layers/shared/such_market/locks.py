@@ -13,17 +13,11 @@ import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from such_market.cache.scripts import RELEASE_IF_OWNER
 from such_market.errors import SuchMarketError
 
 if TYPE_CHECKING:
     from such_market.cache.client import CacheClient
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class LockBusyError(SuchMarketError):
@@ -39,4 +33,4 @@ def held_lock(client: CacheClient, key: str, *, ttl_ms: int) -> Iterator[str]:
     try:
         yield token
     finally:
-        client.register_script(_RELEASE)(keys=[key], args=[token])
+        client.register_script(RELEASE_IF_OWNER)(keys=[key], args=[token])

@@ -1,101 +1,84 @@
-"""The per-container dependencies of a function, created lazily and once: the database connection,
-the cache front, the Alchemy client and the event publisher.
+"""The per-container dependencies of a function, created lazily and once, from its settings' parts.
 
-Handlers build a ``Runtime`` from their validated settings; use cases take it and ask for what they
-need, so a request that is answered from the cache never opens a database connection or an httpx
-client. Database failures surface as ``ServiceUnavailableError`` (503 with ``Retry-After``), which the
-cache front answers with a kept value when it has one.
+``runtime_for(Settings)`` loads a function's settings (once per container) and returns its ``Runtime``:
+use cases ask it for what they need — the database connection, the cache front or client, the Alchemy
+or Neynar client, the event publisher — and each is built from its own settings part on first use, so a
+request answered from the cache never opens a database connection or an httpx client. Asking for a
+part the function's settings do not have is a ``ConfigurationError`` naming it.
+
+This module maps no errors: a failing dependency raises its own exception, and the edge
+(``such_market.failures``) turns it into the API's answer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from such_market.cache.client import get_client
 from such_market.cache.store import ReadThroughCache, get_cache
-from such_market.config import CacheSettings, DatabaseSettings, EventSettings
+from such_market.config import CacheSettings, DatabaseSettings, EventSettings, FunctionSettings, load_settings
+from such_market.container import per_container
 from such_market.db.connection import get_connection
-from such_market.errors import ServiceUnavailableError
-from such_market.upstream.settings import AlchemySettings
+from such_market.upstream.alchemy_settings import AlchemySettings
+from such_market.upstream.neynar_settings import NeynarSettings
 
 if TYPE_CHECKING:
     import psycopg
 
+    from such_market.cache.client import CacheClient
     from such_market.events.publisher import EventPublisher
     from such_market.upstream.alchemy import AlchemyClient
-
-DATABASE_RETRY_AFTER_SECONDS = 5
-UPSTREAM_RETRY_AFTER_SECONDS = 10
+    from such_market.upstream.neynar import NeynarClient
 
 
-class ReadPathSettings(DatabaseSettings, CacheSettings, EventSettings, AlchemySettings):
+class ReadPathSettings(FunctionSettings):
     """What the collection endpoints need: database, cache, bus (first-seen ingestion) and Alchemy."""
 
+    database: DatabaseSettings
+    cache: CacheSettings
+    events: EventSettings
+    alchemy: AlchemySettings
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class Runtime:
-    """Lazily created, container-wide dependencies for one settings object."""
+    """Lazily created, container-wide dependencies for one function's settings."""
 
-    settings: ReadPathSettings
-    _publisher: EventPublisher | None = field(default=None, repr=False)
+    settings: FunctionSettings
 
     @property
     def cache(self) -> ReadThroughCache:
-        return get_cache(self.settings)
+        return get_cache(self.settings.part(CacheSettings))
+
+    @property
+    def cache_client(self) -> CacheClient:
+        return get_client(self.settings.part(CacheSettings))
 
     @property
     def conn(self) -> psycopg.Connection[tuple[object, ...]]:
-        with database_errors():
-            return get_connection(self.settings)
+        return get_connection(self.settings.part(DatabaseSettings))
 
     @property
     def alchemy(self) -> AlchemyClient:
         from such_market.upstream.alchemy import get_alchemy_client
 
-        return get_alchemy_client(self.settings)
+        return get_alchemy_client(self.settings.part(AlchemySettings))
+
+    @property
+    def neynar(self) -> NeynarClient:
+        from such_market.upstream.neynar import get_neynar_client
+
+        return get_neynar_client(self.settings.part(NeynarSettings))
 
     @property
     def publisher(self) -> EventPublisher:
-        if self._publisher is None:
-            from such_market.events.publisher import EventPublisher
+        from such_market.events.publisher import get_publisher
 
-            self._publisher = EventPublisher(self.settings)
-        return self._publisher
+        return get_publisher(self.settings.part(EventSettings))
 
 
-@functools.cache
-def runtime_for(settings: ReadPathSettings) -> Runtime:
-    """The container's runtime for ``settings``."""
-    return Runtime(settings)
-
-
-@contextlib.contextmanager
-def database_errors() -> Iterator[None]:
-    """Turn "the database cannot answer" into a 503 (other errors are bugs and stay 500)."""
-    import psycopg
-
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.errors.QueryCanceled) as error:
-        raise ServiceUnavailableError(
-            "the database is unavailable, try again shortly", retry_after=DATABASE_RETRY_AFTER_SECONDS
-        ) from error
-
-
-@contextlib.contextmanager
-def upstream_errors() -> Iterator[None]:
-    """Turn an exhausted or rate-limited upstream into a 503 with ``Retry-After``."""
-    from such_market.upstream.errors import UpstreamRateLimited, UpstreamUnavailable
-
-    try:
-        yield
-    except UpstreamRateLimited as error:
-        retry_after = int(error.retry_after or UPSTREAM_RETRY_AFTER_SECONDS)
-        raise ServiceUnavailableError("the NFT data provider is rate limiting us", retry_after=retry_after) from error
-    except UpstreamUnavailable as error:
-        raise ServiceUnavailableError(
-            "the NFT data provider is unavailable", retry_after=UPSTREAM_RETRY_AFTER_SECONDS
-        ) from error
+@per_container()
+def runtime_for(model: type[FunctionSettings]) -> Runtime:
+    """The container's runtime for the function whose settings model is ``model``."""
+    return Runtime(load_settings(model))

@@ -6,13 +6,37 @@ seconds so a rotated secret is picked up without a redeploy, and they are never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from such_market.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
 SECRET_MAX_AGE_SECONDS = 300
+SECRET_REFERENCE_PATTERN = r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$"
+"""A Secrets Manager ARN, an SSM parameter ARN, or an SSM parameter name (``/…``)."""
+
+
+def _plain(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+def has_secret_source(plain: SecretStr | None, reference: str | None) -> bool:
+    """Whether a secret is given, as a plain (non-blank) value or by reference."""
+    return bool(_plain(plain)) or bool(reference)
+
+
+def resolve_secret(plain: SecretStr | None, reference: str | None, *, variable: str) -> str:
+    """The secret itself: the plain variable ``variable``, else the secret ``<variable>_SECRET_ARN``
+    references (cached per container); a ``ConfigurationError`` naming both when neither is set."""
+    if value := _plain(plain):
+        return value
+    if reference is None:
+        raise ConfigurationError(f"set {variable} or {variable}_SECRET_ARN")
+    return get_secret_string(reference).strip()
 
 
 def get_secret_string(reference: str) -> str:

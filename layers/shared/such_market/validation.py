@@ -28,6 +28,9 @@ MAX_TRAIT_VALUES: Final = 25
 MAX_TRAIT_TEXT: Final = 200
 TRAIT_PREFIX: Final = "trait."
 
+ZERO_ADDRESS: Final = "0x" + "0" * 40
+"""The zero address: the ``from`` of a mint and the ``to`` of a burn."""
+
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _DECIMAL = re.compile(r"[0-9]{1,78}")  # 2**256-1 has 78 digits; longer input is rejected before int()
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,64}")

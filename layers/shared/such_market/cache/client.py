@@ -6,10 +6,10 @@ which callers fall back to PostgreSQL. ElastiCache Serverless speaks cluster mod
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from such_market.config import CacheSettings
+from such_market.container import per_container
 from such_market.secrets import get_secret_string
 
 if TYPE_CHECKING:
@@ -19,9 +19,6 @@ if TYPE_CHECKING:
     CacheClient = Redis | RedisCluster
 
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 256
-
-_lock = threading.Lock()
-_clients: dict[CacheSettings, CacheClient] = {}
 
 
 def build_client(settings: CacheSettings) -> CacheClient:
@@ -64,22 +61,7 @@ def build_client(settings: CacheSettings) -> CacheClient:
     )
 
 
+@per_container(close=lambda client: client.close())
 def get_client(settings: CacheSettings) -> CacheClient:
-    """Return the container's cache client (created once per settings)."""
-    with _lock:
-        client = _clients.get(settings)
-        if client is None:
-            client = build_client(settings)
-            _clients[settings] = client
-        return client
-
-
-def close_clients() -> None:
-    """Close every cached client (tests and the local runtime call this between runs)."""
-    from such_market.cache.store import forget_caches
-
-    forget_caches()
-    with _lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
+    """The container's cache client for ``settings`` (created once; connects on first command)."""
+    return build_client(settings)

@@ -16,10 +16,15 @@ _HEADER_END = 16
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A response as it is cached: HTTP status and JSON body bytes."""
+    """A response as it is cached: HTTP status and JSON body bytes.
+
+    A loader marks a partial answer (one wallet of several failed) ``cacheable=False``: it is served,
+    but the cache stores nothing and gives its fill lease back, so the next request tries again.
+    """
 
     status: int
     body: bytes
+    cacheable: bool = True
 
 
 def encode(entry: Entry, fresh_until_ms: int) -> bytes:

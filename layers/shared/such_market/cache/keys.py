@@ -48,9 +48,6 @@ class CacheKeys:
         # The first braces are the hash tag: a wallet's tokens in a collection live with the collection.
         return f"{self.prefix}:collections:{{{address}}}:owned:{{{wallet}}}:page:{page}:size:{size}"
 
-    def refresh_state(self, address: str) -> str:
-        return f"{self.prefix}:collections:{{{address}}}:refresh"
-
     # -- wallets and users ------------------------------------------------------------------------
     def wallet_contracts(self, wallet: str) -> str:
         return f"{self.prefix}:wallets:{{{wallet}}}:contracts"
@@ -83,17 +80,7 @@ class CacheKeys:
     def owned_index(self, address: str, wallet: str) -> str:
         return f"{self.prefix}:idx:collections:{{{address}}}:owned:{wallet}"
 
-    def wallet_collections_index(self, wallet: str) -> str:
-        """The collections in which a wallet has cached owned-token pages (for wallet-wide clears)."""
-        return f"{self.prefix}:idx:wallets:{{{wallet}}}:collections"
-
     # -- namespaces --------------------------------------------------------------------------------
-    def cache_patterns(self) -> tuple[str, ...]:
-        """SCAN patterns covering every cache key (admin clear-all only, never a request path)."""
-        return tuple(
-            f"{self.prefix}:{namespace}:*" for namespace in ("collections", "ownership", "wallets", "users", "idx")
-        )
-
     def durable(self, *parts: str) -> str:
         """A key in the durable namespace (locks, idempotency, analytics): never cleared as cache."""
         return ":".join((self.prefix, "durable", *parts))

@@ -7,7 +7,9 @@
 - ``FILL``: write a value only while its lease is still ours, then drop the lease and register the
   value in the index sets. An invalidation after the lease was taken deleted the lease, so a fill
   that read the database before that invalidation can never write its stale value afterwards.
-- ``RELEASE_LEASE``: give a lease back (a failed fill) only if it is still ours.
+- ``RELEASE_IF_OWNER``: delete a key only while it holds our token: a fill lease given back (a failed
+  fill), or a lock released (``such_market.locks``); a lease or lock that expired and was taken by
+  someone else is never released by its former holder.
 - ``INVALIDATE_INDEX``: delete every key an index set tracks (values and leases) and the set itself.
 """
 
@@ -42,7 +44,7 @@ end
 return 1
 """
 
-RELEASE_LEASE = """
+RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

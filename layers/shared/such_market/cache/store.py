@@ -7,11 +7,14 @@
   ``load``; everyone else polls briefly for the value it writes (no thundering herd). The write is a
   script that succeeds only while the lease is still held, so a fill that raced an invalidation
   never stores its stale value (memcache-style leases);
-- **not found**: ``load`` may return a 404 entry; it is cached for ≤ 60 s and never served stale;
+- **not found**: ``load`` may return a 404 entry; it is cached for 30 s (±10 %) and never served stale;
 - **cache down or slow**: short socket timeouts, then the breaker opens and requests go straight to
   ``load`` (``BYPASS``) without waiting on the cache at all;
-- **database down**: ``load`` raises ``ServiceUnavailableError``; an expired-but-kept value is
-  served (``STALE``); with nothing kept, the 503 propagates with its ``Retry-After``.
+- **partial answer**: ``load`` returns an entry marked ``cacheable=False``: it is served (``MISS``), not
+  stored, and the lease is given back;
+- **database down**: ``load`` raises a failure that ``such_market.failures`` classes as "no source can
+  answer" (a 503); an expired-but-kept value is served (``STALE``); with nothing kept, the failure
+  propagates and the router answers 503 with its ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys, lease_key
 from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, fresh_ttl_ms, physical_ttl_ms
 from such_market.config import CacheSettings
-from such_market.errors import ServiceUnavailableError
+from such_market.container import per_container
+from such_market.failures import source_unavailable
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -93,7 +97,7 @@ class ReadThroughCache:
             self._scripts = _Scripts(
                 get_or_lease=client.register_script(scripts.GET_OR_LEASE),
                 fill=client.register_script(scripts.FILL),
-                release=client.register_script(scripts.RELEASE_LEASE),
+                release=client.register_script(scripts.RELEASE_IF_OWNER),
                 invalidate_index=client.register_script(scripts.INVALIDATE_INDEX),
             )
             self._client = client
@@ -165,7 +169,7 @@ class ReadThroughCache:
         except BaseException:
             self._give_back(lease, token)
             raise
-        if served.cache == "STALE":
+        if served.cache == "STALE" or not served.entry.cacheable:
             self._give_back(lease, token)
         else:
             self._store(key, lease=lease, token=token, entry=served.entry, tier=tier, indexes=indexes)
@@ -174,8 +178,8 @@ class ReadThroughCache:
     def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus) -> Served:
         try:
             return Served(load(), status)
-        except ServiceUnavailableError:
-            if kept is None:
+        except Exception as error:
+            if kept is None or not source_unavailable(error):
                 raise
             return Served(kept, "STALE")
 
@@ -221,18 +225,7 @@ class ReadThroughCache:
         )
 
 
-_caches: dict[CacheSettings, ReadThroughCache] = {}
-
-
+@per_container()
 def get_cache(settings: CacheSettings) -> ReadThroughCache:
     """The container's cache front for ``settings`` (client, keys and breaker made once)."""
-    cache = _caches.get(settings)
-    if cache is None:
-        cache = ReadThroughCache(lambda: get_client(settings), CacheKeys(settings.cache_prefix))
-        _caches[settings] = cache
-    return cache
-
-
-def forget_caches() -> None:
-    """Drop the container's cache fronts (tests; the local runtime between runs)."""
-    _caches.clear()
+    return ReadThroughCache(lambda: get_client(settings), CacheKeys(settings.cache_prefix))

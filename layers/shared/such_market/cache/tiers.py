@@ -1,4 +1,4 @@
-"""TTL tiers: hot 300 s, warm 1800 s, cold 86400 s, each with ±10 % jitter; negative results ≤ 60 s.
+"""TTL tiers: hot 300 s, warm 1800 s, cold 86400 s, each with ±10 % jitter; negative results 30 s (±10 %).
 
 A value is *fresh* for its tier's TTL. It is kept physically for as long again (``STALE_FACTOR``) so
 that, when PostgreSQL is down, an expired-but-kept value can still be served (``X-Cache: STALE``).

@@ -48,7 +48,6 @@ another run of the same collection in progress (a session advisory lock) returns
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
@@ -65,12 +64,14 @@ from such_market.collections.writes import (
     NftRecord,
     assign_positions,
     delete_unlisted_nfts,
+    ingestion_lock,
     rebuild_traits,
     replace_collection_owners,
     set_ingestion_state,
     upsert_collection,
     upsert_nfts,
 )
+from such_market.db.connection import set_local_statement_timeout
 from such_market.errors import SuchMarketError
 from such_market.events.models import CollectionRefreshed, CollectionUpdated, Event
 from such_market.events.outbox import outbox_transaction
@@ -113,11 +114,6 @@ NOT_A_CONTRACT_ERROR: Final = "the address holds no NFT contract"
 TIME_BUDGET_ERROR: Final = "time budget exceeded"
 INTERNAL_ERROR: Final = "internal error during ingestion"
 
-# Advisory lock class of "ingesting this collection" (the object id is a hash of the contract address).
-_INGESTION_LOCK_CLASS: Final = 0x5C4D_1001
-_TRY_LOCK = "SELECT pg_try_advisory_lock(%(lock_class)s, hashtext(%(address)s))"
-_UNLOCK = "SELECT pg_advisory_unlock(%(lock_class)s, hashtext(%(address)s))"
-_SET_FINISH_TIMEOUT = f"SET LOCAL statement_timeout = {FINISH_STATEMENT_TIMEOUT_MS}"
 
 IngestionOutcome = Literal["complete", "failed", "skipped"]
 
@@ -187,27 +183,11 @@ def ingest_collection(
         prefetch_pages=prefetch_pages,
         clock=clock,
     )
-    with _ingestion_lock(conn, run.address) as acquired:
+    with ingestion_lock(conn=conn, address=run.address) as acquired:
         if not acquired:
             logger.info("another ingestion of this collection is running; skipped", extra={"contract": run.address})
             return run.report("skipped")
         return run.execute()
-
-
-@contextlib.contextmanager
-def _ingestion_lock(conn: Connection, address: str) -> Iterator[bool]:
-    """Hold the session-level advisory lock of ``address`` for the block; yields whether it was free."""
-    params = {"lock_class": _INGESTION_LOCK_CLASS, "address": address}
-    row = conn.execute(_TRY_LOCK, params).fetchone()
-    acquired = bool(row and row[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                conn.execute(_UNLOCK, params)
-            except Exception:  # a broken connection released it with its session
-                logger.warning("could not release the ingestion lock", extra={"contract": address})
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +388,7 @@ class _Run:
             raise _StopIngestion(TIME_BUDGET_ERROR)
         holders = len({owner for owner, _, balance in owner_rows if balance > 0})
         with outbox_transaction(self.conn, self.publisher) as tx:
-            self.conn.execute(_SET_FINISH_TIMEOUT)
+            set_local_statement_timeout(conn=self.conn, milliseconds=FINISH_STATEMENT_TIMEOUT_MS)
             delete_unlisted_nfts(conn=self.conn, collection_id=collection_id, listed_token_ids=self.token_ids)
             assign_positions(conn=self.conn, collection_id=collection_id)
             rebuild_traits(conn=self.conn, collection_id=collection_id)

@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 
 from such_market.collections.queries import CollectionRow, get_collection
 from such_market.collections.service import require_collection
-from such_market.collections.writes import mark_refresh, set_ingestion_state
+from such_market.collections.writes import lock_collection_row, mark_refresh, set_ingestion_state
 from such_market.errors import TooManyRequestsError
+from such_market.formats import iso_utc_or_none
 from such_market.locks import LockBusyError, held_lock
 from such_market.observability import logger
-from such_market.runtime import Runtime, database_errors
+from such_market.runtime import Runtime
 
 REFRESH_COOLDOWN_SECONDS = 300
 REFRESH_LOCK_TTL_MS = 10_000
@@ -28,10 +29,6 @@ IN_PROGRESS_STATES = frozenset({"queued", "running"})
 # An ingestion stops itself within its time budget (< 15 min); a state left "queued"/"running" for
 # longer belongs to a run that was killed, and must not block refreshes forever.
 ABANDONED_AFTER = timedelta(minutes=20)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 def _cooldown_left(row: CollectionRow, now: datetime) -> float:
@@ -52,8 +49,8 @@ def refresh_status(runtime: Runtime, address: str) -> dict[str, object]:
         "contractAddress": address,
         "canRefresh": not in_progress and _cooldown_left(row, now) == 0,
         "inProgress": in_progress,
-        "cooldownUntil": _iso(row.refresh_cooldown_until),
-        "lastRefreshAt": _iso(row.last_refresh_at),
+        "cooldownUntil": iso_utc_or_none(row.refresh_cooldown_until),
+        "lastRefreshAt": iso_utc_or_none(row.last_refresh_at),
         "ingestion": {
             "state": row.ingestion_state,
             "nftsIndexed": row.nfts_indexed,
@@ -88,9 +85,9 @@ def request_refresh(runtime: Runtime, address: str) -> dict[str, object]:
     from such_market.events.outbox import outbox_transaction
 
     require_collection(runtime, address)
-    with _refresh_lock(runtime, address), database_errors(), outbox_transaction(runtime.conn, runtime.publisher) as tx:
+    with _refresh_lock(runtime, address), outbox_transaction(runtime.conn, runtime.publisher) as tx:
         conn = runtime.conn
-        conn.execute("SELECT 1 FROM collections WHERE contract_address = %s FOR UPDATE", (address,))
+        lock_collection_row(conn=conn, address=address)
         row = get_collection(conn=conn, address=address)
         if row is None:  # deleted between the two reads
             raise TooManyRequestsError("the collection is changing; try again", retry_after=1)
@@ -109,4 +106,4 @@ def request_refresh(runtime: Runtime, address: str) -> dict[str, object]:
         cooldown_until = mark_refresh(conn=conn, collection_id=row.id, cooldown_seconds=REFRESH_COOLDOWN_SECONDS)
         set_ingestion_state(conn=conn, collection_id=row.id, state="queued")
         tx.add(Event(CollectionIngestRequested(contract_address=address, reason="refresh")))
-    return {"status": "queued", "contractAddress": address, "cooldownUntil": _iso(cooldown_until)}
+    return {"status": "queued", "contractAddress": address, "cooldownUntil": iso_utc_or_none(cooldown_until)}

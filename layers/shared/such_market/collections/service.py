@@ -31,10 +31,10 @@ from such_market.collections.queries import (
     get_traits,
 )
 from such_market.collections.writes import set_ingestion_state, set_token_owners, upsert_collection, upsert_nfts
-from such_market.errors import NotFoundError
-from such_market.http.responses import error_body
+from such_market.errors import NotFoundError, error_body
+from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
-from such_market.runtime import Runtime, database_errors, upstream_errors
+from such_market.runtime import Runtime
 from such_market.validation import encode_cursor, filter_hash
 
 OWNERSHIP_FRESH_FOR = timedelta(hours=1)
@@ -50,10 +50,6 @@ def _not_found(message: str) -> Entry:
     return Entry(404, error_body(message, "not_found"))
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 # -- collection rows ---------------------------------------------------------------------------------
 def _collection_or_discover(runtime: Runtime, address: str) -> CollectionRow | None:
     """The stored collection, or (first sight) Alchemy's metadata stored and queued for ingestion."""
@@ -61,15 +57,13 @@ def _collection_or_discover(runtime: Runtime, address: str) -> CollectionRow | N
     from such_market.events.models import CollectionIngestRequested, Event
     from such_market.events.outbox import outbox_transaction
 
-    with database_errors():
-        row = get_collection(conn=runtime.conn, address=address)
+    row = get_collection(conn=runtime.conn, address=address)
     if row is not None:
         return row
-    with upstream_errors():
-        metadata = runtime.alchemy.get_contract_metadata(contract=address)
+    metadata = runtime.alchemy.get_contract_metadata(contract=address)
     if metadata is None:
         return None
-    with database_errors(), outbox_transaction(runtime.conn, runtime.publisher) as tx:
+    with outbox_transaction(runtime.conn, runtime.publisher) as tx:
         stored = upsert_collection(conn=runtime.conn, metadata=collection_metadata(metadata))
         if stored.ingestion_state == "pending":
             stored = set_ingestion_state(conn=runtime.conn, collection_id=stored.id, state="queued") or stored
@@ -163,15 +157,14 @@ def nft_page(
 
     def answer(row: CollectionRow) -> Entry:
         indexing = row.ingestion_state in INDEXING_STATES
-        with database_errors():
-            result = get_nft_page(
-                conn=runtime.conn,
-                collection_id=row.id,
-                page=page,
-                page_size=page_size,
-                filters=filters,
-                after_token_id=after_token_id,
-            )
+        result = get_nft_page(
+            conn=runtime.conn,
+            collection_id=row.id,
+            page=page,
+            page_size=page_size,
+            filters=filters,
+            after_token_id=after_token_id,
+        )
         if indexing and not filters and len(result.nfts) < page_size:
             return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
         return _json(
@@ -208,13 +201,11 @@ def _page_from_alchemy(
     from such_market.collections.from_alchemy import nft_record
 
     start = after_token_id + 1 if after_token_id is not None else page * page_size
-    with upstream_errors():
-        fetched = runtime.alchemy.get_nfts_for_contract_page(
-            contract=row.contract_address, start_token=str(start), limit=page_size
-        )
+    fetched = runtime.alchemy.get_nfts_for_contract_page(
+        contract=row.contract_address, start_token=str(start), limit=page_size
+    )
     records = [nft_record(nft) for nft in fetched.nfts]
-    with database_errors():
-        upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=records)
+    upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=records)
     last = records[-1].token_id if records else None
     has_more = fetched.page_key is not None
     total = int(row.total_supply) if row.total_supply is not None else None
@@ -246,8 +237,7 @@ def traits(runtime: Runtime, address: str) -> Served:
     """GET /api/collection/{address}/traits."""
 
     def answer(row: CollectionRow) -> Entry:
-        with database_errors():
-            facets = get_traits(conn=runtime.conn, collection_id=row.id)
+        facets = get_traits(conn=runtime.conn, collection_id=row.id)
         return _json(
             200,
             {
@@ -271,16 +261,13 @@ def nft(runtime: Runtime, address: str, token_id: int) -> Served:
     def answer(row: CollectionRow) -> Entry:
         from such_market.collections.from_alchemy import nft_record
 
-        with database_errors():
-            detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
+        detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         if detail is None:
-            with upstream_errors():
-                fetched = runtime.alchemy.get_nft_metadata(contract=address, token_id=token_id)
+            fetched = runtime.alchemy.get_nft_metadata(contract=address, token_id=token_id)
             if fetched is None:
                 return _not_found(f"no token {token_id} in {address}")
-            with database_errors():
-                upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=[nft_record(fetched)])
-                detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
+            upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=[nft_record(fetched)])
+            detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
             if detail is None:
                 return _not_found(f"no token {token_id} in {address}")
         return _json(
@@ -300,25 +287,18 @@ def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
     """GET /api/collection/{address}/nfts/{tokenId}/owner — from nft_ownership when fresh, else Alchemy."""
 
     def answer(row: CollectionRow) -> Entry:
-        with database_errors():
-            owners = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
+        owners = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         fresh = bool(owners) and all(
             owner.last_verified_at > datetime.now(UTC) - OWNERSHIP_FRESH_FOR for owner in owners
         )
         from_store = fresh
         if not fresh:
-            with upstream_errors():
-                holders = runtime.alchemy.get_owners_for_nft(
-                    contract=address, token_id=token_id, token_type=row.token_type
-                )
+            holders = runtime.alchemy.get_owners_for_nft(contract=address, token_id=token_id, token_type=row.token_type)
             if not holders:
                 return _not_found(f"token {token_id} of {address} has no owner")
             observed = [(holder.address, int(holder.balance or 1)) for holder in holders]
             try:
-                with database_errors():
-                    owners = set_token_owners(
-                        conn=runtime.conn, collection_id=row.id, token_id=token_id, owners=observed
-                    )
+                owners = set_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id, owners=observed)
             except ValueError:
                 # Alchemy names several holders of an ERC-721 token (a re-org in flight, bad data):
                 # answer what it says, but do not store an impossible state.
@@ -334,7 +314,7 @@ def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
                 "owners": [{"address": owner.owner_address, "balance": owner.balance} for owner in owners],
                 "tokenType": row.token_type,
                 "cached": from_store,
-                "verifiedAt": _iso(min(owner.last_verified_at for owner in owners)) if owners else None,
+                "verifiedAt": iso_utc_or_none(min(owner.last_verified_at for owner in owners)) if owners else None,
             },
         )
 
@@ -345,10 +325,7 @@ def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page
     """GET /api/collection/{address}/nfts/owned?userAddress= — the wallet's tokens in the collection."""
 
     def answer(row: CollectionRow) -> Entry:
-        with database_errors():
-            result = get_owned_tokens(
-                conn=runtime.conn, collection_id=row.id, owner=wallet, page=page, page_size=page_size
-            )
+        result = get_owned_tokens(conn=runtime.conn, collection_id=row.id, owner=wallet, page=page, page_size=page_size)
         return _json(
             200,
             {

@@ -19,8 +19,9 @@ Python ints stored as ``numeric(78,0)``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from such_market.collections.queries import COLLECTION_COLUMNS, CollectionRow, TokenOwner, collection_row
+from such_market.observability import logger
 
 if TYPE_CHECKING:
     import psycopg
@@ -654,3 +656,33 @@ __all__ = [
     "upsert_collection",
     "upsert_nfts",
 ]
+
+
+# -- locks ---------------------------------------------------------------------------------------------
+INGESTION_LOCK_CLASS = 0x5C4D_1001
+"""Advisory lock class of "ingesting this collection" (the object id is a hash of the contract address)."""
+_TRY_INGESTION_LOCK = "SELECT pg_try_advisory_lock(%(lock_class)s, hashtext(%(address)s))"
+_INGESTION_UNLOCK = "SELECT pg_advisory_unlock(%(lock_class)s, hashtext(%(address)s))"
+_LOCK_COLLECTION_ROW = "SELECT 1 FROM collections WHERE contract_address = %(address)s FOR UPDATE"
+
+
+@contextlib.contextmanager
+def ingestion_lock(*, conn: Connection, address: str) -> Iterator[bool]:
+    """Hold the session-level advisory lock of ``address``'s ingestion for the block; yields whether it
+    was free. Released on every path; a broken connection released it with its session."""
+    params = {"lock_class": INGESTION_LOCK_CLASS, "address": address}
+    row = conn.execute(_TRY_INGESTION_LOCK, params).fetchone()
+    acquired = bool(row and row[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                conn.execute(_INGESTION_UNLOCK, params)
+            except Exception:  # a broken connection released it with its session
+                logger.warning("could not release the ingestion lock", extra={"contract": address})
+
+
+def lock_collection_row(*, conn: Connection, address: str) -> None:
+    """Lock the collection's row until the end of the caller's transaction (refresh decisions)."""
+    conn.execute(_LOCK_COLLECTION_ROW, {"address": address})

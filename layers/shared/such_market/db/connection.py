@@ -10,21 +10,19 @@ opens an explicit ``conn.transaction()`` block so a change and its outbox event 
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from such_market.config import DatabaseSettings
+from such_market.container import per_container
 from such_market.errors import ConfigurationError
 from such_market.secrets import get_secret_json
 
 if TYPE_CHECKING:
     import psycopg
 
-_per_thread = threading.local()
-_opened: weakref.WeakSet[psycopg.Connection[tuple[object, ...]]] = weakref.WeakSet()
-_opened_lock = threading.Lock()
+APPLICATION_NAME = "such-market"
+"""How our sessions name themselves in ``pg_stat_activity``."""
 
 
 def resolve_dsn(settings: DatabaseSettings) -> str:
@@ -51,28 +49,22 @@ def connect(settings: DatabaseSettings, *, dsn: str | None = None) -> psycopg.Co
         autocommit=True,
         connect_timeout=settings.db_connect_timeout_seconds,
         options=f"-c statement_timeout={settings.db_statement_timeout_ms}",
-        application_name=settings.powertools_service_name,
+        application_name=APPLICATION_NAME,
     )
 
 
+def _usable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    return not conn.closed and not conn.broken
+
+
+@per_container(close=lambda conn: conn.close(), reuse=_usable, per_thread=True)
 def get_connection(settings: DatabaseSettings) -> psycopg.Connection[tuple[object, ...]]:
-    """Return this thread's connection, re-opening it if it was closed or broke."""
-    key = settings.database_url or settings.db_secret_arn or ""
-    connections: dict[str, psycopg.Connection[tuple[object, ...]]] | None = getattr(_per_thread, "connections", None)
-    if connections is None:
-        connections = _per_thread.connections = {}
-    conn = connections.get(key)
-    if conn is None or conn.closed or conn.broken:
-        conn = connect(settings)
-        connections[key] = conn
-        with _opened_lock:
-            _opened.add(conn)
-    return conn
+    """This thread's connection for ``settings``, re-opened when it was closed or broke."""
+    return connect(settings)
 
 
-def close_connections() -> None:
-    """Close every connection any thread opened (tests, and the local runtime on shutdown)."""
-    with _opened_lock:
-        for conn in list(_opened):
-            conn.close()
-        _opened.clear()
+def set_local_statement_timeout(*, conn: psycopg.Connection[tuple[object, ...]], milliseconds: int) -> None:
+    """Raise or lower the statement timeout until the end of the current transaction."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(int(milliseconds))))

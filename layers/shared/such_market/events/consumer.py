@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from such_market.cache.client import get_client
-from such_market.config import CacheSettings, load_settings
+from such_market.config import CacheSettings, FunctionSettings, load_settings
 from such_market.events.models import DETAIL_TYPES, Event, EventDetail, InvalidEventError
 from such_market.observability import logger
 
@@ -75,7 +75,7 @@ def _log_repeat(response: Any, idempotent_data: DataRecord) -> Any:  # noqa: ANN
 class EventConsumer:
     """Dispatches EventBridge events to per-detail-type handlers, once per ``eventId``."""
 
-    def __init__(self, name: str, *, settings_model: type[CacheSettings] = CacheSettings) -> None:
+    def __init__(self, name: str, *, settings_model: type[FunctionSettings]) -> None:
         if not _NAME.fullmatch(name):
             raise ValueError("name must be 1-64 characters of a-z, 0-9, '-' and '_'")
         self.name = name
@@ -109,7 +109,7 @@ class EventConsumer:
 
     def _idempotent(self) -> tuple[IdempotencyConfig, Callable[..., HandlerResult]]:
         """The idempotent runner, built on first use for the container's cache client."""
-        settings = load_settings(self._settings_model)
+        settings = load_settings(self._settings_model).part(CacheSettings)
         client = get_client(settings)
         if self._built is None or self._built[0] is not client:
             from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from such_market.config import DatabaseSettings, EventSettings
+from such_market.config import DatabaseSettings, EventSettings, FunctionSettings
 from such_market.events.models import Event, InvalidEventError, parse_detail
 from such_market.events.publisher import EventPublisher, PublishResult
 from such_market.observability import logger
@@ -88,8 +88,11 @@ WHERE published_at IS NULL
 """
 
 
-class OutboxRelaySettings(DatabaseSettings, EventSettings):
+class OutboxRelaySettings(FunctionSettings):
     """Settings of the outbox relay function: the database and the bus."""
+
+    database: DatabaseSettings
+    events: EventSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ Locally ``EVENTBRIDGE_ENDPOINT_URL`` points the client at the local bus.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from such_market.config import EventSettings
+from such_market.container import per_container
 from such_market.errors import EventPublishError
 from such_market.events.models import Event
 
@@ -42,35 +42,19 @@ DEFAULT_MAX_ATTEMPTS: Final = 3
 BACKOFF_BASE_SECONDS: Final = 0.1
 BACKOFF_CAP_SECONDS: Final = 1.0
 
-_lock = threading.Lock()
-_clients: dict[str | None, EventBridgeClient] = {}
 
-
+@per_container(close=lambda client: client.close())
 def get_events_client(settings: EventSettings) -> EventBridgeClient:
-    """Return the container's EventBridge client for the configured endpoint (created once)."""
-    endpoint = settings.eventbridge_endpoint_url
-    with _lock:
-        client = _clients.get(endpoint)
-        if client is None:
-            import boto3
-            from botocore.config import Config
+    """The container's EventBridge client for ``settings`` (created once)."""
+    import boto3
+    from botocore.config import Config
 
-            config = Config(
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                read_timeout=READ_TIMEOUT_SECONDS,
-                retries={"max_attempts": SDK_MAX_ATTEMPTS, "mode": "standard"},
-            )
-            client = boto3.client("events", endpoint_url=endpoint, config=config)
-            _clients[endpoint] = client
-        return client
-
-
-def close_clients() -> None:
-    """Close every cached client (tests and the local runtime call this between runs)."""
-    with _lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"max_attempts": SDK_MAX_ATTEMPTS, "mode": "standard"},
+    )
+    return boto3.client("events", endpoint_url=settings.eventbridge_endpoint_url, config=config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +130,7 @@ class EventPublisher:
     @property
     def client(self) -> EventBridgeClient:
         """The injected client, or the container's client (created on first use)."""
-        if self._client is None:
-            self._client = get_events_client(self._settings)
-        return self._client
+        return self._client if self._client is not None else get_events_client(self._settings)
 
     def publish(self, events: Sequence[Event], *, deadline: float | None = None) -> PublishResult:
         """Publish ``events``; retry failed entries until ``max_attempts`` or ``deadline`` (monotonic).
@@ -201,3 +183,9 @@ class EventPublisher:
                 else:
                     published.append(event_id)
         return errors
+
+
+@per_container()
+def get_publisher(settings: EventSettings) -> EventPublisher:
+    """The container's publisher for ``settings`` (its boto3 client is made on first publish)."""
+    return EventPublisher(settings)

@@ -7,8 +7,10 @@ the cache GET (Powertools' resolver cost several times that; see bench/). Routes
 OpenAPI description (summary, tags, query parameters, response models), from which
 ``local/openapi.py`` builds the API document.
 
-Errors: ``ApiError`` → its status and the SPEC error shape (``Retry-After`` when it has one); an
-unknown route → 404; anything else → a logged, generic 500 without internals.
+Errors are mapped here and only here: ``such_market.failures`` turns an ``ApiError`` or an
+infrastructure failure (database, cache, upstream) into its status and the SPEC error shape
+(``Retry-After`` when it has one); an unknown route → 404; anything else → a logged, generic 500
+without internals.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from such_market.config import FunctionSettings, load_settings
-from such_market.errors import ApiError
-from such_market.http.responses import Response, error_body, error_response, internal_error_response
-from such_market.observability import logger
+from such_market.errors import error_body
+from such_market.http.responses import Response, failure_response
 
 Route = Callable[..., Response]
 Middleware = Callable[["Request", Callable[[], Response]], Response]
@@ -147,11 +148,8 @@ class Api:
                     return spec.function(**{name: parameters.get(name, "") for name in spec.path_parameters})
 
                 response = self._run(request, call)
-        except ApiError as error:
-            response = error_response(error)
         except Exception as error:
-            logger.exception("unhandled error", extra={"error_type": type(error).__name__})
-            response = internal_error_response()
+            response = failure_response(error)
         return response.to_lambda()
 
     def _run(self, request: Request, call: Callable[[], Response]) -> Response:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from such_market.errors import ApiError
+from such_market.errors import ApiError, error_body
+from such_market.failures import api_error_for
+from such_market.observability import logger
 
 if TYPE_CHECKING:
     from such_market.cache.store import Served
@@ -44,20 +46,25 @@ def json_response(status: int, body: object, *, headers: dict[str, str] | None =
     return Response(status, body if isinstance(body, bytes) else orjson.dumps(body), headers)
 
 
-def error_body(message: str, code: str) -> bytes:
-    """The SPEC error shape as bytes."""
-    return orjson.dumps({"error": message, "code": code})
-
-
 def error_response(error: ApiError) -> Response:
     """Map an ``ApiError`` to its response, adding ``Retry-After`` when it carries one."""
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
     return json_response(error.status, error_body(error.message, error.code), headers=headers)
 
 
-def internal_error_response() -> Response:
-    """The response for an unexpected failure: generic, without internals."""
-    return json_response(500, error_body("internal error", "internal_error"))
+def failure_response(error: BaseException) -> Response:
+    """The response for any exception a route raised: its API error (``such_market.failures``), or a
+    logged, generic 500 without internals for a bug."""
+    api_error = api_error_for(error)
+    if api_error is None:
+        logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+        return json_response(500, error_body("internal error", "internal_error"))
+    if api_error.status >= 500:
+        logger.warning(
+            "answered with a server-side failure",
+            extra={"status": api_error.status, "code": api_error.code, "error_type": type(error).__name__},
+        )
+    return error_response(api_error)
 
 
 def served_response(served: Served, *, headers: dict[str, str] | None = None) -> Response:

@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel
 
 from such_market.collections.queries import get_collection
 from such_market.collections.writes import replace_collection_owners
-from such_market.config import AdminSettings, DatabaseSettings, EventSettings
+from such_market.config import AdminSettings, DatabaseSettings, EventSettings, FunctionSettings
 from such_market.errors import BadRequestError, ConflictError, NotFoundError
 from such_market.events.models import MAX_LIST_ITEMS, CollectionUpdated, Event, OwnershipChanged
 from such_market.events.outbox import outbox_transaction
+from such_market.ownership.queries import collection_holdings
 from such_market.ownership.stats import ownership_stats
 from such_market.ownership.transfers import lock_collections
 from such_market.ownership.verification import reverify
-from such_market.upstream.settings import AlchemySettings
+from such_market.upstream.alchemy_settings import AlchemySettings
 from such_market.validation import parse_address, token_id_value
 
 if TYPE_CHECKING:
@@ -48,19 +48,14 @@ VERIFY_BATCH_SIZE: Final = 20
 VERIFY_TIME_BUDGET_SECONDS: Final = 10.0
 MAX_BODY_BYTES: Final = 4096
 
-_HOLDINGS = "SELECT owner_address, token_count, total_balance::text FROM user_collections WHERE collection_id = %s"
 
-
-class OwnershipActionsSettings(DatabaseSettings, EventSettings, AdminSettings, AlchemySettings):
+class OwnershipActionsSettings(FunctionSettings):
     """Settings of the ownership-actions admin function."""
 
-
-class OwnershipActionBody(BaseModel):
-    """The 200 answer: the action and its result (sync counts, the discovery statistics, or the
-    verification report)."""
-
-    action: Action
-    result: dict[str, Any]
+    database: DatabaseSettings
+    events: EventSettings
+    admin: AdminSettings
+    alchemy: AlchemySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +90,6 @@ def parse_action_request(body: str | bytes | None) -> ActionRequest:
     return ActionRequest(action=action, contract_address=address)
 
 
-def _holdings(conn: Connection, collection_id: object) -> dict[str, tuple[int, str]]:
-    return {owner: (int(count), balance) for owner, count, balance in conn.execute(_HOLDINGS, (collection_id,))}
-
-
 def sync_collection_owners(
     *, conn: Connection, alchemy: AlchemyClient, publisher: EventPublisher, contract_address: str
 ) -> dict[str, object]:
@@ -126,12 +117,12 @@ def sync_collection_owners(
         )
     with outbox_transaction(conn, publisher) as tx:
         lock_collections(conn=conn, contracts=[contract_address])
-        before = _holdings(conn, collection.id)
+        before = collection_holdings(conn=conn, collection_id=collection.id)
         try:
             replaced = replace_collection_owners(conn=conn, collection_id=collection.id, owners=owners)
         except ValueError as error:
             raise ConflictError(str(error), code="inconsistent_upstream") from None
-        after = _holdings(conn, collection.id)
+        after = collection_holdings(conn=conn, collection_id=collection.id)
         wallets = sorted(wallet for wallet in before.keys() | after.keys() if before.get(wallet) != after.get(wallet))
         tx.add(Event(CollectionUpdated(contract_address=contract_address, reason="ownership-sync")))
         for start in range(0, len(wallets), MAX_LIST_ITEMS):

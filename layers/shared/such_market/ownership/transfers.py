@@ -1,8 +1,10 @@
 """Applying ownership changes: on-chain transfers (the Alchemy webhook) and verified owners (re-verification).
 
-There is one mover of ``nft_ownership`` here, ``_write``: every change of this module — a transfer, the
-reversal of a re-orged transfer, a correction found by re-verification — is planned as "these rows of
-these tokens should end like this" and written by ONE ``MERGE`` (insert, move, balance change, delete,
+This module holds the logic (planning, de-duplication, the two use cases, retries, events); its SQL is
+in ``queries`` (reads) and ``writes`` (locks, the activity log, the mover). There is one mover of
+``nft_ownership``, ``writes.merge_owner_rows``: every change of this module — a transfer, the reversal of
+a re-orged transfer, a correction found by re-verification — is planned as "these rows of these tokens
+should end like this" and written by ONE ``MERGE`` (insert, move, balance change, delete,
 ``last_verified_at = now()`` on every touched row), so the summary triggers of migration 0003 run once per
 action over the whole batch.
 
@@ -25,8 +27,8 @@ Two entry points, each ONE transaction that also writes its events through the o
 - ``reconcile_owners``: the complete holder lists of some tokens as observed upstream (re-verification);
   rows are made to match, unchanged rows get ``last_verified_at = now()``; emits ``ownership.changed``.
 
-Concurrency: both take a transaction-level advisory lock per collection (in address order, in one
-statement) before reading the current owners, so two writers of this module never interleave on one
+Concurrency: both take the ownership lock of each collection (``writes.lock_ownership``, in address
+order) before reading the current owners, so two writers of this module never interleave on one
 collection and never lock summary rows in opposite orders. A deadlock or unique violation caused by a
 writer outside this module (which does not take the lock) rolls the attempt back; it is retried a few
 times.
@@ -43,7 +45,22 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from such_market.events.models import MAX_LIST_ITEMS, Event, NftTransferred, OwnershipChanged
 from such_market.events.outbox import outbox_transaction
 from such_market.observability import logger
-from such_market.validation import MAX_UINT256, normalize_address
+from such_market.ownership.queries import (
+    ActivityKey,
+    KnownCollection,
+    Position,
+    current_rows,
+    known_collections,
+    latest_applied,
+)
+from such_market.ownership.writes import (
+    OwnerRowWrite,
+    RecordedTransfer,
+    lock_ownership,
+    merge_owner_rows,
+    record_activity,
+)
+from such_market.validation import MAX_UINT256, ZERO_ADDRESS, normalize_address
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,19 +71,12 @@ if TYPE_CHECKING:
 
 TokenType = Literal["ERC721", "ERC1155"]
 
-ZERO_ADDRESS: Final = "0x" + "0" * 40
-OWNERSHIP_LOCK_CLASS: Final = 0x5C4D_0008
-"""Advisory lock class of "changing this collection's owners" (object id: hashtext of the contract)."""
 MAX_ATTEMPTS: Final = 3
 """Attempts of one transaction when a writer outside this module deadlocks or races with it."""
 
 _HASH_LENGTH = 66
 _MAX_LOG_INDEX = 2**31 - 1
 _MAX_BLOCK = 2**63 - 1
-
-Position = tuple[int, int, int]
-ActivityKey = tuple[str, int, int, str]
-TokenKey = tuple[uuid.UUID, int]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,122 +196,19 @@ class ReconcileResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# SQL
-
-# One statement; the array comes sorted, so every writer takes the locks in the same order.
-_LOCK_COLLECTIONS = """
-SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(address))
-FROM unnest(%(addresses)s::text[]) AS a(address)
-"""
-
-_COLLECTIONS = """
-SELECT contract_address, id, token_type FROM collections WHERE contract_address = ANY(%(addresses)s::text[])
-"""
-
-# New keys are inserted; a removal of a recorded, not yet removed key marks it removed; anything else
-# conflicts without an update and is not returned (a duplicate). Returns the stored row, so a reversal
-# undoes exactly what was recorded.
-_RECORD = """
-INSERT INTO ownership_activity AS a (
-    block_hash, tx_hash, log_index, batch_index, event_id, contract_address, collection_id, token_id,
-    from_address, to_address, amount, block_number, removed, applied, applied_at, removed_at
-)
-SELECT i.block_hash, i.tx_hash, i.log_index, i.batch_index, i.event_id, i.contract_address, c.id, i.token_id,
-       i.from_address, i.to_address, i.amount, i.block_number, i.removed,
-       c.id IS NOT NULL AND NOT i.removed,
-       CASE WHEN c.id IS NOT NULL AND NOT i.removed THEN now() END,
-       CASE WHEN i.removed THEN now() END
-FROM unnest(%(block_hashes)s::text[], %(tx_hashes)s::text[], %(log_indexes)s::int[], %(batch_indexes)s::int[],
-            %(event_ids)s::text[], %(contracts)s::text[], %(token_ids)s::numeric[], %(froms)s::text[],
-            %(tos)s::text[], %(amounts)s::numeric[], %(blocks)s::bigint[], %(removed)s::boolean[])
-     AS i(block_hash, tx_hash, log_index, batch_index, event_id, contract_address, token_id, from_address,
-          to_address, amount, block_number, removed)
-LEFT JOIN collections AS c ON c.contract_address = i.contract_address
-ORDER BY i.tx_hash, i.log_index, i.batch_index, i.block_hash
-ON CONFLICT (tx_hash, log_index, batch_index, block_hash) DO UPDATE
-SET removed = true, removed_at = now()
-WHERE excluded.removed AND NOT a.removed
-RETURNING a.tx_hash, a.log_index, a.batch_index, a.block_hash, (a.xmax = 0) AS inserted, a.applied,
-          a.collection_id, a.token_id::text, a.from_address, a.to_address, a.amount::text, a.block_number
-"""
-
-# The newest applied, not removed transfer of each ERC-721 token, this batch's own keys excluded.
-_LATEST_APPLIED = """
-SELECT t.contract_address, t.token_id::text, l.block_number, l.log_index, l.batch_index
-FROM unnest(%(contracts)s::text[], %(token_ids)s::numeric[]) AS t(contract_address, token_id)
-CROSS JOIN LATERAL (
-    SELECT a.block_number, a.log_index, a.batch_index
-    FROM ownership_activity AS a
-    WHERE a.contract_address = t.contract_address AND a.token_id = t.token_id AND a.applied AND NOT a.removed
-      AND (a.tx_hash, a.log_index, a.batch_index, a.block_hash) NOT IN (
-          SELECT * FROM unnest(%(key_tx)s::text[], %(key_log)s::int[], %(key_batch)s::int[], %(key_block)s::text[]))
-    ORDER BY a.block_number DESC, a.log_index DESC, a.batch_index DESC
-    LIMIT 1
-) AS l
-"""
-
-# Every owner row of whole tokens (ERC-721, reconciliation) plus single (token, owner) rows (ERC-1155
-# transfers), locked in key order.
-_CURRENT = """
-SELECT o.collection_id, o.token_id::text, o.owner_address, o.balance::text
-FROM nft_ownership AS o
-WHERE (o.collection_id, o.token_id) IN (
-          SELECT * FROM unnest(%(token_collections)s::uuid[], %(token_ids)s::numeric[]))
-   OR (o.collection_id, o.token_id, o.owner_address) IN (
-          SELECT * FROM unnest(%(row_collections)s::uuid[], %(row_token_ids)s::numeric[], %(row_owners)s::text[]))
-ORDER BY o.collection_id, o.token_id, o.owner_address
-FOR UPDATE
-"""
-
-# The one mover. Source rows: (collection, token, matched owner or NULL, owner to hold, balance; 0 = delete).
-_MERGE = """
-MERGE INTO nft_ownership AS o
-USING (
-    SELECT * FROM unnest(%(collections)s::uuid[], %(token_ids)s::numeric[], %(old_owners)s::text[],
-                         %(new_owners)s::text[], %(balances)s::numeric[])
-        AS s(collection_id, token_id, old_owner, new_owner, balance)
-    ORDER BY collection_id, token_id, old_owner, new_owner
-) AS s
-ON o.collection_id = s.collection_id AND o.token_id = s.token_id AND o.owner_address = s.old_owner
-WHEN MATCHED AND s.balance = 0 THEN DELETE
-WHEN MATCHED THEN
-    UPDATE SET owner_address = s.new_owner, balance = s.balance, last_verified_at = now()
-WHEN NOT MATCHED AND s.balance > 0 THEN
-    INSERT (collection_id, token_id, owner_address, balance, last_verified_at)
-    VALUES (s.collection_id, s.token_id, s.new_owner, s.balance, now())
-"""
-
-
-# --------------------------------------------------------------------------------------------------
 # Planning: current rows → wanted rows → MERGE source rows
-
-
-@dataclass(frozen=True, slots=True)
-class _Collection:
-    id: uuid.UUID
-    contract: str
-    token_type: str
-
-
-@dataclass(frozen=True, slots=True)
-class _RowWrite:
-    collection_id: uuid.UUID
-    token_id: int
-    old_owner: str | None
-    new_owner: str
-    balance: int
 
 
 @dataclass
 class _Plan:
     """The rows to write and what they change, accumulated over tokens."""
 
-    writes: list[_RowWrite] = field(default_factory=list)
+    writes: list[OwnerRowWrite] = field(default_factory=list)
     tokens: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     wallets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def token(
-        self, collection: _Collection, token_id: int, current: Mapping[str, int], wanted: Mapping[str, int]
+        self, collection: KnownCollection, token_id: int, current: Mapping[str, int], wanted: Mapping[str, int]
     ) -> None:
         """Plan the rows of the ``current`` and ``wanted`` owners of one token to end as ``wanted`` (a
         missing or zero balance: no row). Unchanged rows are rewritten as they are (re-verified now).
@@ -310,31 +217,30 @@ class _Plan:
         added = sorted(owner for owner, balance in wanted.items() if balance > 0 and current.get(owner, 0) <= 0)
         if collection.token_type == "ERC721" and removed and added:
             old, new = removed.pop(0), added.pop(0)
-            self.writes.append(_RowWrite(collection.id, token_id, old, new, wanted[new]))
+            self.writes.append(OwnerRowWrite(collection.id, token_id, old, new, wanted[new]))
             self._changed(collection, token_id, old, new)
         for owner in removed:
-            self.writes.append(_RowWrite(collection.id, token_id, owner, owner, 0))
+            self.writes.append(OwnerRowWrite(collection.id, token_id, owner, owner, 0))
             self._changed(collection, token_id, owner)
         for owner in added:
-            self.writes.append(_RowWrite(collection.id, token_id, None, owner, wanted[owner]))
+            self.writes.append(OwnerRowWrite(collection.id, token_id, None, owner, wanted[owner]))
             self._changed(collection, token_id, owner)
         for owner, balance in sorted(wanted.items()):
             if balance > 0 and current.get(owner, 0) > 0:
-                self.writes.append(_RowWrite(collection.id, token_id, owner, owner, balance))
+                self.writes.append(OwnerRowWrite(collection.id, token_id, owner, owner, balance))
                 if balance != current[owner]:
                     self._changed(collection, token_id, owner)
 
-    def _changed(self, collection: _Collection, token_id: int, *owners: str) -> None:
+    def _changed(self, collection: KnownCollection, token_id: int, *owners: str) -> None:
         self.tokens[collection.contract].add(token_id)
         self.wallets[collection.contract].update(owners)
 
 
-def _lock_and_load(conn: Connection, contracts: Iterable[str]) -> dict[str, _Collection]:
+def _lock_and_load(conn: Connection, contracts: Iterable[str]) -> dict[str, KnownCollection]:
     """Take the collections' advisory locks (sorted, one statement) and read the known ones."""
     addresses = sorted(set(contracts))
-    conn.execute(_LOCK_COLLECTIONS, {"lock_class": OWNERSHIP_LOCK_CLASS, "addresses": addresses})
-    rows = conn.execute(_COLLECTIONS, {"addresses": addresses}).fetchall()
-    return {address: _Collection(id=cid, contract=address, token_type=kind) for address, cid, kind in rows}
+    lock_ownership(conn=conn, addresses=addresses)
+    return known_collections(conn=conn, addresses=addresses)
 
 
 def lock_collections(*, conn: Connection, contracts: Iterable[str]) -> None:
@@ -343,38 +249,9 @@ def lock_collections(*, conn: Connection, contracts: Iterable[str]) -> None:
     _lock_and_load(conn, contracts)
 
 
-def _current_rows(
-    conn: Connection, *, whole_tokens: Iterable[TokenKey], rows: Iterable[tuple[uuid.UUID, int, str]]
-) -> dict[TokenKey, dict[str, int]]:
-    tokens = sorted(set(whole_tokens))
-    pairs = sorted(set(rows))
-    params = {
-        "token_collections": [cid for cid, _ in tokens],
-        "token_ids": [str(token) for _, token in tokens],
-        "row_collections": [cid for cid, _, _ in pairs],
-        "row_token_ids": [str(token) for _, token, _ in pairs],
-        "row_owners": [owner for _, _, owner in pairs],
-    }
-    current: dict[TokenKey, dict[str, int]] = defaultdict(dict)
-    for cid, token, owner, balance in conn.execute(_CURRENT, params).fetchall():
-        current[cid, int(token)][owner] = int(balance)
-    return current
-
-
 def _write(conn: Connection, plan: _Plan) -> OwnershipChanges:
-    """Write ``plan`` in one MERGE (the only statement of this module that changes ``nft_ownership``)."""
-    if plan.writes:
-        writes = plan.writes
-        conn.execute(
-            _MERGE,
-            {
-                "collections": [w.collection_id for w in writes],
-                "token_ids": [str(w.token_id) for w in writes],
-                "old_owners": [w.old_owner for w in writes],
-                "new_owners": [w.new_owner for w in writes],
-                "balances": [str(w.balance) for w in writes],
-            },
-        )
+    """Write ``plan`` through the one mover (``merge_owner_rows``: one MERGE) and say what it changed."""
+    merge_owner_rows(conn=conn, rows=plan.writes)
     return OwnershipChanges(
         tokens={contract: frozenset(tokens) for contract, tokens in plan.tokens.items() if tokens},
         wallets={contract: frozenset(wallets) for contract, wallets in plan.wallets.items() if wallets},
@@ -425,21 +302,6 @@ def _with_retries[T](
 # Transfers
 
 
-@dataclass(frozen=True, slots=True)
-class _Recorded:
-    """A transfer as stored, returned by the recording statement."""
-
-    key: ActivityKey
-    inserted: bool
-    applied: bool
-    collection_id: uuid.UUID | None
-    token_id: int
-    from_address: str
-    to_address: str
-    amount: int
-    position: Position
-
-
 def _dedupe(transfers: Sequence[Transfer]) -> tuple[list[Transfer], int]:
     """One transfer per log key; a removal wins over the transfer it removes (applied and undone in one
     go is no change). Returns the kept transfers and how many were dropped as duplicates."""
@@ -451,74 +313,21 @@ def _dedupe(transfers: Sequence[Transfer]) -> tuple[list[Transfer], int]:
     return list(kept.values()), len(transfers) - len(kept)
 
 
-def _record(conn: Connection, transfers: Sequence[Transfer]) -> list[_Recorded]:
-    params = {
-        "block_hashes": [t.block_hash or "" for t in transfers],
-        "tx_hashes": [t.tx_hash for t in transfers],
-        "log_indexes": [t.log_index for t in transfers],
-        "batch_indexes": [t.batch_index for t in transfers],
-        "event_ids": [t.event_id for t in transfers],
-        "contracts": [t.contract for t in transfers],
-        "token_ids": [str(t.token_id) for t in transfers],
-        "froms": [t.from_address for t in transfers],
-        "tos": [t.to_address for t in transfers],
-        "amounts": [str(t.amount) for t in transfers],
-        "blocks": [t.block_number for t in transfers],
-        "removed": [t.removed for t in transfers],
-    }
-    return [
-        _Recorded(
-            key=(tx, log, batch, block_hash),
-            inserted=inserted,
-            applied=applied,
-            collection_id=cid,
-            token_id=int(token),
-            from_address=sender,
-            to_address=receiver,
-            amount=int(amount),
-            position=(int(block), log, batch),
-        )
-        for tx, log, batch, block_hash, inserted, applied, cid, token, sender, receiver, amount, block in conn.execute(
-            _RECORD, params
-        ).fetchall()
-    ]
-
-
-def _latest_applied(
-    conn: Connection, tokens: Iterable[tuple[str, int]], exclude: Sequence[ActivityKey]
-) -> dict[tuple[str, int], Position]:
-    wanted = sorted(set(tokens))
-    if not wanted:
-        return {}
-    rows = conn.execute(
-        _LATEST_APPLIED,
-        {
-            "contracts": [contract for contract, _ in wanted],
-            "token_ids": [str(token) for _, token in wanted],
-            "key_tx": [key[0] for key in exclude],
-            "key_log": [key[1] for key in exclude],
-            "key_batch": [key[2] for key in exclude],
-            "key_block": [key[3] for key in exclude],
-        },
-    ).fetchall()
-    return {(contract, int(token)): (int(block), log, batch) for contract, token, block, log, batch in rows}
-
-
-def _effective_type(collection: _Collection, hint: TokenType | None) -> _Collection:
+def _effective_type(collection: KnownCollection, hint: TokenType | None) -> KnownCollection:
     """The collection with the type its transfers follow: its own, else the payload's hint, else balances."""
     if collection.token_type in ("ERC721", "ERC1155"):
         return collection
-    return _Collection(collection.id, collection.contract, hint or "ERC1155")
+    return KnownCollection(collection.id, collection.contract, hint or "ERC1155")
 
 
 def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[TransferResult, list[Event]]:
     collections = _lock_and_load(conn, (t.contract for t in transfers))
     by_key = {t.key: t for t in transfers}
-    recorded = _record(conn, transfers)
+    recorded = record_activity(conn=conn, transfers=transfers)
 
     # What to do with each newly recorded transfer or newly recorded removal: (record, collection, sign).
-    steps: list[tuple[_Recorded, _Collection, int]] = []
-    kinds: dict[uuid.UUID, _Collection] = {}
+    steps: list[tuple[RecordedTransfer, KnownCollection, int]] = []
+    kinds: dict[uuid.UUID, KnownCollection] = {}
     for record in recorded:
         transfer = by_key[record.key]
         collection = collections.get(transfer.contract)
@@ -532,9 +341,11 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
     steps.sort(key=lambda step: (step[2], step[0].position if step[2] > 0 else _negated(step[0].position)))
 
     single = [(record, kind) for record, kind, _ in steps if kind.token_type == "ERC721"]
-    latest = _latest_applied(conn, ((kind.contract, record.token_id) for record, kind in single), list(by_key))
-    current = _current_rows(
-        conn,
+    latest = latest_applied(
+        conn=conn, tokens=((kind.contract, record.token_id) for record, kind in single), exclude=list(by_key)
+    )
+    current = current_rows(
+        conn=conn,
         whole_tokens=((kind.id, record.token_id) for record, kind in single),
         rows=(
             (kind.id, record.token_id, owner)
@@ -575,7 +386,7 @@ def _negated(position: Position) -> Position:
     return (-position[0], -position[1], -position[2])
 
 
-def _transferred_event(record: _Recorded, transfer: Transfer) -> Event:
+def _transferred_event(record: RecordedTransfer, transfer: Transfer) -> Event:
     """``nft.transferred`` of a recorded transfer, with the values as stored (a removal names the
     transfer it removes)."""
     return Event(
@@ -595,7 +406,7 @@ def _transferred_event(record: _Recorded, transfer: Transfer) -> Event:
 
 def _move_single(
     holders: dict[str, int],
-    record: _Recorded,
+    record: RecordedTransfer,
     sign: int,
     latest: dict[tuple[str, int], Position],
     token: tuple[str, int],
@@ -617,7 +428,7 @@ def _move_single(
         holders[record.from_address] = 1
 
 
-def _move_balance(holders: dict[str, int], record: _Recorded, sign: int) -> None:
+def _move_balance(holders: dict[str, int], record: RecordedTransfer, sign: int) -> None:
     """ERC-1155: apply (sign 1) or undo (sign -1) one transfer's amount; balances never go below 0."""
     source, target = (record.from_address, record.to_address) if sign > 0 else (record.to_address, record.from_address)
     if source != ZERO_ADDRESS:
@@ -649,7 +460,7 @@ def apply_transfers(*, conn: Connection, transfers: Sequence[Transfer], publishe
 def _reconcile_attempt(conn: Connection, observed: Sequence[ObservedToken]) -> tuple[ReconcileResult, list[Event]]:
     collections = _lock_and_load(conn, (token.contract for token in observed))
     known = [token for token in observed if token.contract in collections]
-    current = _current_rows(conn, whole_tokens=((collections[t.contract].id, t.token_id) for t in known), rows=())
+    current = current_rows(conn=conn, whole_tokens=((collections[t.contract].id, t.token_id) for t in known), rows=())
     plan = _Plan()
     skipped = len(observed) - len(known)
     for token in sorted(known, key=lambda t: (t.contract, t.token_id)):
@@ -683,8 +494,6 @@ def reconcile_owners(
 
 
 __all__ = [
-    "OWNERSHIP_LOCK_CLASS",
-    "ZERO_ADDRESS",
     "ObservedToken",
     "OwnershipChanges",
     "ReconcileResult",

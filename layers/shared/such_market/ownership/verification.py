@@ -2,7 +2,8 @@
 
 ``reverify`` picks a bounded batch of tokens whose owner rows were verified longest ago (the later of a
 row's ``last_verified_at`` and its collection's last bulk sync, ``collection_owner_syncs``, migration
-0011; read along the ``(collection_id, last_verified_at)`` index, never a full scan), asks Alchemy
+0011; ``queries.stalest_tokens``, read along the ``(collection_id, last_verified_at)`` index, never a
+full scan), asks Alchemy
 ``getOwnersForNFT`` for each (with the collection's token type, so ERC-721 needs one call per token), and
 hands what it saw to ``reconcile_owners`` — the same mover and the same outbox transaction as the webhook's transfers —
 so corrections emit ``ownership.changed`` and rows that were right get ``last_verified_at = now()``.
@@ -19,10 +20,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from such_market.config import DatabaseSettings, EventSettings
+from such_market.config import DatabaseSettings, EventSettings, FunctionSettings
 from such_market.observability import logger
+from such_market.ownership.queries import stalest_tokens
 from such_market.ownership.transfers import ObservedToken, reconcile_owners
-from such_market.upstream.settings import AlchemySettings
+from such_market.upstream.alchemy_settings import AlchemySettings
 
 if TYPE_CHECKING:
     import psycopg
@@ -33,12 +35,14 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE: Final = 200
 DEFAULT_TIME_BUDGET_SECONDS: Final = 60.0
 MAX_BATCH_SIZE: Final = 5000
-_ROWS_PER_TOKEN: Final = 4
-"""Rows read per wanted token: ERC-1155 tokens have several rows, so read a few more than the batch."""
 
 
-class VerifyOwnershipSettings(DatabaseSettings, EventSettings, AlchemySettings):
+class VerifyOwnershipSettings(FunctionSettings):
     """Settings of the re-verification function: the database, the bus and Alchemy."""
+
+    database: DatabaseSettings
+    events: EventSettings
+    alchemy: AlchemySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,61 +63,6 @@ class VerifyReport:
         """The report with camelCase keys (the admin action's answer)."""
         names = {"wallets_changed": "walletsChanged", "stopped_early": "stoppedEarly"}
         return {names.get(key, key): value for key, value in asdict(self).items()}
-
-
-# A row's effective verification time is greatest(last_verified_at, its collection's sync watermark,
-# migration 0011). Candidates, each read from the (collection_id, last_verified_at) index, never a full
-# scan: (a) per collection, its rows stamped at or after its watermark (all rows when it has none), oldest
-# first; (b) the rows stamped before their collection's watermark, which count as verified at it:
-# collections taken in watermark order, so the scan stops after enough rows.
-_STALEST = """
-WITH scope AS (
-    SELECT c.id, c.contract_address, c.token_type, s.verified_at AS synced_at
-    FROM collections AS c
-    LEFT JOIN collection_owner_syncs AS s ON s.collection_id = c.id
-    WHERE %(collection_id)s::uuid IS NULL OR c.id = %(collection_id)s::uuid
-),
-own_stamp AS (
-    SELECT sc.contract_address, sc.token_type, r.token_id, r.last_verified_at AS verified_at
-    FROM scope AS sc
-    CROSS JOIN LATERAL (
-        SELECT o.token_id, o.last_verified_at
-        FROM nft_ownership AS o
-        WHERE o.collection_id = sc.id AND o.last_verified_at >= coalesce(sc.synced_at, '-infinity')
-        ORDER BY o.last_verified_at
-        LIMIT %(rows)s
-    ) AS r
-),
-synced AS (
-    SELECT sc.contract_address, sc.token_type, r.token_id, sc.synced_at AS verified_at
-    FROM (SELECT * FROM scope WHERE synced_at IS NOT NULL ORDER BY synced_at, id) AS sc
-    CROSS JOIN LATERAL (
-        SELECT o.token_id
-        FROM nft_ownership AS o
-        WHERE o.collection_id = sc.id AND o.last_verified_at < sc.synced_at
-        ORDER BY o.last_verified_at
-        LIMIT %(rows)s
-    ) AS r
-    LIMIT %(rows)s
-)
-SELECT contract_address, token_type, token_id::text
-FROM (SELECT * FROM own_stamp UNION ALL SELECT * FROM synced) AS candidates
-ORDER BY verified_at
-LIMIT %(rows)s
-"""
-
-
-def stalest_tokens(
-    *, conn: psycopg.Connection[tuple[Any, ...]], limit: int, collection_id: uuid.UUID | None = None
-) -> list[tuple[str, str, int]]:
-    """Up to ``limit`` distinct (contract, token type, token id), least recently verified first."""
-    rows = conn.execute(_STALEST, {"collection_id": collection_id, "rows": limit * _ROWS_PER_TOKEN}).fetchall()
-    seen: dict[tuple[str, int], str] = {}
-    for contract, token_type, token_id in rows:
-        seen.setdefault((contract, int(token_id)), token_type)
-        if len(seen) == limit:
-            break
-    return [(contract, token_type, token_id) for (contract, token_id), token_type in seen.items()]
 
 
 def reverify(

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import orjson
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from such_market.config import DatabaseSettings, EventSettings
-from such_market.errors import BadRequestError, ConfigurationError, UnauthorizedError
+from such_market.config import DatabaseSettings, EventSettings, FunctionSettings, SettingsPart
+from such_market.errors import BadRequestError, UnauthorizedError
 from such_market.ownership.transfers import TokenType, Transfer, apply_transfers
+from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
 from such_market.validation import MAX_UINT256
 
 if TYPE_CHECKING:
@@ -54,31 +55,33 @@ MAX_BODY_BYTES: Final = 2 * 1024 * 1024
 """Larger bodies are refused (400) after the signature check; Alchemy's deliveries are far smaller."""
 
 
-class AlchemyWebhookSettings(DatabaseSettings, EventSettings):
-    """Settings of the webhook function: the database, the bus and the signing key (plain locally, a
-    Secrets Manager/SSM reference in AWS)."""
+class WebhookSigningSettings(SettingsPart):
+    """The webhook's signing key: plain locally, a Secrets Manager/SSM reference in AWS."""
 
     alchemy_webhook_signing_key: SecretStr | None = None
-    alchemy_webhook_signing_key_secret_arn: str | None = Field(
-        default=None, pattern=r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$"
-    )
+    alchemy_webhook_signing_key_secret_arn: str | None = Field(default=None, pattern=SECRET_REFERENCE_PATTERN)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
-        key = self.alchemy_webhook_signing_key.get_secret_value() if self.alchemy_webhook_signing_key else ""
-        if not key.strip() and not self.alchemy_webhook_signing_key_secret_arn:
+        if not has_secret_source(self.alchemy_webhook_signing_key, self.alchemy_webhook_signing_key_secret_arn):
             raise ValueError("set ALCHEMY_WEBHOOK_SIGNING_KEY or ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN")
         return self
 
     def resolve_signing_key(self) -> str:
         """The signing key itself: the plain variable, else the secret it references (cached per container)."""
-        if self.alchemy_webhook_signing_key is not None and self.alchemy_webhook_signing_key.get_secret_value().strip():
-            return self.alchemy_webhook_signing_key.get_secret_value().strip()
-        if self.alchemy_webhook_signing_key_secret_arn is None:
-            raise ConfigurationError("set ALCHEMY_WEBHOOK_SIGNING_KEY or ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN")
-        from such_market.secrets import get_secret_string
+        return resolve_secret(
+            self.alchemy_webhook_signing_key,
+            self.alchemy_webhook_signing_key_secret_arn,
+            variable="ALCHEMY_WEBHOOK_SIGNING_KEY",
+        )
 
-        return get_secret_string(self.alchemy_webhook_signing_key_secret_arn).strip()
+
+class AlchemyWebhookSettings(FunctionSettings):
+    """Settings of the webhook function: the database, the bus and the signing key."""
+
+    database: DatabaseSettings
+    events: EventSettings
+    signing: WebhookSigningSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,15 +240,6 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
 
 # --------------------------------------------------------------------------------------------------
 # Use case
-
-
-class WebhookReceiptBody(BaseModel):
-    """The 200 answer to a delivery (``applied`` counts re-org reversals too)."""
-
-    received: int
-    applied: int
-    duplicates: int
-    ignored: int
 
 
 def receive_webhook(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -39,13 +38,14 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from such_market.container import per_container
 from such_market.observability import logger
+from such_market.upstream.alchemy_settings import DEFAULT_ALCHEMY_NETWORK, AlchemySettings
 from such_market.upstream.errors import (
     UpstreamBadRequest,
     UpstreamProtocolError,
 )
 from such_market.upstream.retrying import JsonUpstream, RetryPolicy
-from such_market.upstream.settings import DEFAULT_ALCHEMY_NETWORK, AlchemySettings
 from such_market.validation import normalize_address, token_id_value
 
 KEY_PLACEHOLDER: Final = "***"
@@ -858,24 +858,8 @@ def _page_size(value: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # The container's client
 
-_lock = threading.Lock()
-_clients: dict[AlchemySettings, AlchemyClient] = {}
 
-
+@per_container(close=AlchemyClient.close)
 def get_alchemy_client(settings: AlchemySettings) -> AlchemyClient:
     """The container's client for ``settings`` (created, and the key resolved, on first use)."""
-    with _lock:
-        client = _clients.get(settings)
-        if client is None:
-            client = AlchemyClient.from_settings(settings)
-            _clients[settings] = client
-        return client
-
-
-def close_alchemy_clients() -> None:
-    """Close and forget every client (tests and the local runtime call this between runs)."""
-    with _lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        client.close()
+    return AlchemyClient.from_settings(settings)

@@ -4,7 +4,8 @@ UpstreamError                 a call failed; names the upstream and method, neve
 ├── UpstreamUnavailable       retryable failures (5xx, timeouts, connection errors, 429) that
 │   │                         persisted through every allowed attempt
 │   └── UpstreamRateLimited   the upstream kept answering 429; carries its last ``Retry-After``
-├── UpstreamBadRequest        a 4xx other than 429 (bad input, bad key): not retried
+├── UpstreamBadRequest        a 4xx other than 429: not retried
+│   ├── UpstreamCredentialsRejected  401/403: the upstream refuses our key (a configuration fault)
 │   └── UpstreamNotFound      404
 └── UpstreamProtocolError     an unexpected status, or a body that is not the JSON object expected
 """
@@ -52,6 +53,10 @@ class UpstreamRateLimited(UpstreamUnavailable):
 
 class UpstreamBadRequest(UpstreamError):  # noqa: N818 - the tree's names read as outcomes
     """The upstream rejected the request with a 4xx other than 429 (bad input, bad key): not retried."""
+
+
+class UpstreamCredentialsRejected(UpstreamBadRequest):
+    """The upstream answered 401/403: it refuses the key we sent. A deployment fault, never retried."""
 
 
 class UpstreamNotFound(UpstreamBadRequest):

@@ -23,7 +23,6 @@ What callers can rely on:
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -32,6 +31,7 @@ from typing import Any, Final, Self
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from such_market.container import per_container
 from such_market.observability import logger
 from such_market.upstream.errors import UpstreamProtocolError
 from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, NeynarSettings
@@ -273,24 +273,8 @@ class NeynarClient(JsonUpstream):
 # --------------------------------------------------------------------------------------------------
 # The container's client
 
-_lock = threading.Lock()
-_clients: dict[NeynarSettings, NeynarClient] = {}
 
-
+@per_container(close=NeynarClient.close)
 def get_neynar_client(settings: NeynarSettings) -> NeynarClient:
     """The container's client for ``settings`` (created, and the key resolved, on first use)."""
-    with _lock:
-        client = _clients.get(settings)
-        if client is None:
-            client = NeynarClient.from_settings(settings)
-            _clients[settings] = client
-        return client
-
-
-def close_neynar_clients() -> None:
-    """Close and forget every client (tests and the local runtime call this between runs)."""
-    with _lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        client.close()
+    return NeynarClient.from_settings(settings)

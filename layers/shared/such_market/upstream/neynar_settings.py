@@ -1,4 +1,4 @@
-"""Settings of the Neynar API v2 client, validated at cold start like every other settings mixin.
+"""Settings of the Neynar API v2 client, a settings part validated at cold start like every other.
 
 ``NeynarSettings`` says how to reach Neynar: the API key (``NEYNAR_API_KEY`` locally, or
 ``NEYNAR_API_KEY_SECRET_ARN`` naming a Secrets Manager secret or an SSM parameter in AWS), the base URL
@@ -15,19 +15,19 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from such_market.config import FunctionSettings
-from such_market.errors import ConfigurationError
+from such_market.config import SettingsPart
+from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
 
 DEFAULT_NEYNAR_BASE_URL = "https://api.neynar.com"
 
 
-class NeynarSettings(FunctionSettings):
+class NeynarSettings(SettingsPart):
     """Where the Neynar API is, with which key, and how hard the client tries."""
 
     neynar_api_key: SecretStr | None = None
     neynar_api_key_secret_arn: str | None = Field(
         default=None,
-        pattern=r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$",
+        pattern=SECRET_REFERENCE_PATTERN,
         description="a Secrets Manager ARN, an SSM parameter ARN, or an SSM parameter name (/…)",
     )
     neynar_base_url: str = Field(
@@ -41,18 +41,11 @@ class NeynarSettings(FunctionSettings):
     neynar_read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
     @model_validator(mode="after")
-    def _one_neynar_key_source(self) -> Self:  # a name of its own: mixins with equal names shadow each other
-        key = self.neynar_api_key.get_secret_value() if self.neynar_api_key else ""
-        if not key.strip() and not self.neynar_api_key_secret_arn:
+    def _one_key_source(self) -> Self:
+        if not has_secret_source(self.neynar_api_key, self.neynar_api_key_secret_arn):
             raise ValueError("set NEYNAR_API_KEY or NEYNAR_API_KEY_SECRET_ARN")
         return self
 
     def resolve_api_key(self) -> str:
         """The API key itself: the plain variable, else the secret it references (cached per container)."""
-        if self.neynar_api_key is not None and self.neynar_api_key.get_secret_value().strip():
-            return self.neynar_api_key.get_secret_value().strip()
-        if self.neynar_api_key_secret_arn is None:
-            raise ConfigurationError("set NEYNAR_API_KEY or NEYNAR_API_KEY_SECRET_ARN")
-        from such_market.secrets import get_secret_string
-
-        return get_secret_string(self.neynar_api_key_secret_arn).strip()
+        return resolve_secret(self.neynar_api_key, self.neynar_api_key_secret_arn, variable="NEYNAR_API_KEY")

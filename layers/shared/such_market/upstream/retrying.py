@@ -13,7 +13,9 @@ documents it):
   text, with every secret the client names replaced by ``***``, and cut short; httpx exceptions are
   never chained, so no URL or header reaches a traceback.
 
-Retry warnings name the upstream and the method (never a URL, a header or a key).
+Retry warnings name the upstream, the method, the status and the error detail (redacted; never a URL, a
+header or a key). A 401/403 means the upstream refuses our key: it is logged as an error naming the
+upstream and the status, and raised at once as ``UpstreamCredentialsRejected``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import orjson
 from such_market.observability import logger
 from such_market.upstream.errors import (
     UpstreamBadRequest,
+    UpstreamCredentialsRejected,
     UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
@@ -120,6 +123,7 @@ class RetryingGetter:
                     "method": method,
                     "attempt": attempt,
                     "status": outcome.failure.status,
+                    "error": outcome.failure.detail,
                     "delay_seconds": round(outcome.delay, 3),
                 },
             )
@@ -156,6 +160,12 @@ class RetryingGetter:
             return _Retry(UpstreamUnavailable(method, detail, status=status, upstream=upstream), self._backoff(attempt))
         if status == 404:
             raise UpstreamNotFound(method, detail, status=status, upstream=upstream)
+        if status in {401, 403}:
+            logger.error(
+                "upstream refused our credentials; check its API key",
+                extra={"upstream": upstream.lower(), "method": method, "status": status, "error": detail},
+            )
+            raise UpstreamCredentialsRejected(method, detail, status=status, upstream=upstream)
         if 400 <= status < 500:
             raise UpstreamBadRequest(method, detail, status=status, upstream=upstream)
         raise UpstreamProtocolError(method, "unexpected status", status=status, upstream=upstream)

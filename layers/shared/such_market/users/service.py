@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 import orjson
@@ -34,12 +34,12 @@ import orjson
 from such_market.cache.entries import Entry
 from such_market.cache.store import Served
 from such_market.cache.tiers import Tier
-from such_market.errors import ServiceUnavailableError
-from such_market.http.responses import error_body
+from such_market.errors import error_body
+from such_market.formats import iso_utc
 from such_market.observability import logger
-from such_market.runtime import database_errors, upstream_errors
+from such_market.runtime import ReadPathSettings, Runtime
+from such_market.upstream.neynar_settings import NeynarSettings
 from such_market.users.profiles import FarcasterUserRow, get_user, upsert_user
-from such_market.users.runtime import UsersRuntime
 from such_market.users.wallet_collections import (
     HeldCollection,
     WalletHoldings,
@@ -50,6 +50,13 @@ from such_market.users.wallet_collections import (
 if TYPE_CHECKING:
     from such_market.upstream.alchemy import OwnerContract
     from such_market.upstream.neynar import NeynarUser
+
+
+class UsersSettings(ReadPathSettings):
+    """What the user endpoints need: the read path (Alchemy wallet scans) and Neynar (profiles)."""
+
+    neynar: NeynarSettings
+
 
 PROFILE_FRESH_FOR = timedelta(seconds=Tier.HOT)
 """An ``fc_users`` row older than the hot tier is fetched again from Neynar."""
@@ -88,40 +95,25 @@ class WalletBody(TypedDict):
 
 
 # -- entries -----------------------------------------------------------------------------------------
-def _json(payload: object) -> Entry:
-    return Entry(200, orjson.dumps(payload))
+def _json(payload: object, *, cacheable: bool = True) -> Entry:
+    return Entry(200, orjson.dumps(payload), cacheable)
 
 
 def _unknown_user(fid: int) -> Entry:
     return Entry(404, error_body(f"no Farcaster user with fid {fid}", "not_found"))
 
 
-class _Uncacheable(Exception):  # noqa: N818 - a signal to the cache front, not an error
-    """Raised by a loader whose answer is partial: the cache stores nothing and gives its lease back."""
-
-    def __init__(self, entry: Entry) -> None:
-        super().__init__("partial answer")
-        self.entry = entry
-
-
-def _fetch(runtime: UsersRuntime, key: str, tier: Tier, load: Callable[[], Entry]) -> Served:
-    try:
-        return runtime.cache.fetch(key, tier, load, lease_ms=UPSTREAM_LEASE_MS)
-    except _Uncacheable as partial:
-        return Served(partial.entry, "MISS")
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _fetch(runtime: Runtime, key: str, tier: Tier, load: Callable[[], Entry]) -> Served:
+    return runtime.cache.fetch(key, tier, load, lease_ms=UPSTREAM_LEASE_MS)
 
 
 # -- users ---------------------------------------------------------------------------------------------
-def _store_user(runtime: UsersRuntime, user: NeynarUser) -> FarcasterUserRow:
+def _store_user(runtime: Runtime, user: NeynarUser) -> FarcasterUserRow:
     """Store ``user`` as fetched now; a change of what we serve about it commits with ``user.updated``."""
     from such_market.events.models import Event, UserUpdated
     from such_market.events.outbox import outbox_transaction
 
-    with database_errors(), outbox_transaction(runtime.conn, runtime.publisher) as tx:
+    with outbox_transaction(runtime.conn, runtime.publisher) as tx:
         stored = upsert_user(conn=runtime.conn, user=user, max_age=PROFILE_FRESH_FOR)
         if stored.changed:
             wallets = tuple(sorted({*stored.previous_addresses, *stored.row.addresses}))
@@ -129,19 +121,20 @@ def _store_user(runtime: UsersRuntime, user: NeynarUser) -> FarcasterUserRow:
     return stored.row
 
 
-def find_user(runtime: UsersRuntime, fid: int) -> FarcasterUserRow | None:
+def find_user(runtime: Runtime, fid: int) -> FarcasterUserRow | None:
     """The user ``fid``: from ``fc_users`` while fresh, else from Neynar (stored); ``None`` if unknown.
 
-    When Neynar cannot answer, a stored row is served however old it is; without one, the 503 stands.
+    When Neynar cannot answer, a stored row is served however old it is; without one, its failure stands
+    (the edge answers 503). Neynar refusing our key is never hidden behind an old row.
     """
-    with database_errors():
-        row = get_user(conn=runtime.conn, fid=fid, max_age=PROFILE_FRESH_FOR)
+    from such_market.upstream.errors import UpstreamUnavailable
+
+    row = get_user(conn=runtime.conn, fid=fid, max_age=PROFILE_FRESH_FOR)
     if row is not None and row.fresh:
         return row
     try:
-        with upstream_errors():
-            fetched = runtime.neynar.get_user(fid=fid)
-    except ServiceUnavailableError:
+        fetched = runtime.neynar.get_user(fid=fid)
+    except UpstreamUnavailable:
         if row is None:
             raise
         logger.warning("Neynar unavailable; serving the stored profile", extra={"fid": fid})
@@ -159,7 +152,7 @@ def profile_body(user: FarcasterUserRow) -> dict[str, object]:
         "verifiedAddresses": list(user.verified_eth_addresses),
         "followerCount": user.follower_count,
         "followingCount": user.following_count,
-        "fetchedAt": _iso(user.fetched_at),
+        "fetchedAt": iso_utc(user.fetched_at),
     }
 
 
@@ -167,7 +160,7 @@ def _user_summary(user: FarcasterUserRow) -> dict[str, object]:
     return {"fid": user.fid, "username": user.username, "displayName": user.display_name, "pfpUrl": user.pfp_url}
 
 
-def profile(runtime: UsersRuntime, fid: int) -> Served:
+def profile(runtime: Runtime, fid: int) -> Served:
     """GET /api/profile/{fid}."""
 
     def load() -> Entry:
@@ -177,7 +170,7 @@ def profile(runtime: UsersRuntime, fid: int) -> Served:
     return _fetch(runtime, runtime.cache.keys.user_profile(fid), Tier.HOT, load)
 
 
-def verifications(runtime: UsersRuntime, fid: int) -> Served:
+def verifications(runtime: Runtime, fid: int) -> Served:
     """GET /api/verifications/{fid}: the user's verified addresses and custody address."""
 
     def load() -> Entry:
@@ -216,10 +209,10 @@ class WalletScan:
         return max(len({contract.address for contract in self.contracts}), self.reported_total or 0)
 
 
-def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
+def scan_wallet(runtime: Runtime, wallet: str) -> WalletScan:
     """Page through getContractsForOwner (at most ``WALLET_SCAN_MAX_PAGES`` pages) and store the scan.
 
-    Raises ``UpstreamError`` when Alchemy fails, ``ServiceUnavailableError`` when the database does.
+    Raises ``UpstreamError`` when Alchemy fails, psycopg's ``OperationalError`` when the database does.
     """
     contracts: list[OwnerContract] = []
     complete = False
@@ -228,19 +221,19 @@ def scan_wallet(runtime: UsersRuntime, wallet: str) -> WalletScan:
         contracts.extend(page.contracts)
         reported = page.total_count if reported is None else reported
         complete = page.page_key is None
-    with database_errors():
-        store_wallet_scan(
-            conn=runtime.conn, wallet=wallet, contracts=contracts, complete=complete, reported_total=reported
-        )
+    store_wallet_scan(conn=runtime.conn, wallet=wallet, contracts=contracts, complete=complete, reported_total=reported)
     return WalletScan(tuple(contracts), complete, reported)
 
 
-def _try_scan(runtime: UsersRuntime, wallet: str) -> WalletScan | None:
-    """``scan_wallet``, or ``None`` (logged) when Alchemy fails for this wallet."""
-    from such_market.upstream.errors import UpstreamError
+def _try_scan(runtime: Runtime, wallet: str) -> WalletScan | None:
+    """``scan_wallet``, or ``None`` (logged) when Alchemy fails for this wallet. Alchemy refusing our key
+    fails every wallet alike: that propagates (a configuration fault, answered 502)."""
+    from such_market.upstream.errors import UpstreamCredentialsRejected, UpstreamError
 
     try:
         return scan_wallet(runtime, wallet)
+    except UpstreamCredentialsRejected:
+        raise
     except UpstreamError as error:
         logger.warning(
             "wallet scan failed", extra={"wallet": wallet, "error_type": type(error).__name__, "status": error.status}
@@ -325,7 +318,7 @@ def _message(wallets: Sequence[WalletBody], total_collections: int) -> str:
 
 def _collections_answer(user: FarcasterUserRow, wallets: list[WalletBody], *, system: str | None = None) -> Entry:
     """The SPEC answer over the wallet bodies (``totalCollections`` counts distinct contracts across
-    wallets); raises ``_Uncacheable`` when a wallet failed."""
+    wallets); not cacheable when a wallet failed."""
     succeeded = [wallet for wallet in wallets if wallet["status"] != "error"]
     distinct = {contract["address"] for wallet in wallets for contract in wallet["contracts"]}
     body: dict[str, object] = {
@@ -338,14 +331,11 @@ def _collections_answer(user: FarcasterUserRow, wallets: list[WalletBody], *, sy
     }
     if system is not None:
         body["system"] = system
-    entry = _json(body)
-    if len(succeeded) < len(wallets):
-        raise _Uncacheable(entry)
-    return entry
+    return _json(body, cacheable=len(succeeded) == len(wallets))
 
 
 # -- use cases: collections ----------------------------------------------------------------------------
-def wallet_contracts(runtime: UsersRuntime, wallet: str) -> Served:
+def wallet_contracts(runtime: Runtime, wallet: str) -> Served:
     """One wallet's collections from a fresh Alchemy scan, cached under ``wallets:{w}:contracts`` (cold).
 
     The body is the wallet's entry of the nft-contracts answer; a failed scan is served, not cached.
@@ -354,14 +344,14 @@ def wallet_contracts(runtime: UsersRuntime, wallet: str) -> Served:
     def load() -> Entry:
         scan = _try_scan(runtime, wallet)
         if scan is None:
-            raise _Uncacheable(_json(_wallet_body(wallet, "error", [], 0)))
+            return _json(_wallet_body(wallet, "error", [], 0), cacheable=False)
         contracts = [_scanned_contract_body(contract) for contract in scan.contracts]
         return _json(_wallet_body(wallet, scan.status, contracts, scan.total_found))
 
     return _fetch(runtime, runtime.cache.keys.wallet_contracts(wallet), Tier.COLD, load)
 
 
-def nft_contracts(runtime: UsersRuntime, fid: int) -> Served:
+def nft_contracts(runtime: Runtime, fid: int) -> Served:
     """GET /api/nft-contracts/{fid}: the collections of each verified wallet, scanned with Alchemy."""
 
     def load() -> Entry:
@@ -376,7 +366,7 @@ def nft_contracts(runtime: UsersRuntime, fid: int) -> Served:
     return _fetch(runtime, runtime.cache.keys.user_collections(fid), Tier.COLD, load)
 
 
-def nft_contracts_normalized(runtime: UsersRuntime, fid: int) -> Served:
+def nft_contracts_normalized(runtime: Runtime, fid: int) -> Served:
     """GET /api/nft-contracts/{fid}/normalized: the answer from ``wallet_collection_mapping``, rescanning
     only wallets that ``wallet_scans`` shows without a scan within the cold tier."""
 
@@ -385,13 +375,11 @@ def nft_contracts_normalized(runtime: UsersRuntime, fid: int) -> Served:
         if user is None:
             return _unknown_user(fid)
         wallets = list(user.verified_eth_addresses)
-        with database_errors():
-            holdings = get_wallet_holdings(conn=runtime.conn, wallets=wallets, max_age=SCAN_FRESH_FOR)
+        holdings = get_wallet_holdings(conn=runtime.conn, wallets=wallets, max_age=SCAN_FRESH_FOR)
         stale = [wallet for wallet in dict.fromkeys(wallets) if not holdings[wallet].scan_fresh]
         failed = {wallet for wallet in stale if _try_scan(runtime, wallet) is None}
         if rescanned := [wallet for wallet in stale if wallet not in failed]:
-            with database_errors():
-                holdings |= get_wallet_holdings(conn=runtime.conn, wallets=rescanned, max_age=SCAN_FRESH_FOR)
+            holdings |= get_wallet_holdings(conn=runtime.conn, wallets=rescanned, max_age=SCAN_FRESH_FOR)
         bodies = [_held_wallet_body(holdings[wallet], scan_failed=wallet in failed) for wallet in wallets]
         return _collections_answer(user, bodies, system=NORMALIZED_SYSTEM)
 

@@ -1,4 +1,4 @@
-"""Settings of the upstream clients, validated at cold start like every other settings mixin.
+"""Settings of the upstream clients, a settings part validated at cold start like every other.
 
 ``AlchemySettings`` says how to reach the Alchemy NFT API v3: the API key (``ALCHEMY_API_KEY``
 locally, or ``ALCHEMY_API_KEY_SECRET_ARN`` naming a Secrets Manager secret or an SSM parameter in AWS),
@@ -15,19 +15,19 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from such_market.config import FunctionSettings
-from such_market.errors import ConfigurationError
+from such_market.config import SettingsPart
+from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
 
 DEFAULT_ALCHEMY_NETWORK = "base-mainnet"
 
 
-class AlchemySettings(FunctionSettings):
+class AlchemySettings(SettingsPart):
     """Where the Alchemy NFT API is, with which key, and how hard the client tries."""
 
     alchemy_api_key: SecretStr | None = None
     alchemy_api_key_secret_arn: str | None = Field(
         default=None,
-        pattern=r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$",
+        pattern=SECRET_REFERENCE_PATTERN,
         description="a Secrets Manager ARN, an SSM parameter ARN, or an SSM parameter name (/…)",
     )
     alchemy_base_url: str | None = Field(
@@ -44,17 +44,10 @@ class AlchemySettings(FunctionSettings):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:
-        key = self.alchemy_api_key.get_secret_value() if self.alchemy_api_key else ""
-        if not key.strip() and not self.alchemy_api_key_secret_arn:
+        if not has_secret_source(self.alchemy_api_key, self.alchemy_api_key_secret_arn):
             raise ValueError("set ALCHEMY_API_KEY or ALCHEMY_API_KEY_SECRET_ARN")
         return self
 
     def resolve_api_key(self) -> str:
         """The API key itself: the plain variable, else the secret it references (cached per container)."""
-        if self.alchemy_api_key is not None and self.alchemy_api_key.get_secret_value().strip():
-            return self.alchemy_api_key.get_secret_value().strip()
-        if self.alchemy_api_key_secret_arn is None:
-            raise ConfigurationError("set ALCHEMY_API_KEY or ALCHEMY_API_KEY_SECRET_ARN")
-        from such_market.secrets import get_secret_string
-
-        return get_secret_string(self.alchemy_api_key_secret_arn).strip()
+        return resolve_secret(self.alchemy_api_key, self.alchemy_api_key_secret_arn, variable="ALCHEMY_API_KEY")

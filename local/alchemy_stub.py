@@ -1,12 +1,13 @@
 """An Alchemy NFT API v3 stub: deterministic collections over HTTP, for tests, benchmarks and ``make dev``.
 
-``AlchemyStub`` serves ``GET /nft/v3/{anyKey}/{method}`` for getContractMetadata, getNFTsForContract,
+``AlchemyStub`` serves ``GET /nft/v3/{apiKey}/{method}`` for getContractMetadata, getNFTsForContract,
 getNFTMetadata, getOwnersForNFT, getOwnersForContract, getNFTsForOwner and getContractsForOwner with
 Alchemy's v3 response shapes: addresses in mixed case, token ids and quantities as decimal strings,
 ``pageKey`` (hex next token id for getNFTsForContract, opaque elsewhere), per-token ``raw.error`` for
 broken metadata, ``tokenType: NOT_A_CONTRACT`` for an address without code. Errors use Alchemy's forms:
-``{"error":{"message":…}}`` for 400/401/429 and plain text for 5xx. The key ``REJECTED_API_KEY`` gets a
-401 whose message echoes the key (to prove clients redact it).
+``{"error":{"message":…}}`` for 400/401/429 and plain text for 5xx. Like Alchemy, it accepts one key,
+its ``api_key`` (``DEFAULT_API_KEY`` unless given, and unlike the Neynar stub's): any other key in the
+path gets a 401 whose message echoes that key (to prove clients redact it).
 
 The data are generated from ``SEED`` by hashing, never by a random generator, so every run, thread and
 process sees the same collections, and tokens of the 100k collection are generated only when asked:
@@ -26,12 +27,11 @@ Fault injection, changeable while running: ``latency_ms`` (added to every reques
 (every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
 Nth request answers 503). ``request_count(method, contract=…)`` counts every request received,
 injected failures included, per method and per (method, contract). Run it alone with
-``python -m local.upstream_stub [--port N]``.
+``python -m local.alchemy_stub [--port N] [--api-key KEY]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import functools
 import hashlib
@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from local.stub_server import Answer, StubServer, run_in_foreground
+from local.stub_server import Answer, StubServer, stub_main
 
 SEED: Final = "such-market-stub-v1"
 ERC721_CONTRACT: Final = "0x5a4d000000000000000000000000000000000721"
@@ -59,7 +59,7 @@ LARGE_TOKEN_COUNT: Final = 100_000
 LARGE_WALLET_COUNT: Final = 20_000
 NOT_A_CONTRACT: Final = "0x5a4d00000000000000000000000000000000dead"
 NOT_AN_NFT_CONTRACT: Final = "0x5a4d000000000000000000000000000000000e20"
-REJECTED_API_KEY: Final = "rejected-key"
+DEFAULT_API_KEY: Final = "local-alchemy-key"
 MAX_PAGE_SIZE: Final = 100
 DEFAULT_OWNERS_PAGE_SIZE: Final = 1000
 BROKEN_METADATA_ERRORS: Final = (
@@ -605,7 +605,7 @@ def get_contracts_for_owner(params: _Params) -> _Answer:
 
 
 class AlchemyStub(StubServer):
-    """The stub server: ``with AlchemyStub() as stub: AlchemyClient(api_key="k", base_url=stub.base_url)``."""
+    """The stub server: ``with AlchemyStub() as stub: AlchemyClient(api_key=stub.api_key, base_url=stub.base_url)``."""
 
     name = "alchemy-stub"
 
@@ -614,6 +614,7 @@ class AlchemyStub(StubServer):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_key: str = DEFAULT_API_KEY,
         latency_ms: float = 0,
         rate_limit_every: int = 0,
         retry_after_seconds: int = 1,
@@ -623,6 +624,7 @@ class AlchemyStub(StubServer):
         super().__init__(
             host=host,
             port=port,
+            api_key=api_key,
             latency_ms=latency_ms,
             rate_limit_every=rate_limit_every,
             retry_after_seconds=retry_after_seconds,
@@ -693,7 +695,7 @@ class AlchemyStub(StubServer):
         if self.rate_limit_every and sequence % self.rate_limit_every == 0:
             headers = {"Retry-After": str(self.retry_after_seconds)}
             return _error(429, "Your app has exceeded its compute units per second capacity.", headers)
-        if key == REJECTED_API_KEY:
+        if not self.accepts(key):
             return _error(401, f"Must be authenticated! The API key {key} is not valid.")
         try:
             return self._methods[method](params)
@@ -703,15 +705,11 @@ class AlchemyStub(StubServer):
 
 def main() -> None:
     """Run the stub in the foreground until Ctrl-C."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--latency-ms", type=float, default=0)
-    arguments = parser.parse_args()
-    run_in_foreground(
-        AlchemyStub(host=arguments.host, port=arguments.port, latency_ms=arguments.latency_ms),
-        "set ALCHEMY_BASE_URL to that address",
-        f"ERC-721 {ERC721_CONTRACT}, ERC-1155 {ERC1155_CONTRACT}, 100k {LARGE_CONTRACT}",
+    stub_main(
+        AlchemyStub,
+        default_key=DEFAULT_API_KEY,
+        upstream="ALCHEMY",
+        contents=f"ERC-721 {ERC721_CONTRACT}, ERC-1155 {ERC1155_CONTRACT}, 100k {LARGE_CONTRACT}",
     )
 
 

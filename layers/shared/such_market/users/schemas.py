@@ -1,22 +1,20 @@
 """Response models of the user endpoints for the OpenAPI document (profile, verifications, nft-contracts).
 
-Like ``such_market.http.schemas`` (whose ``responses(...)`` builds a route's ``responses=`` from them),
-these models only document: the handlers serve pre-serialized bytes and never instantiate them.
+The shapes ``users.service`` answers: a Farcaster profile, its verified addresses, and the NFT contracts
+held by the user's wallets (cache-backed and normalized). They only document: the use cases serialize
+their own rows to bytes and the handlers never instantiate these models.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
+
+from such_market.schema_base import CamelModel
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class ProfileBody(_Camel):
+class ProfileBody(CamelModel):
     fid: int
     username: str | None
     display_name: str | None
@@ -28,21 +26,21 @@ class ProfileBody(_Camel):
     fetched_at: str = Field(description="when the profile was last fetched from Neynar (ISO 8601, UTC)")
 
 
-class VerificationsBody(_Camel):
+class VerificationsBody(CamelModel):
     fid: int
     username: str | None
     custody_address: str | None
     verified_addresses: list[str]
 
 
-class UserSummaryBody(_Camel):
+class UserSummaryBody(CamelModel):
     fid: int
     username: str | None
     display_name: str | None
     pfp_url: str | None
 
 
-class WalletContractBody(_Camel):
+class WalletContractBody(CamelModel):
     address: str
     name: str | None
     symbol: str | None
@@ -52,7 +50,7 @@ class WalletContractBody(_Camel):
     is_spam: bool
 
 
-class WalletCollectionsBody(_Camel):
+class WalletCollectionsBody(CamelModel):
     wallet_address: str
     status: Literal["success", "error", "truncated"] = Field(
         description="error: the wallet could not be scanned now, so the answer is not cached (the normalized "
@@ -63,7 +61,7 @@ class WalletCollectionsBody(_Camel):
     total_collections_found: int
 
 
-class NftContractsBody(_Camel):
+class NftContractsBody(CamelModel):
     user: UserSummaryBody
     wallets: list[WalletCollectionsBody]
     total_wallets: int

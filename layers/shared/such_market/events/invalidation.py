@@ -25,8 +25,16 @@ from such_market.events.models import (
     OwnershipChanged,
     UserUpdated,
 )
+from such_market.validation import ZERO_ADDRESS
 
-ZERO_ADDRESS = "0x" + "0" * 40
+INVALIDATING_EVENTS: tuple[type[EventDetail], ...] = (
+    CollectionUpdated,
+    CollectionRefreshed,
+    NftTransferred,
+    OwnershipChanged,
+    UserUpdated,
+)
+"""The events whose consumer deletes cache keys (the template's invalidation rule lists the same)."""
 
 FidsOwning = Callable[[Sequence[str]], list[int]]
 
