@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install dev test lint format validate build bench openapi openapi-check migrate pytest clean
+.PHONY: help install dev test lint format validate build bench chaos openapi openapi-check migrate pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ pytest: $(STAMP) ## the pytest suite only (real PostgreSQL and Valkey)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint validate build openapi-check pytest ## everything CI runs
+
+chaos: $(STAMP) ## the fault suite alone (pauses and kills real PostgreSQL/Valkey, breaks the stubs); prints its table
+	$(PY) -m pytest tests/chaos -p no:cacheprovider -q -rN
 
 bench: $(STAMP) ## the benchmark suite; results go to bench/results/
 	$(PY) -m bench

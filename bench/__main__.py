@@ -23,8 +23,10 @@ GROUPS = {
     "db": "bench.db_pages",
     "stampede": "bench.stampede",
     "invalidation": "bench.invalidation",
+    "clear": "bench.clearing",
     "coldstart": "bench.cold_start",
     "ownership": "bench.ownership",
+    "analytics": "bench.analytics",
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ from bench.common import (
     BenchEnv,
     BlockRunner,
     FakeContext,
+    Interleaved,
     Measure,
     Stats,
     forget_containers,
@@ -47,6 +49,8 @@ from bench.common import (
 GROUP = "hit"
 HANDLER_BAR_MS = 0.2
 HANDLER_RATIO_BAR = 2.5
+RECORDING_BAR_MS = 0.010
+RECORDING_RATIO_BAR = 1.3
 PAGE_SIZE = 50
 # This VM's loopback GET takes about 0.02 ms or about 0.10 ms, switching over minutes (not in our
 # control); the overhead line projects the handler's fixed cost onto the fast mode too.
@@ -189,6 +193,7 @@ def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
                     )[:13]
                 measures.append(measure)
             measures.append(_overhead(case, stats, floor))
+            measures.extend(_recording(case, timed, floor))
     finally:
         loop.run_until_complete(_close_cashews())
         loop.close()
@@ -223,6 +228,42 @@ def _overhead(case: str, stats: dict[str, Stats], floor: Measure) -> Measure:
             "ratio_at_fast_floor": at_fast_floor,
         },
     )
+
+
+def _recording(case: str, timed: Interleaved, floor: Measure) -> list[Measure]:
+    """What recording the traffic analytics costs a HIT (issue 10's bars): the handler records, the router
+    alone (``app.resolve``) is the same HIT without recording, timed side by side; and the recording
+    handler against the floor."""
+    differences = [
+        handler - resolve
+        for handler, resolve in zip(timed.rounds[f"{case}.handler"], timed.rounds[f"{case}.resolve"], strict=True)
+    ]
+    cost = statistics.median(differences)
+    ratio = timed.paired_ratio(f"{case}.handler", f"{case}.floor")
+    return [
+        Measure(
+            GROUP,
+            f"hit.{case}.recording_cost",
+            f"{case}: recording analytics on a HIT (handler - router, per round)",
+            round(cost, 4),
+            "ms",
+            bar=f"<= {RECORDING_BAR_MS} ms",
+            passed=cost <= RECORDING_BAR_MS,
+            note="median over rounds of the handler's round p50 minus the router's (same HIT, no recording)",
+        ),
+        Measure(
+            GROUP,
+            f"hit.{case}.recording_ratio",
+            f"{case}: HIT with recording on vs the floor",
+            round(ratio, 3),
+            "x",
+            bar=f"<= {RECORDING_RATIO_BAR}x floor",
+            passed=ratio <= RECORDING_RATIO_BAR,
+            ratio=ratio,
+            ratio_of=floor.name,
+            ratio_bar=RECORDING_RATIO_BAR,
+        ),
+    ]
 
 
 def _legacy_envelope(client: Any, case: str, payload: Any) -> BlockRunner:

@@ -9,8 +9,10 @@
 - the predecessor: ``KEYS <collection pattern>`` + ``DEL`` over a 100,000-key keyspace. Valkey runs
   commands one at a time, so while ``KEYS`` walks the keyspace every other client waits: a prober
   process issues GETs back to back, and the *stall* is its slowest GET overlapping the operation. The
-  same prober runs during our index invalidation (a script: atomic, so it blocks the server too), for a
-  10,000-key collection and for a 20-key entity. Valkey's SLOWLOG gives the server-side durations.
+  same prober runs during our index invalidation (leases and a rename in one short script, then the
+  values in batches of ``DRAIN_BATCH``), for a 10,000-key collection and for a 20-key entity. Bar: the
+  prober's slowest GET during our 10,000-key invalidation, worst round, ≤ 1.5 ms. Valkey's SLOWLOG
+  (every command logged) gives the server-side durations.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bench.common import (
 GROUP = "invalidation"
 EVENT_BAR_MS = 2.0
 COLLECTION_BAR_MS = 100.0
+STALL_BAR_MS = 1.5
+SLOWLOG_LEN = 100_000
 COLLECTION_KEYS = 10_000
 KEYSPACE = 100_000
 SMALL_ENTITY_KEYS = 20
@@ -174,9 +178,9 @@ def _fill_collection(client: Any, keys: Any, address: str, count: int) -> None:
 
 
 def _slowlog(client: Any, command: str) -> list[float]:
-    """Server-side durations (ms) of ``command`` in the slow log (everything ≥ 1 ms is logged)."""
+    """Server-side durations (ms) of ``command`` in the slow log (every command is logged)."""
     durations = []
-    for entry in client.slowlog_get(128):
+    for entry in client.slowlog_get(SLOWLOG_LEN):
         args = entry.get("command", b"")
         name = args.split()[0].decode().upper() if isinstance(args, bytes) and args else str(args).split()[0].upper()
         if name == command:
@@ -198,7 +202,8 @@ def _collection_and_keys(env: BenchEnv, *, rounds: int) -> list[Measure]:
     keys = CacheKeys(CACHE_PREFIX)
     cache = get_cache(load_settings(CacheSettings))
     client = env.redis()
-    client.config_set("slowlog-log-slower-than", 1000)
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", SLOWLOG_LEN)
     # The rest of the keyspace: other collections' keys, so KEYS has 100k names to walk.
     for batch in range((KEYSPACE - COLLECTION_KEYS) // 10_000):
         _fill_collection(client, keys, f"0x{batch + 1:040x}", 10_000)
@@ -249,6 +254,7 @@ def _collection_and_keys(env: BenchEnv, *, rounds: int) -> list[Measure]:
                 )  # type: ignore[arg-type]
     finally:
         client.config_set("slowlog-log-slower-than", 10_000)
+        client.config_set("slowlog-max-len", 128)
         client.close()
     stalls = {name: [prober.stall(*window) for window in spans] for name, spans in windows.items()}
     idle = Stats.of_ms([stall["idle_get_p50_ms"] for values in stalls.values() for stall in values])
@@ -262,7 +268,8 @@ def _collection_and_keys(env: BenchEnv, *, rounds: int) -> list[Measure]:
         f"collection-wide: {COLLECTION_KEYS:,} keys via index set (invalidate_index)",
         Stats.of_ms(timings["index_collection"]),
         bar_ms=COLLECTION_BAR_MS,
-        server_ms=server["index_collection"],
+        server_max_ms=max(server["index_collection"]),
+        server_calls=len(server["index_collection"]),
     )
     entity_measure = latency(
         GROUP,
@@ -305,15 +312,19 @@ def _collection_and_keys(env: BenchEnv, *, rounds: int) -> list[Measure]:
     }
     for name, label in labels.items():
         stats = stall_stats(name)
+        barred = name == "index_collection"  # ours, at collection size: judged on the worst round
         measures.append(
             Measure(
                 GROUP,
                 f"invalidation.stall.{name}",
                 label,
-                stats.p50_ms,
+                stats.max_ms if barred else stats.p50_ms,
                 "ms",
                 stats=stats,
-                note=f"idle GET p50 {idle.p50_ms:.3f} ms",
+                bar=f"worst round ≤ {STALL_BAR_MS:g} ms" if barred else None,
+                passed=stats.max_ms <= STALL_BAR_MS if barred else None,
+                note=f"idle GET p50 {idle.p50_ms:.3f} ms"
+                + (f"; {stats.n} rounds; longest server-side call {max(server[name]):.3f} ms" if barred else ""),
             )
         )
     return measures

@@ -19,6 +19,10 @@ API does with the Lambda proxy integration, payload format 2.0:
 - a handler (or authorizer) that raises or returns something malformed → 500
   ``{"message":"Internal Server Error"}``, with the traceback on stderr.
 
+With ``docs=True`` (``make dev``), a GET of a path no route serves may also be the Swagger UI page
+(``/api/docs``) or the generated OpenAPI document (``/api/openapi.json``): ``local.docs``. A local
+convenience only: API Gateway serves neither.
+
 One line per request goes to stderr: method, path, status, milliseconds.
 """
 
@@ -37,6 +41,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from local.docs import docs_response
 from local.http_server import BackgroundHttpServer
 from local.invoker import LOCAL_ACCOUNT_ID, Invoker, JsonValue
 from local.template import RouteSpec, Template
@@ -154,6 +159,7 @@ class LocalApi:
         account_id: str = LOCAL_ACCOUNT_ID,
         api_id: str = LOCAL_API_ID,
         quiet: bool = False,
+        docs: bool = False,
     ) -> None:
         self.template = template
         self.invoker = invoker
@@ -161,6 +167,7 @@ class LocalApi:
         self.account_id = account_id
         self.api_id = api_id
         self.quiet = quiet
+        self.docs = docs
         self._host = host
         self._requested_port = port
         self._server: BackgroundHttpServer | None = None
@@ -213,6 +220,9 @@ class LocalApi:
             return _message(413, "Request Entity Too Large")
         match = self.router.match(request.method, path)
         if match is None:
+            served = docs_response(request.method, path) if self.docs else None
+            if served is not None:
+                return LocalResponse(200, [("Content-Type", served[0]), ("Cache-Control", "no-store")], served[1])
             return _message(404, "Not Found")
         event = self.build_event(request, match)
         request_id = str(event["requestContext"]["requestId"])

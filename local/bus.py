@@ -7,7 +7,9 @@ the rules of the bus it was sent to (``EventBridgeRule`` events of the template'
 matching rule's function is invoked asynchronously by a small pool of worker threads. A failing
 invocation is retried with exponential backoff up to the rule's ``RetryPolicy.MaximumRetryAttempts``
 (``default_retry_attempts`` when the rule has none); then the event lands in ``dead_letters``
-(also ``GET /dead-letters``), standing in for the SQS dead-letter queue. ``drain()`` waits until every
+(also ``GET /dead-letters``), standing in for the SQS dead-letter queue; the server answers SQS
+``GetQueueAttributes``, ``ReceiveMessage`` and ``DeleteMessage`` for that queue (``DEAD_LETTER_QUEUE``), so
+the metrics endpoint reads its depth and the redrive function redrives it, as in AWS. ``drain()`` waits until every
 accepted event has been delivered or dead-lettered, including events published by the consumers.
 
 ``matches_pattern`` implements EventBridge event patterns: nested objects, lists of allowed values
@@ -19,6 +21,7 @@ contribute the values of each field independently.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -274,6 +277,7 @@ class DeadLetter:
     attempts: int
     event: dict[str, Any]
     failed_at: str = field(default_factory=_iso_now)
+    receipt: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -334,6 +338,7 @@ class LocalEventBus:
         self._pending = 0
         self._pending_changed = threading.Condition()
         self._dead_letters: list[DeadLetter] = []
+        self._hidden: dict[str, float] = {}  # receipt → when a reader's hold ends
         self._dead_lock = threading.Lock()
         self._worker_count = workers
         self._workers: list[threading.Thread] = []
@@ -381,6 +386,27 @@ class LocalEventBus:
     def dead_letters(self) -> list[DeadLetter]:
         with self._dead_lock:
             return list(self._dead_letters)
+
+    def receive_dead_letters(self, max_messages: int, visibility_timeout_seconds: float) -> list[DeadLetter]:
+        """Like SQS ``ReceiveMessage``: up to ``max_messages`` visible dead letters, hidden for a while."""
+        now = time.monotonic()
+        with self._dead_lock:
+            visible = [dead for dead in self._dead_letters if self._hidden.get(dead.receipt, 0.0) <= now]
+            for dead in visible[:max_messages]:
+                self._hidden[dead.receipt] = now + visibility_timeout_seconds
+            return visible[:max_messages]
+
+    def hidden_dead_letters(self) -> int:
+        """How many dead letters a reader holds (SQS's messages not visible)."""
+        now = time.monotonic()
+        with self._dead_lock:
+            return sum(self._hidden.get(dead.receipt, 0.0) > now for dead in self._dead_letters)
+
+    def delete_dead_letter(self, receipt: str) -> None:
+        """Like SQS ``DeleteMessage``."""
+        with self._dead_lock:
+            self._dead_letters = [dead for dead in self._dead_letters if dead.receipt != receipt]
+            self._hidden.pop(receipt, None)
 
     def rules_of(self, bus_name: str) -> list[RuleSpec]:
         return [rule for rule in self.template.rules if rule.event_bus_name == bus_name]
@@ -546,6 +572,10 @@ def _parse_input(raw: object) -> object:
     return raw
 
 
+DEAD_LETTER_QUEUE = "such-market-events-dlq"
+"""The name under which the bus answers SQS ``GetQueueAttributes`` for its dead letters (metrics)."""
+
+
 def _handler_class(bus: LocalEventBus) -> type[BaseHTTPRequestHandler]:
     class BusRequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -566,6 +596,49 @@ def _handler_class(bus: LocalEventBus) -> type[BaseHTTPRequestHandler]:
         def _error(self, status: int, error_type: str, message: str) -> None:
             self._send(status, {"__type": error_type, "message": message})
 
+        def _dead_letter_queue(self, action: str, raw: bytes) -> None:
+            """SQS (JSON 1.0) on the dead letters: ``GetQueueAttributes``, ``ReceiveMessage``, ``DeleteMessage``."""
+            try:
+                request = json.loads(raw or b"{}")
+            except ValueError:
+                request = None
+            if not isinstance(request, dict):
+                request = {}
+            queue = str(request.get("QueueUrl", ""))
+            if not queue.rstrip("/").endswith("/" + DEAD_LETTER_QUEUE):
+                self._error(HTTPStatus.BAD_REQUEST, "QueueDoesNotExist", f"no such queue: {queue!r}")
+                return
+            answer: dict[str, Any] = {}
+            if action == "GetQueueAttributes":
+                letters = bus.dead_letters
+                hidden = bus.hidden_dead_letters()
+                answer = {
+                    "Attributes": {
+                        "ApproximateNumberOfMessages": str(len(letters) - hidden),
+                        "ApproximateNumberOfMessagesNotVisible": str(hidden),
+                    }
+                }
+            elif action == "ReceiveMessage":
+                taken = bus.receive_dead_letters(
+                    int(request.get("MaxNumberOfMessages", 1)), float(request.get("VisibilityTimeout", 30))
+                )
+                answer = {
+                    "Messages": [
+                        {
+                            "MessageId": dead.receipt,
+                            "ReceiptHandle": dead.receipt,
+                            "Body": json.dumps(dead.event),
+                            "MD5OfBody": hashlib.md5(
+                                json.dumps(dead.event).encode(), usedforsecurity=False
+                            ).hexdigest(),
+                        }
+                        for dead in taken
+                    ]
+                }
+            else:
+                bus.delete_dead_letter(str(request.get("ReceiptHandle", "")))
+            self._send(HTTPStatus.OK, answer, "application/x-amz-json-1.0")
+
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] == "/dead-letters":
                 self._send(HTTPStatus.OK, [dead.to_json() for dead in bus.dead_letters], "application/json")
@@ -576,6 +649,9 @@ def _handler_class(bus: LocalEventBus) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             target = self.headers.get("X-Amz-Target", "")
+            if target in {"AmazonSQS.GetQueueAttributes", "AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage"}:
+                self._dead_letter_queue(target.removeprefix("AmazonSQS."), raw)
+                return
             if target != "AWSEvents.PutEvents":
                 self._error(HTTPStatus.BAD_REQUEST, "UnknownOperationException", f"unsupported: {target!r}")
                 return

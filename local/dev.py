@@ -3,7 +3,9 @@
 Starts PostgreSQL and Valkey (embedded, unless ``DATABASE_URL``/``REDIS_URL`` name servers to use),
 migrates the database, starts the local event bus and the upstream stubs it needs, gives every function
 its local environment, starts the schedules and the local API (127.0.0.1:3000, ``PORT`` overrides), and
-prints where everything is and the admin token of this run. Ctrl-C (SIGINT) or SIGTERM stops everything
+prints where everything is and the admin token of this run; the local API also serves Swagger UI
+(``local.docs``), and ``local.invoke.ENV_VARS_FILE`` gets the env-vars file for ``sam local invoke`` (or
+``python -m local.invoke``) pointing at these services. Ctrl-C (SIGINT) or SIGTERM stops everything
 it started and exits 0.
 
 The functions' environment (they share this process's), for each variable the first of:
@@ -39,9 +41,12 @@ from types import FrameType
 
 from local.alchemy_stub import ERC721_CONTRACT, AlchemyStub
 from local.api import DEFAULT_PORT, LocalApi
-from local.bus import LocalEventBus
+from local.bus import DEAD_LETTER_QUEUE, LocalEventBus
+from local.docs import DOCS_PATH, DOCUMENT_PATH
+from local.invoke import ENV_VARS_FILE, write_env_vars
 from local.invoker import LOCAL_AWS, LOCAL_DEFAULTS, LOCAL_REGION, Invoker, ensure_layer_on_path, local_environment
 from local.neynar_stub import NeynarStub
+from local.notification_stub import NotificationClientStub
 from local.scheduler import LocalScheduler, describe
 from local.services import start_services
 from local.stub_server import StubServer
@@ -78,12 +83,21 @@ def function_environment(
         "REDIS_URL": redis_url,
         "EVENT_BUS_NAME": EVENT_BUS_NAME,
         "EVENTBRIDGE_ENDPOINT_URL": bus_url,
+        "SQS_ENDPOINT_URL": bus_url,  # the bus answers GetQueueAttributes for its dead letters
+        "EVENTS_DLQ_URL": f"{bus_url}/{DEAD_LETTER_QUEUE}",
         **LOCAL_AWS,
     }
     for upstream, stub in (("ALCHEMY", alchemy_stub), ("NEYNAR", neynar_stub)):
         if stub is not None:
             controlled |= {f"{upstream}_BASE_URL": stub.base_url, f"{upstream}_API_KEY": stub.api_key}
-    defaults = {**LOCAL_DEFAULTS, "ADMIN_TOKEN": admin_token, "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key}
+    if neynar_stub is not None:
+        controlled["NEYNAR_HUB_URL"] = neynar_stub.base_url  # the stub answers the hub's app-key lookup too
+    defaults = {
+        **LOCAL_DEFAULTS,
+        "ADMIN_TOKEN": admin_token,
+        "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key,
+        "NOTIFICATION_ALLOW_HTTP": "true",  # the local notification-client stub speaks plain http
+    }
     return local_environment(template, {**shell, **controlled}, defaults=defaults)
 
 
@@ -139,6 +153,7 @@ def _summary(
     environment: Mapping[str, str],
     alchemy_stub: AlchemyStub | None,
     neynar_stub: NeynarStub | None,
+    notification_stub: NotificationClientStub,
 ) -> str:
     token = environment["ADMIN_TOKEN"]
     cluster = " (cluster mode)" if environment.get("REDIS_CLUSTER") == "true" else ""
@@ -148,9 +163,11 @@ def _summary(
         "",
         "such-market is running locally. Ctrl-C stops everything.",
         f"  API          {api.url}",
+        f"  API docs     {api.url}{DOCS_PATH}   (Swagger UI; the document: {api.url}{DOCUMENT_PATH})",
         f"  health       curl {api.url}/api/health",
         f"  admin token  {token}",
         f'  admin call   curl -H "Authorization: Bearer {token}" {api.url}/api/admin/ownership/stats',
+        f'  metrics      curl -H "Authorization: Bearer {token}" "{api.url}/api/admin/cache/metrics?window=15m"',
         f"  event bus    {bus.url}  (bus {bus.bus_name}; dead letters: curl {bus.url}/dead-letters)",
         f"  database     {environment['DATABASE_URL']}",
         f"  cache        {environment['REDIS_URL']}{cluster}",
@@ -163,6 +180,13 @@ def _summary(
         f"  webhook      ALCHEMY_WEBHOOK_SIGNING_KEY={environment['ALCHEMY_WEBHOOK_SIGNING_KEY']} "
         "python -m local.send_webhook \\",
         f"                 --contract {ERC721_CONTRACT} --token 5 --from <owner> --to <wallet>",
+        f"  invoke       sam build && sam local invoke <FunctionLogicalId> -e events/<file>.json "
+        f"--env-vars {ENV_VARS_FILE.relative_to(ROOT)}",
+        f"               python -m local.invoke <FunctionLogicalId> -e events/<file>.json "
+        f"--env-vars {ENV_VARS_FILE.relative_to(ROOT)}   (no Docker)",
+        f"  mini-app     python -m local.send_miniapp_event --fid 3 --url {notification_stub.url}"
+        + ("" if neynar_stub else "   (signs with the Neynar stub's app keys: needs that stub)"),
+        f"               notifications received: curl {notification_stub.base_url}/notifications",
         "  schedules    (run one now: python -m local.scheduler run <FunctionLogicalId>)",
         *schedules,
         *skipped,
@@ -196,6 +220,7 @@ def main() -> int:
             shell = dict(os.environ)
             alchemy_stub = running.enter_context(AlchemyStub(host=HOST)) if needs_stub(shell, "ALCHEMY") else None
             neynar_stub = running.enter_context(NeynarStub(host=HOST)) if needs_stub(shell, "NEYNAR") else None
+            notification_stub = running.enter_context(NotificationClientStub(host=HOST))
             invoker = Invoker(template, region=LOCAL_REGION)
             bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
             bus.start()
@@ -212,9 +237,10 @@ def main() -> int:
                 neynar_stub=neynar_stub,
             )
             _apply_environment(environment)
+            write_env_vars(ENV_VARS_FILE, environment, template)
             scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
             running.callback(scheduler.stop)
-            api = LocalApi(template, invoker, host=HOST, port=port).start()
+            api = LocalApi(template, invoker, host=HOST, port=port, docs=True).start()
             running.callback(api.stop)
             print(
                 _summary(
@@ -224,6 +250,7 @@ def main() -> int:
                     environment=environment,
                     alchemy_stub=alchemy_stub,
                     neynar_stub=neynar_stub,
+                    notification_stub=notification_stub,
                 ),
                 flush=True,
             )

@@ -18,7 +18,15 @@ Fids ``1 … USER_COUNT`` exist, and their verified addresses are wallets of the
 - ``WALLETLESS_FID`` verifies no address;
 - each custody address is generated apart from the stub wallets and holds nothing.
 
-Ground truth for tests: ``user_exists``, ``user_wallets``, ``custody_address``, ``stub_user``.
+It also serves Neynar's hub HTTP API call ``GET /v1/onChainSignersByFid?fid=N``, which
+``@farcaster/miniapp-node``'s ``verifyAppKeyWithNeynar`` makes (and ``NeynarClient.app_key_fid``): each
+existing fid has one active app key, the Ed25519 key ``app_private_key(fid)`` registered by the client
+app ``CLIENT_APP_FID`` (the ``requestFid`` of its ABI-encoded ``SignedKeyRequest`` metadata), so
+``local.send_miniapp_event`` and the tests sign mini-app events that verify; an unknown fid has none.
+Point ``NEYNAR_HUB_URL`` at the stub too.
+
+Ground truth for tests: ``user_exists``, ``user_wallets``, ``custody_address``, ``stub_user``,
+``app_private_key``, ``app_key``.
 
 Fault injection, changeable while running: ``latency_ms`` (added to every request), ``rate_limit_every``
 (every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
@@ -29,6 +37,7 @@ failures included, per endpoint and per fid asked for. Run it alone with
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import threading
 import time
@@ -50,7 +59,14 @@ SECOND_WALLET_BASE: Final = ERC721_WALLET_COUNT  # wallets from here on hold no 
 DEFAULT_API_KEY: Final = "local-neynar-key"
 MAX_FIDS: Final = 100
 BULK_ENDPOINT: Final = "user/bulk"
-_PATHS: Final = {"/v2/farcaster/user/bulk/": BULK_ENDPOINT, "/v2/farcaster/user/bulk": BULK_ENDPOINT}
+SIGNERS_ENDPOINT: Final = "onChainSignersByFid"
+CLIENT_APP_FID: Final = 9152
+"""The fid of the Farcaster client app that registered every stub app key."""
+_PATHS: Final = {
+    "/v2/farcaster/user/bulk/": BULK_ENDPOINT,
+    "/v2/farcaster/user/bulk": BULK_ENDPOINT,
+    "/v1/onChainSignersByFid": SIGNERS_ENDPOINT,
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,6 +125,36 @@ def stub_user(fid: int) -> dict[str, Any] | None:
     }
 
 
+def app_private_key(fid: int) -> bytes:
+    """The 32-byte Ed25519 private key of ``fid``'s app key (the stub lists its public key as active)."""
+    return hashlib.blake2b(f"{SEED}|app-key|{fid}".encode(), digest_size=32).digest()
+
+
+def app_key(fid: int) -> str:
+    """``fid``'s app key as the hub lists it: 0x + the hex of the Ed25519 public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = Ed25519PrivateKey.from_private_bytes(app_private_key(fid)).public_key()
+    return "0x" + public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def signed_key_request_metadata(request_fid: int) -> str:
+    """Base64 of the ABI encoding of ``SignedKeyRequest(requestFid, requestSigner, signature, deadline)``:
+    a dynamic tuple (offset word first), the signature a 65-byte ``bytes`` value."""
+    signature = hashlib.blake2b(f"{SEED}|skr|{request_fid}".encode(), digest_size=64).digest() + b"\x1b"
+    words = [
+        (32).to_bytes(32),  # offset of the tuple
+        request_fid.to_bytes(32),
+        bytes(12) + hashlib.blake2b(f"{SEED}|signer|{request_fid}".encode(), digest_size=20).digest(),
+        (4 * 32).to_bytes(32),  # offset of ``signature`` within the tuple
+        (2**32).to_bytes(32),  # deadline
+        len(signature).to_bytes(32),
+        signature + bytes(-len(signature) % 32),
+    ]
+    return base64.b64encode(b"".join(words)).decode()
+
+
 # --------------------------------------------------------------------------------------------------
 # Request handling
 
@@ -138,6 +184,39 @@ def parse_fids(params: Mapping[str, list[str]]) -> list[int]:
     if not all(text.isascii() and text.isdigit() and int(text) > 0 for text in texts):
         raise _BadRequestError("fids must be positive integers")
     return [int(text) for text in texts]
+
+
+def parse_fid(params: Mapping[str, list[str]]) -> int:
+    """The ``fid`` parameter of a hub call, a positive int."""
+    values = params.get("fid", [])
+    if len(values) != 1 or not values[0].isascii() or not values[0].isdigit() or int(values[0]) <= 0:
+        raise _BadRequestError("fid must be one positive integer")
+    return int(values[0])
+
+
+def on_chain_signers(fid: int) -> _Answer:
+    """The hub's ``onChainSignersByFid``: the fid's active signer, registered by ``CLIENT_APP_FID``."""
+    if not user_exists(fid):
+        return _json(200, {"events": []})
+    event = {
+        "type": "EVENT_TYPE_SIGNER",
+        "chainId": 10,
+        "blockNumber": 100_000_000 + fid,
+        "blockHash": "0x" + hashlib.blake2b(f"{SEED}|block|{fid}".encode(), digest_size=32).hexdigest(),
+        "blockTimestamp": 1_700_000_000,
+        "transactionHash": "0x" + hashlib.blake2b(f"{SEED}|tx|{fid}".encode(), digest_size=32).hexdigest(),
+        "logIndex": 0,
+        "fid": fid,
+        "signerEventBody": {
+            "key": app_key(fid),
+            "keyType": 1,
+            "eventType": "SIGNER_EVENT_TYPE_ADD",
+            "metadata": signed_key_request_metadata(CLIENT_APP_FID),
+            "metadataType": 1,
+        },
+        "txIndex": 0,
+    }
+    return _json(200, {"events": [event]})
 
 
 def bulk_users(fids: list[int]) -> _Answer:
@@ -211,7 +290,7 @@ class NeynarStub(StubServer):
             return _error(404, f"Cannot GET {parts.path}", "NotFound")
         params = parse_qs(parts.query, keep_blank_values=True)
         try:
-            fids: list[int] | str = parse_fids(params)
+            fids: list[int] | str = [parse_fid(params)] if endpoint == SIGNERS_ENDPOINT else parse_fids(params)
         except _BadRequestError as error:
             fids = str(error)
         with self._lock:
@@ -225,7 +304,9 @@ class NeynarStub(StubServer):
         refused = self._refusal(sequence, api_key)
         if refused is not None:
             return refused
-        return bulk_users(fids) if isinstance(fids, list) else _error(400, fids, "InvalidField")
+        if not isinstance(fids, list):
+            return _error(400, fids, "InvalidField")
+        return on_chain_signers(fids[0]) if endpoint == SIGNERS_ENDPOINT else bulk_users(fids)
 
     def _refusal(self, sequence: int, api_key: str | None) -> _Answer | None:
         """An injected failure for request number ``sequence``, or a 401 for a missing or wrong key."""
@@ -247,7 +328,8 @@ def main() -> None:
         NeynarStub,
         default_key=DEFAULT_API_KEY,
         upstream="NEYNAR",
-        contents=f"users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet)",
+        contents=f"users: fids 1 … {USER_COUNT} (fid {WALLETLESS_FID} verifies no wallet), each with an app key"
+        " (set NEYNAR_HUB_URL to the same address)",
     )
 
 

@@ -5,6 +5,22 @@ carries its summary, tags, query parameters and response models. This merges the
 document (response models become ``components/schemas`` through pydantic), marks the admin routes
 with the bearer security scheme, and writes it (``--write``) or fails when the committed file differs
 (``--check``, run by ``make test``).
+
+Besides what a route declares, each operation documents every answer it can really give:
+
+- its path parameters in the formats ``such_market.validation`` enforces
+  (``such_market.http.schemas.PATH_PARAMETERS``; a parameter missing there is an error here);
+- the failures mapped at the edge (``such_market.failures``), from the parts of the function's settings:
+  503 ``service_unavailable`` (with ``Retry-After``) for a function that reaches the database, the cache
+  or an upstream, and 502 ``upstream_credentials_rejected`` / ``upstream_error`` for one that calls an
+  upstream;
+- on admin routes, API Gateway's own 401 ``{"message": "Unauthorized"}`` (no ``Authorization`` header:
+  the authorizer is not even called) and 403 ``{"message": "Forbidden"}`` (the authorizer refused), besides
+  the handler's own ``{error, code}`` check.
+
+What API Gateway answers for a request that matches no route (404 ``{"message": "Not Found"}``, also for a
+method the document does not list, where a plain HTTP server would say 405) is stated in the document's
+description.
 """
 
 from __future__ import annotations
@@ -17,13 +33,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from such_market.http.api import Api, RouteSpec
+    from such_market.config import FunctionSettings
+    from such_market.http.api import Api, QueryParameter, RouteSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
 TITLE = "such-market API"
 VERSION = "1.0.0"
 REF_TEMPLATE = "#/components/schemas/{model}"
+GATEWAY_AUTH_ANSWERS = {
+    401: 'API Gateway answers {"message": "Unauthorized"} when the Authorization header is missing',
+    403: 'API Gateway answers {"message": "Forbidden"} when the admin authorizer refuses the token',
+}
+RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
+DESCRIPTION = (
+    "such-market's NFT-data API (HTTP API payload v2). Errors are {error, code}, except the answers of API "
+    'Gateway itself, which are {"message": ...}: the admin authorizer\'s 401 and 403 (declared on the admin '
+    'routes), 404 {"message": "Not Found"} for a path or method no route serves (API Gateway never answers '
+    "405), 413 for a body over 10 MB, and 500/503 when a function crashes or cannot be run."
+)
 
 
 def _load_app(module_path: Path) -> object:
@@ -50,31 +78,91 @@ def routers() -> list[Api]:
     return found
 
 
-def _operation(route: RouteSpec, schemas: dict[str, Any]) -> dict[str, Any]:
+def _path_parameter(route: RouteSpec, name: str) -> dict[str, Any]:
+    from such_market.http.schemas import PATH_PARAMETERS
+
+    declared = PATH_PARAMETERS.get(name)
+    if declared is None:
+        raise RuntimeError(
+            f"{route.method} {route.path}: declare the format of path parameter {name!r} in "
+            "such_market.http.schemas.PATH_PARAMETERS"
+        )
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": declared.description,
+        "schema": dict(declared.schema),
+    }
+
+
+def _query_parameter(parameter: QueryParameter) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": parameter.name,
+        "in": "query",
+        "required": parameter.required,
+        "description": parameter.description,
+        "schema": dict(parameter.schema),
+    }
+    if parameter.schema.get("type") == "object":  # one query parameter per property (trait.<type>=…)
+        described |= {"style": "form", "explode": True}
+    return described
+
+
+def _edge_failures(settings_model: type[FunctionSettings] | None) -> dict[int, str]:
+    """The statuses ``such_market.failures`` can answer for a function with these settings parts."""
+    from such_market.config import CacheSettings, DatabaseSettings, SettingsPart
+    from such_market.http.schemas import ERROR_DESCRIPTIONS
+
+    parts = [
+        field.annotation
+        for field in (settings_model.model_fields.values() if settings_model is not None else ())
+        if isinstance(field.annotation, type) and issubclass(field.annotation, SettingsPart)
+    ]
+    upstream = any(part.__module__.startswith("such_market.upstream.") for part in parts)
+    failures: dict[int, str] = {}
+    if upstream:
+        failures[502] = "An upstream refused our credentials or failed (upstream_credentials_rejected, upstream_error)"
+    if upstream or any(issubclass(part, DatabaseSettings | CacheSettings) for part in parts):
+        failures[503] = ERROR_DESCRIPTIONS[503]
+    return failures
+
+
+def _operation(
+    route: RouteSpec, settings_model: type[FunctionSettings] | None, schemas: dict[str, Any]
+) -> dict[str, Any]:
     from pydantic import BaseModel
     from pydantic.json_schema import models_json_schema
 
-    parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in route.path_parameters
-    ]
-    parameters += [
-        {"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": dict(q.schema)}
-        for q in route.query
-    ]
+    from such_market.http.schemas import ErrorBody, GatewayMessageBody
+
+    parameters = [_path_parameter(route, name) for name in route.path_parameters]
+    parameters += [_query_parameter(q) for q in route.query]
 
     def schema_of(model: type[BaseModel]) -> dict[str, Any]:
         (refs, definitions) = models_json_schema([(model, "validation")], ref_template=REF_TEMPLATE, by_alias=True)
         schemas.update(definitions.get("$defs", {}))
         return dict(refs[(model, "validation")])
 
+    declared: dict[int, Any] = dict(route.responses)
+    for status, description in _edge_failures(settings_model).items():
+        declared.setdefault(status, {"description": description, "content": {"application/json": {"model": ErrorBody}}})
+    admin = route.path.startswith("/api/admin/")
     responses: dict[str, Any] = {}
-    for status, described in sorted(route.responses.items()):
+    for status, described in sorted(declared.items()):
         content: dict[str, Any] = {}
         for media, body in described.get("content", {}).items():
             model = body.get("model")
             if isinstance(model, type) and issubclass(model, BaseModel):
-                content[media] = {"schema": schema_of(model)}
+                schema = schema_of(model)
+                if admin and status in GATEWAY_AUTH_ANSWERS:
+                    schema = {"oneOf": [schema_of(GatewayMessageBody), schema]}
+                content[media] = {"schema": schema}
         responses[str(status)] = {"description": described.get("description", ""), "content": content}
+        if status in GATEWAY_AUTH_ANSWERS and admin:
+            responses[str(status)]["description"] += f" ({GATEWAY_AUTH_ANSWERS[status]})"
+        if status in {429, 503} and content.get("application/json", {}).get("schema") == schema_of(ErrorBody):
+            responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER}
     operation: dict[str, Any] = {
         "tags": list(route.tags),
         "summary": route.summary,
@@ -97,13 +185,13 @@ def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for app in routers():
         for route in app.routes.values():
-            paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, app.settings_model, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": TITLE,
             "version": VERSION,
-            "description": "such-market's NFT-data API (HTTP API payload v2). Errors are {error, code}.",
+            "description": DESCRIPTION,
         },
         "paths": {path: dict(sorted(operations.items())) for path, operations in sorted(paths.items())},
         "components": {

@@ -22,6 +22,7 @@ CLI, against ``DATABASE_URL``/``REDIS_URL`` (and the rest of the environment) as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -370,7 +371,10 @@ def _run_once(template: Template, function_id: str) -> int:
         del os.environ[name]
     os.environ.update(environment)
     try:
-        result = LocalScheduler(template, invoker).run_now(function_id)
+        # The function's own output (logs, EMF metrics) is its log stream, as `sam local invoke` shows it:
+        # stderr; stdout carries only the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = LocalScheduler(template, invoker).run_now(function_id)
     except TemplateError as error:
         print(error, file=sys.stderr)
         return 2

@@ -155,13 +155,24 @@ class EmbeddedPostgres:
         return PG_SYSTEM_USER
 
 
+VALKEY_MAXMEMORY = "512mb"
+"""The local Valkey's memory bound (``make dev``, tests, benchmarks): well above what they store."""
+VALKEY_MAXMEMORY_POLICY = "volatile-lru"
+"""What goes when the bound is reached: the least recently used key *with a TTL*. Every cache key has a
+TTL (values, fill leases, index sets), so the cache always has something to give back; a key without
+one (durable state) is never evicted. ``allkeys-lru`` could evict a lock or an idempotency record as
+readily as a page (README, "The cache")."""
+
+
 @dataclass
 class EmbeddedValkey:
-    """A private Valkey server on a loopback port, without persistence."""
+    """A private Valkey server on a loopback port, without persistence, with the deployed cache's
+    eviction policy under a memory bound."""
 
     port: int = field(default_factory=free_port)
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="such-market-valkey-")))
     extra_args: tuple[str, ...] = ()
+    maxmemory: str = VALKEY_MAXMEMORY
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -188,6 +199,10 @@ class EmbeddedValkey:
                     "no",
                     "--daemonize",
                     "no",
+                    "--maxmemory",
+                    self.maxmemory,
+                    "--maxmemory-policy",
+                    VALKEY_MAXMEMORY_POLICY,
                     *self.extra_args,
                 ],
                 stdout=log_file,

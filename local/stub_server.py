@@ -23,7 +23,9 @@ class StubServer:
     subclasses answer 401 to a request whose key ``accepts`` refuses.
 
     Faults, changeable while running: ``latency_ms`` added to every request, every ``rate_limit_every``-th
-    request answers 429 (``Retry-After: retry_after_seconds``), every ``server_error_every``-th answers 503.
+    request answers 429 (``Retry-After: retry_after_seconds``), every ``server_error_every``-th answers 503,
+    and ``truncate_bodies`` sends half of every body and drops the connection (a proxy or the network
+    cutting an answer short: the client sees the body end before its ``Content-Length``).
     """
 
     name = "stub"
@@ -46,6 +48,7 @@ class StubServer:
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
         self.server_error_every = server_error_every
+        self.truncate_bodies = False
         self._server: BackgroundHttpServer | None = None
 
     def accepts(self, api_key: str | None) -> bool:
@@ -61,6 +64,7 @@ class StubServer:
         self.latency_ms = 0
         self.rate_limit_every = 0
         self.server_error_every = 0
+        self.truncate_bodies = False
         self.reset_counters()
         return self
 
@@ -91,6 +95,10 @@ class StubServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if stub.truncate_bodies and len(body) > 1:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:

@@ -188,6 +188,8 @@ def lambda_env(
         "ALCHEMY_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
         "NEYNAR_API_KEY": neynar_stub.api_key,
         "NEYNAR_BASE_URL": neynar_stub.base_url,
+        "NEYNAR_HUB_URL": neynar_stub.base_url,
+        "NOTIFICATION_ALLOW_HTTP": "true",
         "NEYNAR_MAX_ATTEMPTS": "2",
         "NEYNAR_RETRY_BUDGET_SECONDS": "3",
         "POWERTOOLS_SERVICE_NAME": "such-market",

@@ -2,8 +2,9 @@
 
 The signature is checked on the raw body before anything is parsed (401 ``invalid_signature``); a
 signed body that is not a webhook is a 400. Transfers are applied idempotently in one transaction with
-their events, which are published right after commit; the event consumers invalidate the cache. The
-answer is 200 ``{received, applied, duplicates, ignored}``.
+their events, which are published right after commit; the keys they make stale are deleted right after
+the commit too (read-your-writes), the event consumers being the backstop. The answer is 200
+``{received, applied, reversed, stale, duplicates, ignored}``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def post_alchemy_webhook() -> Response:
     event = app.current_event
     receipt = receive_webhook(
         connect=lambda: runtime.conn,
+        cache=lambda: runtime.cache,
         publisher=runtime.publisher,
         signing_key=runtime.settings.part(WebhookSigningSettings).resolve_signing_key(),
         body=raw_body(event.raw_event),

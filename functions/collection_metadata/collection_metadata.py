@@ -17,11 +17,12 @@ app = create_api()
     "/api/collection/<contractAddress>",
     summary="Collection metadata; a collection seen for the first time is queued for ingestion",
     tags=["collections"],
-    responses=responses(CollectionBody, errors=(400, 404, 503)),
+    family="metadata",
+    responses=responses(CollectionBody, errors=(400, 404, 429, 503)),
 )
 def get_collection(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)
-    return served_response(collection_metadata(runtime, parse_address(contractAddress)))
+    return served_response(collection_metadata(runtime, parse_address(contractAddress), requester=app.current_event))
 
 
 lambda_handler = api_handler(app, ReadPathSettings)

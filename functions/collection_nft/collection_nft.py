@@ -17,11 +17,14 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts/<tokenId>",
     summary="One NFT with its full metadata (token id in decimal or 0x hex)",
     tags=["collections"],
-    responses=responses(NftBody, errors=(400, 404, 503)),
+    family="nft",
+    responses=responses(NftBody, errors=(400, 404, 429, 503)),
 )
 def get_nft(contractAddress: str, tokenId: str) -> Response:
     runtime = runtime_for(ReadPathSettings)
-    return served_response(nft(runtime, parse_address(contractAddress), parse_token_id(tokenId)))
+    return served_response(
+        nft(runtime, parse_address(contractAddress), parse_token_id(tokenId), requester=app.current_event)
+    )
 
 
 lambda_handler = api_handler(app, ReadPathSettings)

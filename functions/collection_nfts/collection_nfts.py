@@ -21,8 +21,9 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts",
     summary="A page of the collection's NFTs (page/pageSize or cursor, trait.<type>=<value> filters)",
     tags=["collections"],
+    family="nfts-page",
     query=(PAGE, PAGE_SIZE, CURSOR, TRAIT_FILTER),
-    responses=responses(NftPageBody, errors=(400, 404, 503)),
+    responses=responses(NftPageBody, errors=(400, 404, 429, 503)),
 )
 def get_nfts(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
@@ -34,6 +35,7 @@ def get_nfts(contractAddress: str) -> Response:
         page_size=parse_page_size(query.get("pageSize")),
         filters=parse_trait_filters(query),
         after_token_id=parse_cursor(query.get("cursor")),
+        requester=app.current_event,
     )
     return served_response(served)
 

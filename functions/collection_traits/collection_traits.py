@@ -17,11 +17,12 @@ app = create_api()
     "/api/collection/<contractAddress>/traits",
     summary="Trait facets: every trait type with its values and token counts",
     tags=["collections"],
-    responses=responses(TraitsBody, errors=(400, 404, 503)),
+    family="traits",
+    responses=responses(TraitsBody, errors=(400, 404, 429, 503)),
 )
 def get_traits(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)
-    return served_response(traits(runtime, parse_address(contractAddress)))
+    return served_response(traits(runtime, parse_address(contractAddress), requester=app.current_event))
 
 
 lambda_handler = api_handler(app, ReadPathSettings)

@@ -16,7 +16,10 @@ app = create_api()
     "/api/health",
     summary="Database, cache and migration status",
     tags=["health"],
-    responses=responses(HealthBody, description="All components usable", errors=(503,)),
+    responses={
+        **responses(HealthBody, description="All components usable"),
+        503: {"description": "A component is not usable", "content": {"application/json": {"model": HealthBody}}},
+    },
 )
 def get_health() -> Response:
     settings = load_settings(HealthSettings)

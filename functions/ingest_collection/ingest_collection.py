@@ -3,7 +3,8 @@
 Once per ``eventId`` (Powertools idempotency). The job's time budget is the invocation's remaining time
 less a margin, so a run records its end before Lambda's timeout could stop it. Returns the run's report;
 an upstream failure is recorded on the collection and re-raised, so Lambda retries the event and then
-sends it to the dead-letter queue.
+sends it to the dead-letter queue. A delivery that fails before the job starts (the cache behind the
+idempotency records is down) releases the collection's "queued" state (``release_lost_ingestion``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.collections.ingestion import DEFAULT_TIME_BUDGET_SECONDS, ingest_collection, time_budget_for
+from such_market.collections.refresh import release_lost_ingestion
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CollectionIngestRequested
 from such_market.runtime import ReadPathSettings, runtime_for
@@ -40,5 +42,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> object:
     token = _time_budget.set(time_budget_for(context.get_remaining_time_in_millis()))
     try:
         return consumer.handle(event, context)
+    except Exception as error:
+        release_lost_ingestion(runtime_for(ReadPathSettings), event, error)
+        raise
     finally:
         _time_budget.reset(token)

@@ -22,7 +22,10 @@ class InvalidatorSettings(FunctionSettings):
     database: DatabaseSettings
 
 
-consumer = EventConsumer("invalidator", settings_model=InvalidatorSettings)
+# Deleting keys is idempotent by itself: no idempotency record, which would live in the very cache whose
+# outage must not turn every invalidation into a failure (a failure goes to the dead letters, redriven
+# once the cache answers again: RedriveDeadLettersFunction).
+consumer = EventConsumer("invalidator", settings_model=InvalidatorSettings, idempotent=False)
 
 
 def _invalidate(detail: EventDetail) -> int:

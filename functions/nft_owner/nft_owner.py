@@ -17,11 +17,14 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts/<tokenId>/owner",
     summary="The token's owner(s) with balances: from nft_ownership when fresh, else Alchemy",
     tags=["collections"],
-    responses=responses(TokenOwnerBody, errors=(400, 404, 503)),
+    family="owner",
+    responses=responses(TokenOwnerBody, errors=(400, 404, 429, 503)),
 )
 def get_owner(contractAddress: str, tokenId: str) -> Response:
     runtime = runtime_for(ReadPathSettings)
-    return served_response(token_owner(runtime, parse_address(contractAddress), parse_token_id(tokenId)))
+    return served_response(
+        token_owner(runtime, parse_address(contractAddress), parse_token_id(tokenId), requester=app.current_event)
+    )
 
 
 lambda_handler = api_handler(app, ReadPathSettings)

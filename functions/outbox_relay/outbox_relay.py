@@ -1,6 +1,9 @@
-"""Scheduled every minute: publish the outbox events a crash left unpublished (SPEC §6).
+"""Scheduled every minute: publish the outbox events a crash left unpublished (SPEC §6), after queueing
+again the failed collection ingestions whose retry is due (``requeue_due_ingestions``: their events go
+out through the outbox like any other).
 
-Returns ``{"published": n, "failed": m, "remaining": k}``: what this run published, what failed again
+Prints the backlog (count, age of the oldest event) as EMF for the outbox-age alarm, and returns
+``{"published": n, "failed": m, "remaining": k}``: what this run published, what failed again
 (those rows stay for the next run), and how many events are still unpublished afterwards.
 """
 
@@ -10,6 +13,8 @@ from typing import Any, Final
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from such_market.analytics.recorder import emit_gauges
+from such_market.collections.ingestion import requeue_due_ingestions
 from such_market.events.outbox import DEFAULT_RELAY_BUDGET_SECONDS, OutboxRelaySettings, relay
 from such_market.runtime import runtime_for
 
@@ -21,5 +26,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, i
     runtime = runtime_for(OutboxRelaySettings)
     remaining_seconds = context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
     budget = max(1.0, min(DEFAULT_RELAY_BUDGET_SECONDS, remaining_seconds))
+    requeue_due_ingestions(conn=runtime.conn, publisher=runtime.publisher)
     result = relay(conn=runtime.conn, publisher=runtime.publisher, time_budget_seconds=budget)
+    emit_gauges(
+        {
+            "OutboxBacklog": (result.backlog.count, "Count"),
+            "OutboxOldestUnpublishedAgeSeconds": (result.backlog.oldest_age_seconds, "Seconds"),
+        }
+    )
     return {"published": result.published, "failed": result.failed, "remaining": result.backlog.count}

@@ -18,8 +18,9 @@ app = create_api()
     "/api/collection/<contractAddress>/nfts/owned",
     summary="The tokens a wallet (userAddress) holds in the collection, paged",
     tags=["collections"],
+    family="owned",
     query=(USER_ADDRESS, PAGE, PAGE_SIZE),
-    responses=responses(OwnedNftsBody, errors=(400, 404, 503)),
+    responses=responses(OwnedNftsBody, errors=(400, 404, 429, 503)),
 )
 def get_owned(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}
@@ -29,6 +30,7 @@ def get_owned(contractAddress: str) -> Response:
         parse_address(query.get("userAddress"), field="userAddress"),
         page=parse_page(query.get("page")),
         page_size=parse_page_size(query.get("pageSize")),
+        requester=app.current_event,
     )
     return served_response(served)
 

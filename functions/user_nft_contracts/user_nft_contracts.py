@@ -18,6 +18,7 @@ app = create_api()
     "/api/nft-contracts/<fid>",
     summary="The collections of a Farcaster user's verified wallets, scanned with Alchemy",
     tags=["users"],
+    family="nft-contracts",
     responses=responses(NftContractsBody, errors=(400, 404, 503)),
 )
 def get_nft_contracts(fid: str) -> Response:

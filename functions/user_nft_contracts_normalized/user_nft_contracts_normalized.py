@@ -18,6 +18,7 @@ app = create_api()
     "/api/nft-contracts/<fid>/normalized",
     summary="A Farcaster user's collections per wallet, from the normalized ownership tables",
     tags=["users"],
+    family="normalized",
     responses=responses(NormalizedNftContractsBody, errors=(400, 404, 503)),
 )
 def get_nft_contracts_normalized(fid: str) -> Response:

@@ -17,6 +17,7 @@ app = create_api()
     "/api/profile/<fid>",
     summary="A Farcaster user's profile",
     tags=["users"],
+    family="profile",
     responses=responses(ProfileBody, errors=(400, 404, 503)),
 )
 def get_profile(fid: str) -> Response:

@@ -17,6 +17,7 @@ app = create_api()
     "/api/verifications/<fid>",
     summary="A Farcaster user's verified addresses",
     tags=["users"],
+    family="verifications",
     responses=responses(VerificationsBody, errors=(400, 404, 503)),
 )
 def get_verifications(fid: str) -> Response:

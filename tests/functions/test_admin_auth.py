@@ -6,6 +6,7 @@ import json
 
 import admin_authorizer
 import boto3
+import cache_clear
 import ownership_actions
 import ownership_stats
 import pytest
@@ -19,6 +20,7 @@ from tests.functions.conftest import FakeContext, load_event
 ADMIN_ROUTES = {
     "ownership_stats": ownership_stats.lambda_handler,
     "ownership_actions": ownership_actions.lambda_handler,
+    "cache_clear": cache_clear.lambda_handler,
 }
 
 

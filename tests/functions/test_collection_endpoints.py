@@ -3,15 +3,24 @@ Alchemy stub: success shapes, MISS then HIT, 404s, every bad input → 400, degr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import ANY
 
 import psycopg
 import pytest
 import redis
 
-from local.alchemy_stub import ERC721_CONTRACT, NOT_A_CONTRACT, AlchemyStub
+from local.alchemy_stub import (
+    BROKEN_METADATA_ERRORS,
+    ERC721_CONTRACT,
+    NOT_A_CONTRACT,
+    AlchemyStub,
+    broken_token_ids,
+)
 from local.services import free_port
+from such_market.collections.service import METADATA_ERROR
 from such_market.container import close_all
 from tests.fixtures.seed import COLORS, seed_indexed_collection
 from tests.functions.conftest import Reply
@@ -171,6 +180,36 @@ def test_refresh_queues_then_refuses_while_running(
     assert (revived.status, revived.body["status"]) == (202, "queued")
     # And the refresh lock was released on every path
     assert not cache.exists(f"such-market:durable:locks:refresh:{SEEDED}")
+
+
+def test_the_first_refresh_of_a_never_seen_collection_is_queued(
+    api: Api, db: psycopg.Connection[Any], alchemy_stub: AlchemyStub
+) -> None:
+    # Given a collection nobody asked for before
+    # When its refresh is requested
+    first = api("POST", f"/api/collection/{ERC721_CONTRACT}/refresh")
+    # Then the ingestion it asked for is queued (once), with the body of any accepted refresh
+    assert first.status == 202
+    assert first.body == {"status": "queued", "contractAddress": ERC721_CONTRACT, "cooldownUntil": ANY}
+    assert first.body["cooldownUntil"]
+    requests = db.execute(
+        "SELECT count(*) FROM cache_events_outbox WHERE detail_type = 'collection.ingest_requested'"
+    ).fetchone()
+    assert requests == (1,)
+    # And while it is queued, another refresh is refused
+    again = api("POST", f"/api/collection/{ERC721_CONTRACT}/refresh")
+    assert (again.status, again.body["code"]) == (429, "refresh_in_progress")
+
+
+def test_a_broken_token_says_so_without_the_upstream_text(api: Api, alchemy_stub: AlchemyStub) -> None:
+    # Given a token whose metadata Alchemy could not read (its raw.error is the upstream's text)
+    token_id = min(broken_token_ids(ERC721_CONTRACT), key=int)
+    # When it is requested
+    reply = api("GET", f"/api/collection/{ERC721_CONTRACT}/nfts/{token_id}")
+    # Then the answer says the metadata could not be read, in our words
+    assert reply.status == 200
+    assert reply.body["metadataError"] == METADATA_ERROR
+    assert not any(text in json.dumps(reply.body) for text in BROKEN_METADATA_ERRORS)
 
 
 @pytest.mark.parametrize(

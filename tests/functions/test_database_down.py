@@ -32,6 +32,9 @@ def _webhook() -> tuple[tuple[tuple[str, str], ...], bytes]:
 
 
 WEBHOOK_HEADERS, WEBHOOK_BODY = _webhook()
+MINIAPP_EVENT = json.loads((EVENTS / "miniapp_webhook.json").read_text())["body"].encode()
+ANNOUNCEMENT = json.loads((EVENTS / "admin_notifications.json").read_text())["body"].encode()
+JSON = (("content-type", "application/json"),)
 
 Request = tuple[str, str, tuple[tuple[str, str], ...], bytes]
 """Method, target, headers and body of one request."""
@@ -53,6 +56,8 @@ ROUTES = [
         ("POST", "/api/admin/ownership/stats", ADMIN, b'{"action": "discovery-stats"}'), id="admin-ownership-action"
     ),
     pytest.param(("POST", "/api/webhooks/alchemy", WEBHOOK_HEADERS, WEBHOOK_BODY), id="webhook"),
+    pytest.param(("POST", "/api/webhook", JSON, MINIAPP_EVENT), id="miniapp-webhook"),
+    pytest.param(("POST", "/api/admin/notifications/send", ADMIN, ANNOUNCEMENT), id="admin-notifications-send"),
 ]
 
 

@@ -75,3 +75,25 @@ def test_sample_runs_through_its_handler(sample: Path, aws: MotoBus, context: Fa
         json.loads(result["body"])
     else:
         assert result is not None
+
+
+def samples_of(template: Template, function_id: str) -> list[Path]:
+    """The samples of one function: those named after its handler module, and for a consumer of the
+    bus, every bus sample one of its rules matches."""
+    module = template.function(function_id).handler_module
+    named = [path for path in SAMPLES if not path.stem.startswith("event_") and handler_module_for(path) == module]
+    rules = [rule for rule in template.rules if rule.function_id == function_id]
+    delivered = [
+        path
+        for path in BUS_SAMPLES
+        if any(matches_pattern(rule.pattern, json.loads(path.read_text())) for rule in rules)
+    ]
+    return named + delivered
+
+
+def test_every_function_of_the_template_has_a_sample() -> None:
+    # Given every function template.yaml declares (read from it: a new function is covered at once)
+    template = Template.load(ROOT / "template.yaml")
+    # Then each has a sample in events/ to `sam local invoke -e` it with
+    missing = [function_id for function_id in template.functions if not samples_of(template, function_id)]
+    assert not missing, f"no events/<handler module>[_<case>].json (or matching bus sample) for {missing}"

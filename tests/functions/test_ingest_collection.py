@@ -6,17 +6,24 @@ records idempotency in the real Valkey and publishes to a moto bus.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ingest_collection
 import psycopg
 import pytest
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from local.alchemy_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT, AlchemyStub, trait_counts
+from such_market.collections.refresh import LOST_INGESTION_ERROR, release_lost_ingestion
+from such_market.runtime import ReadPathSettings, runtime_for
 from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
-from tests.functions.conftest import FakeContext, load_event
+from tests.fixtures.seed import seed_indexed_collection
+from tests.functions.conftest import FakeContext, Reply, load_event
 
 SAMPLE = "event_collection_ingest_requested"
 
@@ -97,7 +104,9 @@ def test_the_event_ingests_the_collection(
     for trait_type, value, count in db.execute("SELECT trait_type, trait_value, token_count FROM collection_traits"):
         traits.setdefault(trait_type, {})[value] = count
     assert traits == trait_counts(ERC721_CONTRACT)
-    assert [event["detail-type"] for event in moto_bus.received()] == ["collection.refreshed"]
+    # (with ownership.changed for the wallets that now hold some of it: 1,000 per event)
+    delivered = sorted(event["detail-type"] for event in moto_bus.received())
+    assert delivered == ["collection.refreshed", "ownership.changed", "ownership.changed", "ownership.changed"]
 
 
 def test_a_duplicate_delivery_runs_once(env: AlchemyStub, db: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -137,3 +146,51 @@ def test_an_upstream_failure_fails_the_invocation_and_the_retry_runs_again(
     assert isinstance(result, dict)
     assert result["state"] == "complete"
     assert refreshed_events(db) == 1
+
+
+def test_a_failed_ingestion_is_reported_without_the_upstream_text(
+    env: AlchemyStub, api: Callable[..., Reply], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a collection seen once (queued for ingestion), and an upstream answering 503 with a text body
+    monkeypatch.setenv("ALCHEMY_MAX_ATTEMPTS", "2")
+    assert api("GET", f"/api/collection/{ERC721_CONTRACT}").status == 200
+    env.server_error_every = 1
+
+    # When its ingestion fails (raised, or returned with a retry scheduled)
+    with contextlib.suppress(UpstreamUnavailable):
+        ingest_collection.lambda_handler(erc721_event(), IngestionContext())
+
+    # Then the refresh status names the failure generically: the provider and the status, never its text
+    status = api("GET", f"/api/collection/{ERC721_CONTRACT}/refresh")
+    assert status.body["ingestion"]["state"] == "failed"
+    assert status.body["ingestion"]["error"] == "the NFT data provider failed (HTTP 503)"
+    assert "overloaded" not in json.dumps(status.body)
+
+
+def test_only_the_request_whose_job_never_started_is_released(
+    env: AlchemyStub, db: psycopg.Connection[tuple[Any, ...]]
+) -> None:
+    # Given a collection queued by a refresh just now (its cooldown running)
+    seed_indexed_collection(db, address=ERC721_CONTRACT, tokens=3, holder=lambda _: "0x" + "11" * 20)
+    db.execute(
+        "UPDATE collections SET ingestion_state = 'queued', last_refresh_at = now(),"
+        " refresh_cooldown_until = now() + interval '5 minutes' WHERE contract_address = %s",
+        (ERC721_CONTRACT,),
+    )
+    runtime = runtime_for(ReadPathSettings)
+    older, current = erc721_event(), erc721_event()
+    older["detail"]["occurredAt"] = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    current["detail"]["occurredAt"] = datetime.now(UTC).isoformat()
+    # When deliveries fail before the job starts: one of an older request, one refused because another
+    # delivery of the event is running, Then neither releases the state
+    assert not release_lost_ingestion(runtime, older, ConnectionError("cache down"))
+    assert not release_lost_ingestion(runtime, current, IdempotencyAlreadyInProgressError("running"))
+    assert ingestion_state(db, ERC721_CONTRACT) == ("queued", 3, 3, None)
+    # And when the current request's delivery fails, the state is failed, publicly, and the cooldown lifted
+    assert release_lost_ingestion(runtime, current, ConnectionError("cache down"))
+    assert ingestion_state(db, ERC721_CONTRACT) == ("failed", 3, 3, LOST_INGESTION_ERROR)
+    assert db.execute(
+        "SELECT refresh_cooldown_until FROM collections WHERE contract_address = %s", (ERC721_CONTRACT,)
+    ).fetchone() == (None,)
+    # And a run that started is never touched
+    assert not release_lost_ingestion(runtime, current, ConnectionError("cache down"))

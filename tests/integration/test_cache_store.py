@@ -14,7 +14,7 @@ from local.services import free_port
 from such_market.cache.breaker import CircuitBreaker
 from such_market.cache.client import build_client
 from such_market.cache.entries import Entry
-from such_market.cache.keys import CacheKeys, lease_key
+from such_market.cache.keys import CacheKeys, drain_list_key, lease_key, lease_set_key, tombstone_key
 from such_market.cache.store import ReadThroughCache
 from such_market.cache.tiers import NEGATIVE_TTL_SECONDS, Tier
 from such_market.config import CacheSettings
@@ -286,6 +286,99 @@ def test_cluster_keys_of_a_collection_share_one_slot(valkey_cluster: str) -> Non
         INDEX,
         KEYS.owned_index(ADDRESS, "0x" + "11" * 20),
         lease_key(METADATA),
+        lease_set_key(INDEX),
+        drain_list_key(INDEX),
+        tombstone_key(INDEX, "0123abcd"),
     ]
     assert len({cluster.keyslot(key) for key in keys}) == 1
     cluster.close()
+
+
+# -- collection-wide invalidation in bounded steps (leases first, then batches of values) -----------------
+def _old_fill_in_flight(cache: ReadThroughCache, key: str) -> tuple[threading.Thread, threading.Event]:
+    """A fill of ``key`` that has taken its lease and read the old data, and waits to be released."""
+    loaded, release = threading.Event(), threading.Event()
+
+    def slow_old_load() -> Entry:
+        loaded.set()
+        release.wait(5)
+        return Entry(200, b'{"owner":"old"}')
+
+    filler = threading.Thread(target=cache.fetch, args=(key, Tier.WARM, slow_old_load), kwargs={"indexes": [INDEX]})
+    filler.start()
+    assert loaded.wait(5)
+    return filler, release
+
+
+def test_batched_invalidation_deletes_exactly_the_collection_and_its_bookkeeping(client: Client) -> None:
+    # Given 1,000 keys of a collection (4 drain batches of 250), another collection's key and a durable record
+    cache = ReadThroughCache(lambda: client, KEYS)
+    other = KEYS.collection_metadata("0x" + "cd" * 20)
+    durable = KEYS.durable("idempotency", "x")
+    client.set(durable, b"keep")
+    pages = [KEYS.nft_page(ADDRESS, page, 20) for page in range(1000)]
+    for key in pages:
+        cache.fetch(key, Tier.WARM, lambda: Entry(200, b"{}"), indexes=[INDEX])
+    cache.fetch(other, Tier.WARM, lambda: Entry(200, b"{}"), indexes=[KEYS.collection_index("0x" + "cd" * 20)])
+    # And a fill in flight (its lease registered in the lease set, not among the values)
+    filler, release = _old_fill_in_flight(cache, METADATA)
+    assert client.smembers(lease_set_key(INDEX)) == {lease_key(METADATA).encode()}
+    # When the collection is invalidated in batches of 250
+    deleted = cache.invalidate_index(INDEX, batch=250)
+    release.set()
+    filler.join()
+    # Then its 1,000 values and the lease are gone, and so are the index, lease set, drain list and tombstone
+    assert deleted == 1001
+    assert not any(client.exists(key) for key in [*pages, METADATA, lease_key(METADATA)])
+    assert not client.exists(INDEX, lease_set_key(INDEX), drain_list_key(INDEX))
+    assert client.get(other) is not None
+    assert client.get(durable) == b"keep"
+
+
+def test_a_fill_leased_before_a_batched_invalidation_never_stores_and_a_later_one_does(client: Client) -> None:
+    # Given a large collection and a fill that read the old data before the change
+    cache = ReadThroughCache(lambda: client, KEYS)
+    for page in range(600):
+        cache.fetch(KEYS.nft_page(ADDRESS, page, 20), Tier.WARM, lambda: Entry(200, b"{}"), indexes=[INDEX])
+    filler, release = _old_fill_in_flight(cache, METADATA)
+    # When the collection is invalidated (several drain calls) and only then the old fill finishes
+    assert cache.invalidate_index(INDEX, batch=100) == 601
+    release.set()
+    filler.join()
+    # Then the old value was never stored
+    assert client.get(METADATA) is None
+    # And a fill that starts after the invalidation stores its value and registers it in a fresh index
+    served = cache.fetch(METADATA, Tier.WARM, lambda: Entry(200, b'{"owner":"new"}'), indexes=[INDEX])
+    assert (served.cache, served.entry.body) == ("MISS", b'{"owner":"new"}')
+    assert cache.fetch(METADATA, Tier.WARM, lambda: Entry(200, b"{}"), indexes=[INDEX]).cache == "HIT"
+    assert client.smembers(INDEX) == {METADATA.encode()}
+    assert not client.exists(lease_set_key(INDEX))
+
+
+def test_an_invalidation_that_died_mid_drain_is_finished_by_the_next_one(client: Client) -> None:
+    # Given an invalidation whose first step ran (leases gone, index renamed, one batch drained) and
+    # whose process died before draining the rest
+    cache = ReadThroughCache(lambda: client, KEYS)
+    pages = [KEYS.nft_page(ADDRESS, page, 20) for page in range(300)]
+    for key in pages:
+        cache.fetch(key, Tier.WARM, lambda: Entry(200, b"{}"), indexes=[INDEX])
+    tombstone = tombstone_key(INDEX, "dead")
+    deleted, pending, cursor = cache.scripts.invalidate_index(
+        keys=[INDEX, lease_set_key(INDEX), drain_list_key(INDEX), tombstone], args=[100, 600]
+    )
+    assert 0 < deleted < 300
+    assert pending == [tombstone.encode()]
+    assert cursor != b"0"
+    # When the collection changes again and is invalidated
+    cache.fetch(METADATA, Tier.WARM, lambda: Entry(200, b"{}"), indexes=[INDEX])
+    # Then that invalidation also drains the dead one's tombstone: nothing of the collection is left
+    assert cache.invalidate_index(INDEX) == 300 - deleted + 1
+    assert not any(client.exists(key) for key in [*pages, METADATA])
+    assert not client.exists(tombstone, drain_list_key(INDEX))
+
+
+def test_a_fill_given_back_leaves_no_lease_behind(client: Client) -> None:
+    cache = ReadThroughCache(lambda: client, KEYS)
+    served = cache.fetch(METADATA, Tier.WARM, lambda: Entry(200, b"{}", cacheable=False), indexes=[INDEX])
+    assert served.cache == "MISS"
+    assert not client.exists(METADATA, lease_key(METADATA), lease_set_key(INDEX))

@@ -1,5 +1,9 @@
 """The ingestion job against real PostgreSQL, the Alchemy stub over HTTP and a moto EventBridge bus.
 
+Issue 9: a failed run is retried with backoff and resumes where it stopped, with true counters (item 6);
+a run that changes holdings announces them with ``ownership.changed`` (7); the trait-bitmap build does not
+degrade on a collection loaded since the last ANALYZE, and is bounded in time (8).
+
 Every assertion compares what the database holds with the stub's ground truth (tokens, traits, broken
 metadata, holders and balances) and checks that the ownership summaries stay exact. Waits between
 Alchemy retries are recorded instead of slept (the client's ``sleep`` seam), so fault tests stay fast.
@@ -9,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -29,20 +35,32 @@ from local.alchemy_stub import (
     token_holders,
     trait_counts,
 )
+from such_market.collections import writes
 from such_market.collections.ingestion import (
+    MAX_ATTEMPTS,
     NOT_A_CONTRACT_ERROR,
+    RETRY_REASON,
     TIME_BUDGET_ERROR,
     IngestionReport,
     ingest_collection,
+    requeue_due_ingestions,
 )
-from such_market.collections.queries import CollectionRow, get_collection
-from such_market.collections.writes import CollectionMetadata, upsert_collection
+from such_market.collections.queries import CollectionRow, get_collection, get_nft_page, get_traits
+from such_market.collections.writes import (
+    CollectionMetadata,
+    NftRecord,
+    assign_positions,
+    rebuild_traits,
+    upsert_collection,
+    upsert_nfts,
+)
 from such_market.config import EventSettings
 from such_market.db.consistency import check_summaries
 from such_market.events.publisher import EventPublisher
 from such_market.upstream.alchemy import AlchemyClient
 from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
+from tests.fixtures.seed import seed_indexed_collection
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 NFT_PAGES = ERC721_TOKEN_COUNT // 100
@@ -209,10 +227,14 @@ def test_the_erc721_collection_is_ingested_completely(
     # And collection.refreshed went through the outbox to the bus
     ((detail, published),) = outbox_events(db, "collection.refreshed")
     assert (detail["contractAddress"], detail["reason"], published) == (ERC721_CONTRACT, "test", True)
-    (delivered,) = moto_bus.received()
-    assert delivered["detail-type"] == "collection.refreshed"
+    received = moto_bus.received()
+    (delivered,) = [message for message in received if message["detail-type"] == "collection.refreshed"]
     assert moto_bus.received_ids() == []  # exactly one delivery
     assert delivered["detail"] == detail
+    # And ownership.changed names every wallet that now holds some of it (1,000 wallets per event)
+    changed = [message["detail"] for message in received if message["detail-type"] == "ownership.changed"]
+    assert len(changed) == -(-ERC721_WALLET_COUNT // 1000)
+    assert {wallet for detail in changed for wallet in detail["wallets"]} == distinct_owners(ERC721_CONTRACT)
     # And it took one request per page, no more
     assert fresh_stub.request_count() == ERC721_REQUESTS
 
@@ -294,24 +316,24 @@ def test_rate_limiting_is_retried_and_the_requests_stay_bounded(
     assert all(delay >= 1 for delay in sleeps)
 
 
-def test_an_upstream_that_keeps_failing_fails_the_run_and_raises(
+def test_an_upstream_that_keeps_failing_fails_the_run_and_schedules_a_retry(
     db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
 ) -> None:
     # Given a queued collection and an upstream answering 503 to every request
     known_collection(db, ERC721_CONTRACT)
     fresh_stub.server_error_every = 1
 
-    # When it is ingested, the upstream failure is raised (so the event is retried, then dead-lettered)
-    with pytest.raises(UpstreamUnavailable):
-        ingest(db, alchemy, publisher, ERC721_CONTRACT)
+    # When it is ingested, the run fails with a retry scheduled (the sweep retries it, not Lambda)
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+    assert (report.state, report.retry_in_seconds is not None) == ("failed", True)
 
-    # Then the collection is failed with the upstream's error, without the key, after bounded attempts
+    # Then the collection is failed with a public error (the provider and status, never the upstream's
+    # text or the key), after bounded attempts
     row = collection(db, ERC721_CONTRACT)
     assert row.ingestion_state == "failed"
-    assert row.ingestion_error is not None
-    assert "HTTP 503" in row.ingestion_error
-    assert fresh_stub.api_key not in row.ingestion_error
+    assert row.ingestion_error == "the NFT data provider failed (HTTP 503)"
     assert row.ingestion_finished_at is not None
+    assert row.ingestion_retry_at is not None
     assert fresh_stub.request_count() == alchemy.max_attempts
     # And nothing claims completion
     assert row.nfts_indexed == 0
@@ -335,15 +357,15 @@ def test_a_failure_after_tokens_were_written_invalidates_the_collection(
     fresh_stub.handle = failing_owner_pages  # type: ignore[method-assign]
     try:
         # When the collection is ingested
-        with pytest.raises(UpstreamUnavailable):
-            ingest(db, alchemy, publisher, ERC721_CONTRACT)
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
     finally:
         fresh_stub.handle = original  # type: ignore[method-assign]
 
     # Then the run is failed, not complete, and no ownership was written
+    assert report.state == "failed"
     row = collection(db, ERC721_CONTRACT)
     assert row.ingestion_state == "failed"
-    assert "getOwnersForContract" in (row.ingestion_error or "")
+    assert row.ingestion_error == "the NFT data provider failed (HTTP 503)"
     assert stored_holders(db, ERC721_CONTRACT) == {}
     assert outbox_events(db, "collection.refreshed") == []
     # And collection.updated drops whatever the cache held of the collection
@@ -455,3 +477,243 @@ def test_a_run_of_a_collection_already_being_ingested_is_skipped(
     assert report.state == "skipped"
     assert fresh_stub.request_count() == 0
     assert get_collection(conn=db, address=ERC721_CONTRACT) is None
+
+
+# -- issue 9: retries and resumption (6), ownership.changed (7), the bitmap build (8) ----------------
+PAGES_BEFORE_OUTAGE = 35
+
+
+@pytest.fixture
+def outage_after_some_pages(fresh_stub: AlchemyStub) -> Iterator[dict[str, bool]]:
+    """getNFTsForContract answers 503 once ``PAGES_BEFORE_OUTAGE`` pages were served, until healed."""
+    state = {"down": True}
+    original = fresh_stub.handle
+
+    def handle(target: str) -> tuple[int, bytes, dict[str, str]]:
+        served = fresh_stub.request_count("getNFTsForContract")
+        if state["down"] and "/getNFTsForContract" in target and served >= PAGES_BEFORE_OUTAGE:
+            return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
+        return original(target)
+
+    fresh_stub.handle = handle  # type: ignore[method-assign]
+    try:
+        yield state
+    finally:
+        fresh_stub.handle = original  # type: ignore[method-assign]
+
+
+def stored_count(db: Conn, address: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM nfts n JOIN collections c ON c.id = n.collection_id WHERE c.contract_address = %s",
+        (address,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_failed_first_ingestion_is_retried_with_backoff_and_resumes_where_it_stopped(
+    db: Conn,
+    alchemy: AlchemyClient,
+    publisher: EventPublisher,
+    fresh_stub: AlchemyStub,
+    outage_after_some_pages: dict[str, bool],
+) -> None:
+    # Given Alchemy going down in the middle of a first ingestion
+    # When the collection is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT, batch_tokens=500)
+
+    # Then the run fails without raising, with a retry scheduled about a minute later
+    assert report.state == "failed"
+    assert report.retry_in_seconds is not None
+    assert 50 <= report.retry_in_seconds <= 70
+    row = collection(db, ERC721_CONTRACT)
+    assert (row.ingestion_state, row.ingestion_attempts, row.indexed) == ("failed", 1, False)
+    assert row.ingestion_retry_at is not None
+    assert timedelta(seconds=50) <= row.ingestion_retry_at - datetime.now(UTC) <= timedelta(seconds=70)
+    # And its counter says what is really stored, and where the listing goes on
+    stored = stored_count(db, ERC721_CONTRACT)
+    assert stored > 0
+    assert row.nfts_indexed == stored
+    assert row.ingestion_resume_key is not None
+    assert row.ingestion_listed_through is not None
+    assert outbox_events(db, "collection.refreshed") == []
+
+    # When the sweep runs before the retry is due, nothing is queued
+    assert requeue_due_ingestions(conn=db, publisher=publisher) == []
+    # When it is due, the collection is queued again with a retry event, once
+    db.execute("UPDATE collections SET ingestion_retry_at = now() - interval '1 s' WHERE id = %s", (row.id,))
+    assert requeue_due_ingestions(conn=db, publisher=publisher) == [ERC721_CONTRACT]
+    assert requeue_due_ingestions(conn=db, publisher=publisher) == []
+    assert collection(db, ERC721_CONTRACT).ingestion_state == "queued"
+    ((detail, _),) = outbox_events(db, "collection.ingest_requested")
+    assert (detail["contractAddress"], detail["reason"]) == (ERC721_CONTRACT, RETRY_REASON)
+
+    # When Alchemy is back and the retry runs
+    outage_after_some_pages["down"] = False
+    fresh_stub.reset_counters()
+    retried = ingest_collection(
+        conn=db, alchemy=alchemy, publisher=publisher, address=ERC721_CONTRACT, reason=RETRY_REASON, batch_tokens=500
+    )
+
+    # Then it completes, listing only the pages after the committed ones
+    assert retried.state == "complete"
+    assert fresh_stub.request_count("getNFTsForContract") < NFT_PAGES - 10
+    # And the data is the collection's, whole
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
+    assert check_summaries(conn=db).ok
+    done = collection(db, ERC721_CONTRACT)
+    assert (done.ingestion_state, done.nfts_indexed, done.ingestion_attempts) == ("complete", 10_000, 0)
+    assert done.indexed
+    assert (done.ingestion_retry_at, done.ingestion_resume_key, done.ingestion_listed_through) == (None, None, None)
+
+
+def test_an_ingestion_that_keeps_failing_stops_retrying_and_raises(
+    db: Conn,
+    alchemy: AlchemyClient,
+    publisher: EventPublisher,
+    outage_after_some_pages: dict[str, bool],
+) -> None:
+    # Given a collection whose ingestion already failed all but its last attempt
+    ingest(db, alchemy, publisher, ERC721_CONTRACT, batch_tokens=500)
+    db.execute("UPDATE collections SET ingestion_attempts = %s", (MAX_ATTEMPTS - 1,))
+
+    # When the retry fails again, the failure is raised (Lambda's retries, then the dead-letter queue)
+    with pytest.raises(UpstreamUnavailable):
+        ingest_collection(conn=db, alchemy=alchemy, publisher=publisher, address=ERC721_CONTRACT, reason=RETRY_REASON)
+
+    # Then no further retry is scheduled
+    row = collection(db, ERC721_CONTRACT)
+    assert (row.ingestion_state, row.ingestion_attempts, row.ingestion_retry_at) == ("failed", MAX_ATTEMPTS, None)
+    assert row.nfts_indexed == stored_count(db, ERC721_CONTRACT)
+
+
+def test_a_reingestion_that_moves_a_token_announces_both_wallets(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a completely ingested collection
+    ingest(db, alchemy, publisher, ERC721_CONTRACT)
+    db.execute("DELETE FROM cache_events_outbox")
+    # And since then token 7 moved to a new wallet
+    old_owner = next(iter(token_holders(ERC721_CONTRACT)["7"]))
+    new_owner = "0x" + "ab" * 20
+
+    def move_token_7(target: str, payload: dict[str, Any]) -> None:
+        for owner in payload["owners"]:
+            owner["tokenBalances"] = [held for held in owner["tokenBalances"] if int(held["tokenId"]) != 7]
+        if "pageKey=" not in target:
+            payload["owners"].append({"ownerAddress": new_owner, "tokenBalances": [{"tokenId": "7", "balance": "1"}]})
+
+    # When it is ingested again
+    with rewritten(fresh_stub, "getOwnersForContract", move_token_7):
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then ownership.changed names exactly the two wallets whose holdings changed, with the refresh
+    assert report.state == "complete"
+    changed = [detail for detail, _ in outbox_events(db, "ownership.changed")]
+    assert [(detail["contractAddress"], sorted(detail["wallets"])) for detail in changed] == [
+        (ERC721_CONTRACT, sorted([old_owner, new_owner]))
+    ]
+    assert len(outbox_events(db, "collection.refreshed")) == 1
+    assert check_summaries(conn=db).ok
+
+
+def _load_after_analyze(db: Conn, tokens: int) -> uuid.UUID:
+    """A collection loaded (and ranked) after the tables were analyzed holding only another collection:
+    the statistics know nothing of its collection_id."""
+    seed_indexed_collection(db, address="0x" + "5e" * 20, tokens=500, holder=lambda _: "0x" + "11" * 20)
+    db.execute("ANALYZE nfts")
+    db.execute("ANALYZE nft_traits")
+    db.execute("ANALYZE collection_traits")
+    row = upsert_collection(
+        conn=db, metadata=CollectionMetadata(contract_address="0x" + "ee" * 20, name="late", token_type="ERC721")
+    )
+    records = [
+        NftRecord(
+            token_id=token_id,
+            attributes=[
+                {"trait_type": "Color", "value": f"c{token_id % 7}"},
+                {"trait_type": "Size", "value": f"s{token_id % 5}"},
+                {"trait_type": "Hat", "value": f"h{token_id % 3}"},
+            ],
+        )
+        for token_id in range(tokens)
+    ]
+    upsert_nfts(conn=db, collection_id=row.id, nfts=records, rank=False)
+    assign_positions(conn=db, collection_id=row.id)
+    return row.id
+
+
+def _join_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _join_nodes(child)
+
+
+def test_the_bitmap_build_hash_joins_a_collection_the_statistics_do_not_know(db: Conn) -> None:
+    # Given a collection loaded after the last ANALYZE (the statistics estimate "1 row" for it)
+    collection_id = _load_after_analyze(db, tokens=3000)
+
+    # When the bitmap build's statement is planned the way rebuild_traits runs it
+    params = {"collection_id": collection_id}
+    with db.transaction():
+        db.execute(writes._SET_PLAN_SETTINGS, {"nestloop": "off", "timeout": "30s"})
+        ((plan,),) = db.execute("EXPLAIN (FORMAT JSON) " + writes._REBUILD_BITMAPS, params).fetchall()
+    nodes = list(_join_nodes(plan[0]["Plan"]))
+
+    # Then nft_traits and nfts are joined by hash (or merge), never by a loop scanning the collection per row
+    def scans(node: dict[str, Any]) -> set[str]:
+        return {child.get("Relation Name", "") for child in _join_nodes(node)}
+
+    trait_joins = [node for node in nodes if "Join Type" in node and {"nft_traits", "nfts"} <= scans(node)]
+    innermost = min(trait_joins, key=lambda node: len(list(_join_nodes(node))))
+    assert innermost["Node Type"] in {"Hash Join", "Merge Join"}
+
+    # And the build and the facets are right
+    rebuild_traits(conn=db, collection_id=collection_id)
+    facets = get_traits(conn=db, collection_id=collection_id)
+    assert {
+        value.value: value.count for facet in facets.traits if facet.trait_type == "Hat" for value in facet.values
+    } == {
+        "h0": 1000,
+        "h1": 1000,
+        "h2": 1000,
+    }
+    stamped = db.execute(
+        "SELECT count(*) FROM collection_traits ct JOIN collection_trait_generations g USING (collection_id) "
+        "WHERE ct.collection_id = %s AND ct.positions_generation = g.generation",
+        (collection_id,),
+    ).fetchone()
+    assert stamped == (15,)
+
+
+def test_a_bitmap_build_that_runs_out_of_time_does_not_fail_the_facets(
+    db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a bitmap build allowed no time at all
+    collection_id = _load_after_analyze(db, tokens=3000)
+    monkeypatch.setattr(writes, "BITMAP_BUILD_TIMEOUT_MS", 1)
+
+    # When the facets are rebuilt (inside a caller's transaction, as the ingestion's finish does)
+    with db.transaction():
+        db.execute("SET LOCAL statement_timeout = '120s'")
+        rebuild_traits(conn=db, collection_id=collection_id)
+        timeout = db.execute("SELECT current_setting('statement_timeout')").fetchone()
+
+    # Then the facets are exact, the caller's settings are intact, and filtered totals are counted exactly
+    assert timeout == ("2min",)
+    facets = get_traits(conn=db, collection_id=collection_id)
+    assert sum(value.count for facet in facets.traits for value in facet.values) == 9000
+    page = get_nft_page(conn=db, collection_id=collection_id, page=0, page_size=10, filters={"Hat": ("h1",)})
+    assert page.total == 1000
+
+
+def test_counters_are_the_stored_tokens_while_running(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, outage_after_some_pages: dict[str, bool]
+) -> None:
+    # Given a run that fails after some batches
+    ingest(db, alchemy, publisher, ERC721_CONTRACT, batch_tokens=1000)
+    # Then nftsIndexed is the stored count, not the run's idea of it
+    row = get_collection(conn=db, address=ERC721_CONTRACT)
+    assert row is not None
+    assert row.nfts_indexed == stored_count(db, ERC721_CONTRACT) == 3000

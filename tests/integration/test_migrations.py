@@ -68,6 +68,8 @@ def test_migrate_from_empty_records_every_version_and_creates_the_tables(conn: C
         "wallet_collection_mapping",
         "legacy_migration_rejects",
         "cache_events_outbox",
+        "notification_tokens",
+        "notification_deliveries",
     ):
         assert table_exists(conn, table), table
     # And the legacy cache is gone once 0005 verified the (empty) migration
@@ -213,6 +215,8 @@ ADDRESS_COLUMNS = {
     ("ownership_activity", "from_address"),
     ("ownership_activity", "to_address"),
     ("wallet_scans", "wallet_address"),
+    ("notification_transfers", "contract_address"),
+    ("notification_transfers", "counterparty"),
 }
 
 

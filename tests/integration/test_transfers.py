@@ -156,7 +156,13 @@ def test_out_of_order_erc721_transfer_does_not_move_back(
 ) -> None:
     older, newer = transfer(C721, 5, ZERO, ALICE, block=100), transfer(C721, 5, ALICE, BOB, block=101)
     apply(db, publisher, newer)
-    apply(db, publisher, older)
+    result = apply_transfers(conn=db, transfers=[older], publisher=publisher)
+    assert ownership(db) == {(C721, 5, BOB): 1}
+    # And the outcome says so: recorded as stale, not applied
+    assert (result.applied, result.stale, result.reversed, result.duplicates, result.ignored) == (0, 1, 0, 0, 0)
+    # And the removal of a transfer the token has moved on from is stale too
+    undone = apply_transfers(conn=db, transfers=[removal(older)], publisher=publisher)
+    assert (undone.reversed, undone.stale) == (0, 1)
     assert ownership(db) == {(C721, 5, BOB): 1}
 
 

@@ -67,7 +67,7 @@ def full_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_models_are_found() -> None:
     names = {model.__name__ for model in MODELS}
     assert {"ReadPathSettings", "UsersSettings", "OwnershipActionsSettings", "VerifyOwnershipSettings"} <= names
-    assert {model.__name__ for model in WITH_NEYNAR} == {"UsersSettings"}
+    assert {model.__name__ for model in WITH_NEYNAR} == {"UsersSettings", "MiniAppWebhookSettings"}
 
 
 @pytest.mark.parametrize("model", WITH_ALCHEMY, ids=lambda model: model.__name__)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from such_market.errors import BadRequestError
 from such_market.validation import (
+    CURSOR_PATTERN,
     MAX_UINT256,
+    TOKEN_ID_PATTERN,
     encode_cursor,
     filter_hash,
     parse_address,
     parse_cursor,
     parse_fid,
+    parse_json_object,
     parse_page,
     parse_page_size,
     parse_token_id,
     parse_trait_filters,
+    reject_control_characters,
 )
 
 hex_digits = st.text(alphabet="0123456789abcdefABCDEF", min_size=40, max_size=40)
@@ -116,3 +123,65 @@ def test_bad_cursor_is_400(value: str) -> None:
     with pytest.raises(BadRequestError) as raised:
         parse_cursor(value)
     assert raised.value.code == "invalid_cursor"
+
+
+# -- the formats the OpenAPI document declares are exactly what the parsers accept -----------------------
+@given(st.from_regex(f"^(?:{CURSOR_PATTERN})$", fullmatch=True))
+def test_every_cursor_the_document_allows_is_accepted(value: str) -> None:
+    assert parse_cursor(value) is not None
+
+
+@given(st.integers(min_value=0, max_value=10**77 - 1))
+def test_every_cursor_written_matches_the_documented_pattern(token_id: int) -> None:
+    assert re.fullmatch(CURSOR_PATTERN, encode_cursor(token_id))
+
+
+@pytest.mark.parametrize("value", [encode_cursor(1) + "=", encode_cursor(12)[:-1] + "B", " " + encode_cursor(1)])
+def test_only_the_canonical_cursor_is_accepted(value: str) -> None:
+    with pytest.raises(BadRequestError):
+        parse_cursor(value)
+
+
+@given(st.from_regex(f"^(?:{TOKEN_ID_PATTERN})$", fullmatch=True))
+def test_every_token_id_the_document_allows_is_accepted(value: str) -> None:
+    assert parse_token_id(value) >= 0
+
+
+@pytest.mark.parametrize("query", [{"trait.Hat": "Cap\x00"}, {"trait.Ha\x00t": "Cap"}])
+def test_a_trait_filter_with_nul_is_400(query: dict[str, str]) -> None:
+    # PostgreSQL text cannot hold NUL: it must never reach a query
+    with pytest.raises(BadRequestError):
+        parse_trait_filters(query)
+
+
+CONTROL = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=0x1F),
+    st.characters(min_codepoint=0x7F, max_codepoint=0x9F),
+    st.characters(categories=["Cs"]),
+)
+"""C0, DEL, C1 and lone surrogates: what no text input may hold."""
+JSON_CONTROL = st.characters(min_codepoint=0, max_codepoint=0x9F).filter(lambda c: c < " " or c >= "\x7f")
+"""The control characters JSON can carry (a lone surrogate escape is not valid JSON to orjson)."""
+
+
+@given(st.text(max_size=20), CONTROL, st.text(max_size=20))
+def test_a_control_character_anywhere_in_a_trait_filter_is_400(before: str, control: str, after: str) -> None:
+    text = f"{before}{control}{after}"
+    for query in ({"trait.Hat": f"Cap,{text}"}, {f"trait.{text}": "Cap"}):
+        with pytest.raises(BadRequestError) as raised:
+            parse_trait_filters(query)
+        assert raised.value.code == "invalid_filter"
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20), JSON_CONTROL)
+def test_a_control_character_at_any_depth_of_a_json_body_is_400(text: str, control: str) -> None:
+    for payload in ({"a": text + control}, {text + control: 1}, {"a": [1, {"b": [control]}]}):
+        with pytest.raises(BadRequestError) as raised:
+            parse_json_object(orjson.dumps(payload), max_bytes=10_000, shape="{a}")
+        assert raised.value.code == "invalid_body"
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cc", "Cs"]), max_size=40))
+def test_text_without_control_characters_passes(text: str) -> None:
+    reject_control_characters({"k": [text], text: text}, field="x")
+    assert parse_json_object(orjson.dumps({"k": text}), max_bytes=10_000, shape="{k}") == {"k": text}

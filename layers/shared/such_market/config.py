@@ -37,7 +37,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 class SettingsPart(BaseSettings):
     """One part of a function's settings, read from the environment (variable = field name, any case)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+    # An empty variable is an unset one: the template declares the local-only variables (DATABASE_URL, …)
+    # empty, so that `sam local invoke --env-vars` may set them (SAM passes only declared variables).
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
 
 class ServiceSettings(SettingsPart):
@@ -77,6 +79,7 @@ class CacheSettings(SettingsPart):
     cache_prefix: str = Field(default="such-market", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     cache_connect_timeout_ms: int = Field(default=50, ge=5, le=5000)
     cache_socket_timeout_ms: int = Field(default=100, ge=5, le=5000)
+    cache_analytics: bool = Field(default=True, description="record traffic analytics (GET /api/admin/cache/metrics)")
 
     @model_validator(mode="after")
     def _one_cache_source(self) -> Self:
@@ -115,11 +118,18 @@ class FunctionSettings(BaseModel):
 
     def part[P: SettingsPart](self, kind: type[P]) -> P:
         """The part of type ``kind``; a function without it is misconfigured code, named in the error."""
+        found = self.optional_part(kind)
+        if found is None:
+            raise ConfigurationError(f"{type(self).__name__} has no {kind.__name__}")
+        return found
+
+    def optional_part[P: SettingsPart](self, kind: type[P]) -> P | None:
+        """The part of type ``kind``, or ``None`` when this function's settings do not have one."""
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, kind):
                 return value
-        raise ConfigurationError(f"{type(self).__name__} has no {kind.__name__}")
+        return None
 
 
 def describe_validation_error(error: ValidationError) -> str:

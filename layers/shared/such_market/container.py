@@ -10,8 +10,9 @@ tests and the local runtime call it to start a cold container.
 and threaded tests serve several requests at once in one process, and a transaction is never shared);
 ``reuse`` says whether a kept object may still be used (a broken connection is replaced).
 
-Lookups of an existing object take no lock (a dict read); creation is serialized per function, so two
-threads never build two clients for one key.
+Lookups of an existing object take no lock (a dict read); creation of shared objects is serialized per
+function, so two threads never build two clients for one key; per-thread objects are created without
+the lock, so a slow creation on one thread never holds up another.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class PerContainer[K: Hashable, V]:
         values = self._values()
         value = values.get(key)
         if value is not None and (self._reuse is None or self._reuse(value)):
+            return value
+        if self._per_thread:
+            # No other thread reads this thread's values: create without the lock, so that one thread's
+            # slow creation (a connect to a frozen server) never holds up another's.
+            value = self._create(key)
+            values[key] = value
+            with self._lock:
+                self._made.append(value)
             return value
         with self._lock:
             value = values.get(key)

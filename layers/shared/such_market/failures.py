@@ -68,6 +68,13 @@ def _upstream_error(error: UpstreamError) -> ApiError:
     return BadGatewayError(f"{provider} failed", code="upstream_error")
 
 
+def public_upstream_failure(error: UpstreamError) -> str:
+    """What a public answer may say about ``error`` (e.g. a failed ingestion's state): the kind of
+    provider and the HTTP status it answered, never its text, which goes to the logs only."""
+    status = f" (HTTP {error.status})" if error.status is not None else ""
+    return f"{_provider(error)} failed{status}"
+
+
 def api_error_for(error: BaseException) -> ApiError | None:
     """The API error ``error`` stands for, or ``None`` when it is a bug (see the module doc)."""
     if isinstance(error, ApiError):

@@ -13,6 +13,7 @@ from typing import Literal
 
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, DatabaseSettings, FunctionSettings
+from such_market.db import watchdog
 from such_market.db.connection import get_connection
 from such_market.db.migrations import REQUIRED_SCHEMA_VERSION, schema_version
 from such_market.observability import logger
@@ -79,7 +80,9 @@ def check_database(settings: DatabaseSettings) -> DatabaseHealth:
 
     started = time.perf_counter()
     try:
-        version = schema_version(get_connection(settings))
+        conn = get_connection(settings)
+        watchdog.guard(conn)  # a frozen server answers "unavailable" before the deadline, not never
+        version = schema_version(conn)
     except (psycopg.Error, OSError) as error:
         logger.warning("database health check failed", extra={"error_type": type(error).__name__})
         return DatabaseHealth("unavailable", _elapsed_ms(started), None, REQUIRED_SCHEMA_VERSION, False, "unreachable")

@@ -12,13 +12,17 @@ This module maps no errors: a failing dependency raises its own exception, and t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from such_market import deadline
 from such_market.cache.client import get_client
 from such_market.cache.store import ReadThroughCache, get_cache
 from such_market.config import CacheSettings, DatabaseSettings, EventSettings, FunctionSettings, load_settings
 from such_market.container import per_container
+from such_market.db import watchdog
 from such_market.db.connection import get_connection
 from such_market.upstream.alchemy_settings import AlchemySettings
 from such_market.upstream.neynar_settings import NeynarSettings
@@ -57,7 +61,9 @@ class Runtime:
 
     @property
     def conn(self) -> psycopg.Connection[tuple[object, ...]]:
-        return get_connection(self.settings.part(DatabaseSettings))
+        conn = get_connection(self.settings.part(DatabaseSettings))
+        watchdog.guard(conn)
+        return conn
 
     @property
     def alchemy(self) -> AlchemyClient:
@@ -76,6 +82,14 @@ class Runtime:
         from such_market.events.publisher import get_publisher
 
         return get_publisher(self.settings.part(EventSettings))
+
+
+@contextlib.contextmanager
+def invocation(context: object) -> Iterator[float | None]:
+    """One invocation of a function: its deadline (``such_market.deadline``) and the client-side bound
+    of its database calls (``such_market.db.watchdog``); yields the seconds it has."""
+    with deadline.invocation(context) as seconds, watchdog.invocation():
+        yield seconds
 
 
 @per_container()

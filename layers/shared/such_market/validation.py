@@ -3,6 +3,12 @@
 Two layers: ``normalize_*`` functions raise ``ValueError`` (used by models and upstream parsers), and
 ``parse_*`` functions turn request input into typed values or a ``BadRequestError`` (400) with the
 SPEC error shape. Nothing reaches SQL or a cache key name without passing through here.
+
+No text input may hold a control character (C0, DEL, C1) or a lone surrogate: PostgreSQL text cannot
+hold NUL, UTF-8 cannot encode a surrogate, and none belongs in an identifier, a filter or a message.
+``reject_control_characters`` is the one check: the formats below exclude them by construction, trait
+filters and JSON bodies (every string and key, at any depth: ``parse_json_object``) call it, and so does
+every other parser of request text (the webhooks).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Final
 
 import orjson
@@ -31,10 +37,28 @@ TRAIT_PREFIX: Final = "trait."
 ZERO_ADDRESS: Final = "0x" + "0" * 40
 """The zero address: the ``from`` of a mint and the ``to`` of a burn."""
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+# The formats below are also what the OpenAPI document declares (such_market.http.schemas), so a
+# request its schema allows is one these parsers accept.
+ADDRESS_PATTERN: Final = r"0x[0-9a-fA-F]{40}"
+TOKEN_ID_PATTERN: Final = r"[0-9]{1,77}|0x[0-9a-fA-F]{1,64}"
+"""Token ids every one of which is valid; 78-digit decimals up to 2**256-1 are accepted too (a bound no
+pattern states readably)."""
+_DIGIT_TRIPLE = r"(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]"  # base64 of three ASCII digits
+_DIGIT_TAIL = r"(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]|[MN][AQgw]|O[AQ]"  # of the last two, or the last one
+CURSOR_PATTERN: Final = (
+    rf"dDo[w-z0-5](?:(?:{_DIGIT_TRIPLE}){{0,24}}(?:{_DIGIT_TAIL})?|(?:{_DIGIT_TRIPLE}){{25}}(?:[MN][AQgw]|O[AQ])?)"
+)
+"""``encode_cursor`` of every token id of up to 77 digits: unpadded base64url of ``t:<digits>`` ("dDo" is
+the base64 of ``t:`` and the first digit's high bits); 78-digit ids up to 2**256-1 are accepted too."""
+
+_ADDRESS = re.compile(ADDRESS_PATTERN)
 _DECIMAL = re.compile(r"[0-9]{1,78}")  # 2**256-1 has 78 digits; longer input is rejected before int()
 _HEX = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _SMALL_INT = re.compile(r"[0-9]{1,19}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]{4,108}")  # unpadded base64url of "t:" + at most 78 digits
+CONTROL_CHARACTERS: Final = r"\x00-\x1f\x7f-\x9f"
+"""C0, DEL and C1, as the inside of a regular-expression class (the OpenAPI document excludes them too)."""
+_CONTROL = re.compile(rf"[{CONTROL_CHARACTERS}\ud800-\udfff]")  # and lone surrogates, which UTF-8 cannot encode
 
 
 # -- normalizers (ValueError) ----------------------------------------------------------------------
@@ -66,6 +90,27 @@ def token_id_value(value: object, *, allow_hex: bool = True) -> int:
 
 
 # -- request parsers (BadRequestError) -------------------------------------------------------------
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0, DEL, C1) or a lone surrogate."""
+    return _CONTROL.search(text) is not None
+
+
+def reject_control_characters(value: object, *, field: str, code: str = "invalid_input") -> None:
+    """400 ``code`` naming ``field`` when ``value`` — a string, or JSON (objects' keys and values, arrays,
+    at any depth) — holds a control character; other values pass."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if has_control_characters(item):
+                raise BadRequestError(f"invalid {field}: control characters are not allowed", code=code)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def parse_address(value: str | None, *, field: str = "contractAddress") -> str:
     try:
         return normalize_address(value)
@@ -108,6 +153,29 @@ def parse_page_size(value: str | None) -> int:
     return int(value)
 
 
+def parse_json_object(
+    body: str | bytes | None, *, max_bytes: int, shape: str, fields: Collection[str] | None = None
+) -> dict[str, object]:
+    """A request body that must be one JSON object of at most ``max_bytes``; 400 ``invalid_body`` naming
+    ``shape`` (e.g. ``"{action, alertId?}"``) for an empty, oversized, malformed or non-object body, one
+    holding a control character anywhere, or (when ``fields`` are given) a field not among them."""
+    if body is None or len(body) == 0:
+        raise BadRequestError(f"a JSON body {shape} is required", code="invalid_body")
+    if len(body) > max_bytes:
+        raise BadRequestError("the request body is too large", code="invalid_body")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequestError("the request body is not valid JSON", code="invalid_body") from None
+    if not isinstance(payload, dict):
+        raise BadRequestError("the request body must be a JSON object", code="invalid_body")
+    reject_control_characters(payload, field="body", code="invalid_body")
+    unknown = sorted(set(payload) - set(fields)) if fields is not None else []
+    if unknown:
+        raise BadRequestError(f"unknown field(s): {', '.join(unknown)}", code="invalid_body")
+    return payload
+
+
 def parse_trait_filters(query: Mapping[str, str] | None) -> dict[str, tuple[str, ...]]:
     """``trait.<type>=<value>`` parameters → {type: values}: AND across types, OR within one.
 
@@ -121,7 +189,7 @@ def parse_trait_filters(query: Mapping[str, str] | None) -> dict[str, tuple[str,
             continue
         trait_type = name[len(TRAIT_PREFIX) :]
         values = sorted({value.strip() for value in raw.split(",") if value.strip()})
-        if not trait_type or len(trait_type) > MAX_TRAIT_TEXT or not values:
+        if not trait_type or len(trait_type) > MAX_TRAIT_TEXT or not values or has_control_characters(name + raw):
             raise BadRequestError(f"invalid filter {name!r}: expected trait.<type>=<value>", code="invalid_filter")
         if len(values) > MAX_TRAIT_VALUES or any(len(value) > MAX_TRAIT_TEXT for value in values):
             raise BadRequestError(
@@ -151,8 +219,12 @@ def parse_cursor(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        if not decoded.startswith("t:"):
+        if not _BASE64URL.fullmatch(value):
+            raise ValueError
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        decoded = raw.decode()
+        # Only the canonical encoding (what encode_cursor writes): no padding, no stray low bits.
+        if not decoded.startswith("t:") or base64.urlsafe_b64encode(raw).decode().rstrip("=") != value:
             raise ValueError
         return token_id_value(decoded[2:], allow_hex=False)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -41,6 +41,12 @@ class CircuitBreaker:
             self._trial_in_flight = True
             return True
 
+    @property
+    def closed(self) -> bool:
+        """Whether calls go to the cache now; unlike ``allow`` it never takes the half-open trial, so a
+        caller that only asks (analytics flushes) cannot leave the trial in flight unanswered."""
+        return self._open_until == 0.0
+
     def record_success(self) -> None:
         if self._failures or self._open_until:
             with self._lock:

@@ -22,7 +22,8 @@ CLUSTER_MAX_CONNECTIONS_PER_NODE = 256
 
 
 def build_client(settings: CacheSettings) -> CacheClient:
-    """Create a client for the configured cache; nothing connects until the first command."""
+    """Create a client for the configured cache. A standalone client holds one connection and opens it
+    here (so a cache that is down raises here, a ``RedisError``); a cluster client connects on first use."""
     from redis import Redis
     from redis.cluster import RedisCluster
 

@@ -9,6 +9,10 @@ A hit slices the header and returns the body bytes as they are: no JSON parsing,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from such_market.cache.tiers import Tier
 
 _STATUS_END = 3
 _HEADER_END = 16
@@ -19,12 +23,15 @@ class Entry:
     """A response as it is cached: HTTP status and JSON body bytes.
 
     A loader marks a partial answer (one wallet of several failed) ``cacheable=False``: it is served,
-    but the cache stores nothing and gives its fill lease back, so the next request tries again.
+    but the cache stores nothing and gives its fill lease back, so the next request tries again. An
+    answer known to be incomplete but worth sharing briefly carries a shorter ``tier`` (``Tier.BRIEF``):
+    it is stored for the shorter of that and the key's tier.
     """
 
     status: int
     body: bytes
     cacheable: bool = True
+    tier: Tier | None = None
 
 
 def encode(entry: Entry, fresh_until_ms: int) -> bytes:

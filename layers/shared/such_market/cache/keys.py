@@ -6,8 +6,9 @@ and can be invalidated by one atomic script, in cluster mode too. Inputs are val
 here (addresses lower-case, token ids decimal), so key names never carry raw user input.
 
 Two namespaces never mix: cache keys (``<prefix>:collections:…``, ``…:ownership:…``, ``…:wallets:…``,
-``…:users:…``, the ``…:idx:…`` index sets and ``…:lease`` fill leases) may be deleted at any time;
-durable state lives under ``<prefix>:durable:…`` and no cache operation touches it.
+``…:users:…``, the ``…:idx:…`` index sets with their lease sets, drain lists and tombstones, and
+``…:lease`` fill leases; ``CACHE_NAMESPACES``) may be deleted at any time; durable state lives under
+``<prefix>:durable:…`` and no cache operation touches it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LEASE_SUFFIX = ":lease"
+CACHE_NAMESPACES = ("collections", "ownership", "wallets", "users", "idx")
+"""The first segments after the prefix that hold cache keys; everything else (``durable``) is not cache."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,10 @@ class CacheKeys:
             self.user_collections_normalized(fid),
         )
 
+    def app_key(self, fid: int, key: str) -> str:
+        """Whether ``key`` (0x + 64 lower-case hex digits) is an app key of ``fid``: Neynar's answer, kept briefly."""
+        return f"{self.prefix}:appkeys:{{{fid}}}:{key}"
+
     # -- index sets: which keys exist for an entity (same slot as the keys they track) ------------
     def collection_index(self, address: str) -> str:
         return f"{self.prefix}:idx:collections:{{{address}}}"
@@ -89,3 +96,19 @@ class CacheKeys:
 def lease_key(key: str) -> str:
     """The fill lease of ``key``: same hash tag, so value, lease and indexes share a slot."""
     return key + LEASE_SUFFIX
+
+
+def lease_set_key(index: str) -> str:
+    """The set of fill leases in flight for the keys ``index`` tracks (same slot as the index)."""
+    return index + ":leases"
+
+
+def drain_list_key(index: str) -> str:
+    """The list of ``index``'s tombstones not yet drained (an invalidation that died mid-drain leaves
+    its tombstone here, and the next invalidation of the index drains it)."""
+    return index + ":drains"
+
+
+def tombstone_key(index: str, tag: str) -> str:
+    """A former ``index`` set renamed by an invalidation, drained in batches (same slot)."""
+    return f"{index}:drain:{tag}"

@@ -6,7 +6,9 @@
 - **miss**: the caller that wins the key's lease (SET NX in Redis, so across every container) runs
   ``load``; everyone else polls briefly for the value it writes (no thundering herd). The write is a
   script that succeeds only while the lease is still held, so a fill that raced an invalidation
-  never stores its stale value (memcache-style leases);
+  never stores its stale value (memcache-style leases). Under an invocation's deadline
+  (``such_market.deadline``) a lease lasts no longer than the time left, since its fill cannot outlive
+  the invocation, and a waiter whose deadline comes first answers the kept value (``STALE``) or 503;
 - **not found**: ``load`` may return a 404 entry; it is cached for 30 s (±10 %) and never served stale;
 - **cache down or slow**: short socket timeouts, then the breaker opens and requests go straight to
   ``load`` (``BYPASS``) without waiting on the cache at all;
@@ -25,14 +27,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from such_market import deadline
 from such_market.cache import entries, scripts
 from such_market.cache.breaker import CircuitBreaker
 from such_market.cache.client import get_client
 from such_market.cache.entries import Entry
-from such_market.cache.keys import CacheKeys, lease_key
-from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, fresh_ttl_ms, physical_ttl_ms
+from such_market.cache.keys import CacheKeys, drain_list_key, lease_key, lease_set_key, tombstone_key
+from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, effective_tier, fresh_ttl_ms, physical_ttl_ms
 from such_market.config import CacheSettings
 from such_market.container import per_container
+from such_market.errors import ServiceUnavailableError
 from such_market.failures import source_unavailable
 from such_market.observability import logger
 
@@ -46,8 +50,12 @@ Loader = Callable[[], Entry]
 
 LEASE_MS = 3000
 _WAIT_BEYOND_LEASE_SECONDS = 0.5
+_ANSWER_RESERVE_SECONDS = 0.2  # kept back from the deadline to answer STALE or 503 after waiting
+MIN_LEASE_MS = 200
 _FIRST_POLL_SECONDS = 0.001
 _MAX_POLL_SECONDS = 0.008
+DRAIN_BATCH = 250
+"""Names one ``DRAIN`` call deletes: about 0.4 ms of server time for cached pages (SSCAN + UNLINK)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,7 @@ class _Scripts:
     fill: Script
     release: Script
     invalidate_index: Script
+    drain: Script
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,7 @@ class ReadThroughCache:
                 fill=client.register_script(scripts.FILL),
                 release=client.register_script(scripts.RELEASE_IF_OWNER),
                 invalidate_index=client.register_script(scripts.INVALIDATE_INDEX),
+                drain=client.register_script(scripts.DRAIN),
             )
             self._client = client
         return client
@@ -141,12 +151,20 @@ class ReadThroughCache:
     ) -> Served:
         token = secrets.token_hex(8)
         lease = lease_key(key)
-        deadline = time.monotonic() + lease_ms / 1000 + _WAIT_BEYOND_LEASE_SECONDS
+        linked = _with_lease_sets(indexes)
+        left = deadline.remaining()
+        if left is not None:  # a fill cannot outlive this invocation: neither may its lease
+            lease_ms = max(MIN_LEASE_MS, min(lease_ms, int(left * 1000)))
+        wait = lease_ms / 1000 + _WAIT_BEYOND_LEASE_SECONDS
+        cut_short = left is not None and left - _ANSWER_RESERVE_SECONDS < wait
+        if cut_short and left is not None:
+            wait = max(0.0, left - _ANSWER_RESERVE_SECONDS)
+        wait_until = time.monotonic() + wait
         pause = _FIRST_POLL_SECONDS
         while True:
             try:
                 outcome = self.scripts.get_or_lease(
-                    keys=[key, lease, *indexes], args=[token, lease_ms, INDEX_TTL_SECONDS, self._now_ms()]
+                    keys=[key, lease, *linked], args=[token, lease_ms, INDEX_TTL_SECONDS, self._now_ms()]
                 )
             except self._cache_errors as error:
                 self._cache_failed("lease", error)
@@ -154,25 +172,30 @@ class ReadThroughCache:
             if isinstance(outcome, bytes):
                 return Served(entries.decode(outcome)[0], "HIT")  # another caller filled it meanwhile
             if outcome == 1:
-                return self._fill_as_lease_holder(key, lease, token, tier, load, indexes, kept)
-            if time.monotonic() >= deadline:
+                return self._fill_as_lease_holder(key, lease, token, tier, load, linked, kept)
+            if time.monotonic() >= wait_until:
+                if cut_short:
+                    # The invocation's deadline comes before the fill: answer what is kept, or 503.
+                    if kept is not None:
+                        return Served(kept, "STALE")
+                    raise ServiceUnavailableError("the answer is being prepared, try again shortly", retry_after=1)
                 # The lease holder is neither done nor dead: answer, but leave the key to it.
                 return self._load_or_stale(load, kept, "MISS")
             self._sleep(pause)
             pause = min(pause * 2, _MAX_POLL_SECONDS)
 
     def _fill_as_lease_holder(  # noqa: PLR0917 - private step of _miss, all positional for speed
-        self, key: str, lease: str, token: str, tier: Tier, load: Loader, indexes: Sequence[str], kept: Entry | None
+        self, key: str, lease: str, token: str, tier: Tier, load: Loader, linked: Sequence[str], kept: Entry | None
     ) -> Served:
         try:
             served = self._load_or_stale(load, kept, "MISS")
         except BaseException:
-            self._give_back(lease, token)
+            self._give_back(lease, token, linked)
             raise
         if served.cache == "STALE" or not served.entry.cacheable:
-            self._give_back(lease, token)
+            self._give_back(lease, token, linked)
         else:
-            self._store(key, lease=lease, token=token, entry=served.entry, tier=tier, indexes=indexes)
+            self._store(key, lease=lease, token=token, entry=served.entry, tier=tier, linked=linked)
         return served
 
     def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus) -> Served:
@@ -183,21 +206,21 @@ class ReadThroughCache:
                 raise
             return Served(kept, "STALE")
 
-    def _store(self, key: str, *, lease: str, token: str, entry: Entry, tier: Tier, indexes: Sequence[str]) -> None:
+    def _store(self, key: str, *, lease: str, token: str, entry: Entry, tier: Tier, linked: Sequence[str]) -> None:
         found = entry.status < 400
-        fresh_ms = fresh_ttl_ms(tier, found=found)
+        fresh_ms = fresh_ttl_ms(effective_tier(tier, entry.tier), found=found)
         value = entries.encode(entry, self._now_ms() + fresh_ms)
         try:
             self.scripts.fill(
-                keys=[key, lease, *indexes],
+                keys=[key, lease, *linked],
                 args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
             )
         except self._cache_errors as error:
             self._cache_failed("fill", error)
 
-    def _give_back(self, lease: str, token: str) -> None:
+    def _give_back(self, lease: str, token: str, linked: Sequence[str]) -> None:
         try:
-            self.scripts.release(keys=[lease], args=[token])
+            self.scripts.release(keys=[lease, *linked[1::2]], args=[token])
         except self._cache_errors as error:
             self._cache_failed("release", error)
 
@@ -209,9 +232,35 @@ class ReadThroughCache:
         doomed = [name for key in keys for name in (key, lease_key(key))]
         return int(self.client.unlink(*doomed))
 
-    def invalidate_index(self, index: str) -> int:
-        """Delete every key an entity index tracks (values and in-flight leases) and the index."""
-        return int(self.scripts.invalidate_index(keys=[index]))
+    def invalidate_index(self, index: str, *, batch: int = DRAIN_BATCH) -> int:
+        """Delete every key an entity index tracks (values and in-flight fill leases) and the index;
+        returns how many keys were deleted. No single command holds the server for more than about
+        a millisecond, and no fill that started before this call can store its value after it.
+
+        Step 1 is one short script (``INVALIDATE_INDEX``): it deletes every lease in the index's lease
+        set, so every fill in flight (which may have read the database before the change being
+        invalidated) fails its ``FILL``, and renames the index set to a tombstone (O(1)). A lease taken
+        after step 1 belongs to a fill that reads the database after the change committed. Step 2
+        drains the tombstone ``batch`` names per call (``DRAIN``) until it is empty; tombstones left
+        by an invalidation that died mid-drain are drained too. Until step 2 reaches it, a value of
+        the old index may still be served: for at most the drain's duration (about 25 ms for 10,000
+        keys locally), never after this call returns. A fill that starts after step 1 and whose key
+        is still in the tombstone may lose its fresh value to the drain: a later miss refills it.
+        """
+        tag = secrets.token_hex(8)
+        drains = drain_list_key(index)
+        step_one = [index, lease_set_key(index), drains, tombstone_key(index, tag)]
+        deleted, pending, resume = self.scripts.invalidate_index(keys=step_one, args=[batch, INDEX_TTL_SECONDS])
+        total = int(deleted)
+        for tombstone in pending:
+            # The new tombstone goes on from step 1's cursor; an older one (its drainer died) from the start.
+            cursor = resume if tombstone == step_one[3].encode() else b"0"
+            while True:
+                batch_deleted, cursor = self.scripts.drain(keys=[tombstone, drains], args=[batch, cursor])
+                total += int(batch_deleted)
+                if cursor == b"0":
+                    break
+        return total
 
     # -- helpers -----------------------------------------------------------------------------------
     def _now_ms(self) -> int:
@@ -223,6 +272,11 @@ class ReadThroughCache:
             "cache unavailable; serving without it",
             extra={"cache_operation": operation, "error_type": type(error).__name__, "error": str(error)[:200]},
         )
+
+
+def _with_lease_sets(indexes: Sequence[str]) -> list[str]:
+    """``[index, its lease set, …]``: the index keys of the fill scripts."""
+    return [name for index in indexes for name in (index, lease_set_key(index))]
 
 
 @per_container()

@@ -15,30 +15,45 @@ writers of ``such_market.collections.writes``:
    at most two Alchemy calls are in flight, each with the client's 429-aware bounded retries;
 3. once both listings are complete, one transaction finishes the run: tokens Alchemy no longer lists
    are deleted, ranks assigned, trait facets rebuilt, ``nft_ownership`` replaced by the holder listing
-   in one set-based call (the summary triggers run once over the whole set), the state set
-   ``complete`` with its counters, and ``collection.refreshed`` written to the outbox. Token rows appear
+   in one set-based call (the summary triggers run once over the whole set) with one
+   ``ownership.changed`` per batch of wallets whose holdings changed (``collections.owners``, shared with
+   the admin sync), the state set ``complete`` with its counters, and ``collection.refreshed`` written to
+   the outbox. Token rows appear
    batch by batch during the run, but ownership, facets, ranks and the state switch in that one commit,
    and a crash before it marks nothing complete.
 
-Failures end the run with state ``failed`` and the error text (Alchemy's redacted message or a generic
-one: never the key, never internals):
+Failures end the run with state ``failed`` and a public error text (the provider and HTTP status of an
+upstream failure, whose own text goes only to the logs, or a generic one: never the key, never internals):
 
-- an upstream failure (5xx/timeouts/429 through every retry, or a 4xx) is re-raised after recording it,
-  so the invocation fails: EventBridge invokes Lambda asynchronously, Lambda retries the failed
-  invocation (twice: the function's ``EventInvokeConfig`` in template.yaml) and then sends the event
-  to the events dead-letter queue. A failed run leaves no idempotency record, so a retry runs the job
-  again;
-- the time budget (``time_budget_seconds``, default below the Lambda timeout; the handler derives it
-  from the remaining time) is checked between pages: when it runs out the run stops, records "time
-  budget exceeded" and returns normally (a retry would take as long). An Alchemy call in flight at the
-  deadline may overrun it by that call's own retry budget; the margin below the Lambda timeout covers
-  that, so a run never stays ``running`` because Lambda killed it;
-- a listing that stops before its end (the client's page cap, a repeated page key), or a holder listing
-  without balances, is not complete either: ``failed``, returned normally, and neither tokens nor
-  ownership are removed on its account.
+- a transient failure (Alchemy unavailable: 5xx, timeouts, 429 through every in-call retry, or a
+  truncated answer; the time budget running out; an unexpected error) schedules a retry on the
+  collection row: ``ingestion_retry_at`` = now + ``retry_delay(attempt)`` (1 min doubling to 1 h, ±10 %),
+  up to ``MAX_ATTEMPTS`` runs in a row. ``requeue_due_ingestions`` (run every minute by the outbox
+  relay) queues each due collection again with ``collection.ingest_requested`` (reason ``retry``) in
+  the transaction that sets it ``queued``. Why a sweep over the database rather than an event that
+  re-queues itself: the schedule is durable in the same row as the state it retries (a crash, a lost
+  event, a dead letter or an outage of the bus cannot lose it), it needs no delayed delivery from the
+  bus, an operator sees it (``ingestion_retry_at``), and any new run (a refresh, Lambda's own retry of
+  an invocation) cancels it by starting. An upstream failure with a retry scheduled returns normally
+  (the sweep is its only retry); one with no attempt left is re-raised, so Lambda's retries and then
+  the events dead-letter queue make it visible; an unexpected error is re-raised too (after scheduling
+  its retry);
+- a run resumes where the failed one stopped: after each committed token batch the run records the
+  next ``startToken`` (``ingestion_resume_key``) and the highest token id written
+  (``ingestion_listed_through``); the next run lists from there and counts the stored tokens at or below
+  that id as listed. (Tokens of that resumed part that the upstream stopped listing meanwhile are pruned
+  by the next full run, a refresh.) The holder listing, needed whole for the set-based replacement, is
+  read again;
+- a listing that stops before its end (the client's page cap, a repeated page key), a holder listing
+  without balances, an address without a contract or an upstream 4xx (credentials, bad request) are
+  not transient: ``failed`` without a retry, returned normally (an upstream 4xx is re-raised), and
+  neither tokens nor ownership are removed on their account. An Alchemy call in flight at the deadline
+  may overrun the time budget by that call's own retry budget; the margin below the Lambda timeout
+  covers that, so a run never stays ``running`` because Lambda killed it.
 
 When a failed run has already written token rows, ``collection.updated`` goes out with the failed state
-so cached pages of the collection are dropped.
+so cached pages of the collection are dropped. Until a run completes (``ingestion_completed_at``), the
+read path labels the collection's answers ``indexing`` and caches them only briefly.
 
 Re-running converges: token rows are upserted (unchanged rows untouched) and those no longer listed
 deleted, traits and ranks recomputed, ownership replaced, so a run leaves the same rows whatever the
@@ -49,6 +64,7 @@ another run of the same collection in progress (a session advisory lock) returns
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -59,25 +75,29 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic.alias_generators import to_camel
 
 from such_market.collections.from_alchemy import collection_metadata, nft_record
-from such_market.collections.queries import get_collection
+from such_market.collections.owners import replace_owners_announcing
+from such_market.collections.queries import get_collection, get_token_ids_through
 from such_market.collections.writes import (
     NftRecord,
     assign_positions,
+    claim_due_ingestion_retries,
     delete_unlisted_nfts,
     ingestion_lock,
     rebuild_traits,
-    replace_collection_owners,
+    record_ingestion_failure,
+    record_ingestion_progress,
     set_ingestion_state,
     upsert_collection,
     upsert_nfts,
 )
 from such_market.db.connection import set_local_statement_timeout
 from such_market.errors import SuchMarketError
-from such_market.events.models import CollectionRefreshed, CollectionUpdated, Event
+from such_market.events.models import CollectionIngestRequested, CollectionRefreshed, CollectionUpdated, Event
 from such_market.events.outbox import outbox_transaction
+from such_market.failures import public_upstream_failure
 from such_market.observability import logger
 from such_market.upstream.alchemy import ERC721, NftPage
-from such_market.upstream.errors import UpstreamError
+from such_market.upstream.errors import UpstreamError, UpstreamProtocolError, UpstreamUnavailable
 from such_market.validation import normalize_address
 
 if TYPE_CHECKING:
@@ -85,6 +105,7 @@ if TYPE_CHECKING:
 
     import psycopg
 
+    from such_market.collections.queries import CollectionRow
     from such_market.events.publisher import EventPublisher
     from such_market.upstream.alchemy import AlchemyClient
 
@@ -114,6 +135,24 @@ NOT_A_CONTRACT_ERROR: Final = "the address holds no NFT contract"
 TIME_BUDGET_ERROR: Final = "time budget exceeded"
 INTERNAL_ERROR: Final = "internal error during ingestion"
 
+RETRY_REASON: Final = "retry"
+"""The ``reason`` of the ``collection.ingest_requested`` events the retry sweep writes."""
+MAX_ATTEMPTS: Final = 8
+"""Failed runs in a row after which no retry is scheduled (about 3 h of backoff in all)."""
+RETRY_BASE_SECONDS: Final = 60.0
+RETRY_MAX_SECONDS: Final = 3600.0
+REQUEUE_BATCH: Final = 50
+"""Collections one sweep queues again at most (the next sweep takes the rest)."""
+
+_jitter = random.Random()  # noqa: S311 - jitter, not cryptography
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before retrying after failed run number ``attempt`` (1-based): 1 min doubling up to 1 h,
+    ±10 % so that collections failed by one outage do not all come back at once."""
+    nominal = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    return float(nominal * _jitter.uniform(0.9, 1.1))
+
 
 IngestionOutcome = Literal["complete", "failed", "skipped"]
 
@@ -132,6 +171,7 @@ class IngestionReport:
     pages: int = 0
     duration_seconds: float = 0.0
     error: str | None = None
+    retry_in_seconds: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The camelCase JSON form (the handler's result, stored by the idempotency layer)."""
@@ -139,7 +179,12 @@ class IngestionReport:
 
 
 class _StopIngestion(SuchMarketError):  # noqa: N818 - an outcome, not a fault
-    """The run ends ``failed`` with ``message`` and returns normally (retrying would not help)."""
+    """The run ends ``failed`` with ``message`` and returns normally; ``retryable`` when a later run would
+    get further (the time budget ran out: the next run resumes), otherwise retrying would not help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def time_budget_for(remaining_ms: int, *, cap: float = DEFAULT_TIME_BUDGET_SECONDS) -> float:
@@ -231,6 +276,9 @@ class _Run:
         self.written = 0
         self.owners = 0
         self.owner_rows = 0
+        self.prior_attempts = 0
+        self.resume_key: str | None = None
+        self.listed_through: int | None = None
 
     # -- the run ------------------------------------------------------------------------------------
 
@@ -238,8 +286,9 @@ class _Run:
         existing = get_collection(conn=self.conn, address=self.address)
         collection_id = existing.id if existing is not None else None
         try:
-            if collection_id is not None:
-                set_ingestion_state(conn=self.conn, collection_id=collection_id, state="running")
+            if existing is not None:
+                self._resume_from(existing)
+                set_ingestion_state(conn=self.conn, collection_id=existing.id, state="running")
             metadata = self.alchemy.get_contract_metadata(contract=self.address)
             if metadata is None:
                 raise _StopIngestion(NOT_A_CONTRACT_ERROR)
@@ -249,19 +298,27 @@ class _Run:
                 set_ingestion_state(conn=self.conn, collection_id=collection_id, state="running")
             self._ingest(collection_id, single_owner=metadata.token_type == ERC721)
         except _StopIngestion as stop:
-            self._record_failure(collection_id, str(stop))
-            return self.report("failed", error=str(stop))
+            retry = self._record_failure(collection_id, str(stop), retryable=stop.retryable)
+            return self.report("failed", error=str(stop), retry_in_seconds=retry)
         except UpstreamError as error:
-            self._record_failure(collection_id, str(error))
-            raise
+            # The state is public (GET …/refresh): the provider and status only; the upstream's text is logged.
+            logger.warning("upstream failure during ingestion", extra={"contract": self.address, "error": str(error)})
+            public = public_upstream_failure(error)
+            transient = isinstance(error, UpstreamUnavailable | UpstreamProtocolError)
+            retry = self._record_failure(collection_id, public, retryable=transient)
+            if retry is None:
+                raise
+            return self.report("failed", error=public, retry_in_seconds=retry)
         except Exception:
-            self._record_failure(collection_id, INTERNAL_ERROR)
+            self._record_failure(collection_id, INTERNAL_ERROR, retryable=True)
             raise
         finally:
             self.stop.set()
         return self.report("complete")
 
-    def report(self, state: IngestionOutcome, *, error: str | None = None) -> IngestionReport:
+    def report(
+        self, state: IngestionOutcome, *, error: str | None = None, retry_in_seconds: float | None = None
+    ) -> IngestionReport:
         return IngestionReport(
             contract_address=self.address,
             state=state,
@@ -272,6 +329,24 @@ class _Run:
             pages=self.pages,
             duration_seconds=round(self.clock() - self.started, 3),
             error=error,
+            retry_in_seconds=None if retry_in_seconds is None else round(retry_in_seconds, 1),
+        )
+
+    def _resume_from(self, existing: CollectionRow) -> None:
+        """Carry on from a failed run: its attempt count (unless this run was asked for anew) and, when it
+        committed token batches, its listing position and the tokens it listed."""
+        if self.reason == RETRY_REASON:
+            self.prior_attempts = existing.ingestion_attempts
+        if existing.ingestion_resume_key is None or existing.ingestion_listed_through is None:
+            return
+        self.resume_key = existing.ingestion_resume_key
+        self.listed_through = int(existing.ingestion_listed_through)
+        self.token_ids.update(
+            get_token_ids_through(conn=self.conn, collection_id=existing.id, through=self.listed_through)
+        )
+        logger.info(
+            "resuming the token listing of a failed ingestion",
+            extra={"contract": self.address, "listed": len(self.token_ids)},
         )
 
     def _ingest(self, collection_id: uuid.UUID, *, single_owner: bool) -> None:
@@ -290,7 +365,7 @@ class _Run:
     def _load_nfts(self, collection_id: uuid.UUID, owners_future: Future[_Owners]) -> bool:
         """Write every token page; True when the listing reached its end."""
         pages = _Prefetch(
-            self.alchemy.iter_nfts_for_contract(contract=self.address),
+            self.alchemy.iter_nfts_for_contract(contract=self.address, start_token=self.resume_key),
             depth=self.prefetch_pages,
             stop=self.stop,
             name="ingest-nfts",
@@ -303,14 +378,14 @@ class _Run:
                 complete = page.page_key is None
                 batch.extend(self._records(page))
                 if len(batch) >= self.batch_tokens:
-                    self._write(collection_id, batch)
+                    self._write(collection_id, batch, next_key=page.page_key)
                     batch = []
                 if owners_future.done() and owners_future.exception() is not None:
                     break  # the holder listing failed: fail now, not after the last token page
             if batch:
-                self._write(collection_id, batch)
+                self._write(collection_id, batch, next_key=None)
         except queue.Empty:
-            raise _StopIngestion(TIME_BUDGET_ERROR) from None
+            raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True) from None
         finally:
             pages.close()
         return complete
@@ -325,12 +400,21 @@ class _Run:
                 self.broken.discard(record.token_id)
             yield record
 
-    def _write(self, collection_id: uuid.UUID, batch: list[NftRecord]) -> None:
+    def _write(self, collection_id: uuid.UUID, batch: list[NftRecord], *, next_key: str | None) -> None:
+        """Store a batch of whole pages and record the progress: ``next_key`` is where the listing goes on
+        (None: the batch ends the listing, and the resume point stays where it was)."""
         if self.clock() > self.deadline:
-            raise _StopIngestion(TIME_BUDGET_ERROR)
+            raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True)
         self.written += upsert_nfts(conn=self.conn, collection_id=collection_id, nfts=batch, rank=False)
-        set_ingestion_state(
-            conn=self.conn, collection_id=collection_id, state="running", nfts_indexed=len(self.token_ids)
+        if next_key is not None:
+            self.resume_key = next_key
+            highest = max(record.token_id for record in batch)
+            self.listed_through = highest if self.listed_through is None else max(self.listed_through, highest)
+        record_ingestion_progress(
+            conn=self.conn,
+            collection_id=collection_id,
+            resume_key=self.resume_key,
+            listed_through=self.listed_through,
         )
 
     def _list_owners(self) -> _Owners:
@@ -357,7 +441,7 @@ class _Run:
         try:
             return owners_future.result(timeout=self._remaining())
         except TimeoutError:
-            raise _StopIngestion(TIME_BUDGET_ERROR) from None
+            raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True) from None
 
     def _single_owner_rows(self, rows: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """One holder per ERC-721 token. A token listed with two holders (it moved while the listing was
@@ -385,14 +469,16 @@ class _Run:
     def _finish(self, collection_id: uuid.UUID, owner_rows: list[tuple[str, int, int]]) -> None:
         """Prune, rank, count traits, replace ownership, mark complete and emit the event: one transaction."""
         if self.clock() > self.deadline:
-            raise _StopIngestion(TIME_BUDGET_ERROR)
+            raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True)
         holders = len({owner for owner, _, balance in owner_rows if balance > 0})
         with outbox_transaction(self.conn, self.publisher) as tx:
             set_local_statement_timeout(conn=self.conn, milliseconds=FINISH_STATEMENT_TIMEOUT_MS)
             delete_unlisted_nfts(conn=self.conn, collection_id=collection_id, listed_token_ids=self.token_ids)
             assign_positions(conn=self.conn, collection_id=collection_id)
             rebuild_traits(conn=self.conn, collection_id=collection_id)
-            replaced = replace_collection_owners(conn=self.conn, collection_id=collection_id, owners=owner_rows)
+            synced = replace_owners_announcing(
+                conn=self.conn, tx=tx, collection_id=collection_id, contract_address=self.address, owners=owner_rows
+            )
             set_ingestion_state(
                 conn=self.conn,
                 collection_id=collection_id,
@@ -402,7 +488,7 @@ class _Run:
             )
             tx.add(Event(CollectionRefreshed(contract_address=self.address, reason=self.reason)))
         self.owners = holders
-        self.owner_rows = replaced.held
+        self.owner_rows = synced.replaced.held
         logger.info(
             "collection ingested",
             extra={
@@ -414,22 +500,43 @@ class _Run:
             },
         )
 
-    def _record_failure(self, collection_id: uuid.UUID | None, error: str) -> None:
-        """State ``failed`` with ``error`` (and ``collection.updated`` if token rows changed); never raises,
-        so the failure that brought us here is the one the caller sees."""
+    def _record_failure(self, collection_id: uuid.UUID | None, error: str, *, retryable: bool) -> float | None:
+        """State ``failed`` with ``error``, the attempt counted and, when ``retryable`` and attempts are
+        left, a retry scheduled (``collection.updated`` too if token rows changed); returns the seconds
+        until that retry, or None. Never raises, so the failure that brought us here is the one the caller
+        sees (a state that cannot be recorded schedules nothing)."""
         logger.warning("collection ingestion failed", extra={"contract": self.address, "error": error})
         if collection_id is None:
-            return
+            return None
+        attempts = self.prior_attempts + 1
+        retry = retry_delay(attempts) if retryable and attempts < MAX_ATTEMPTS else None
         try:
             with outbox_transaction(self.conn, self.publisher) as tx:
-                set_ingestion_state(conn=self.conn, collection_id=collection_id, state="failed", error=error)
+                record_ingestion_failure(
+                    conn=self.conn, collection_id=collection_id, error=error, attempts=attempts, retry_in_seconds=retry
+                )
                 if self.written:
                     tx.add(Event(CollectionUpdated(contract_address=self.address, reason="ingestion_failed")))
         except Exception:  # the original failure matters more; the state is best effort
             logger.exception("could not record the failed ingestion", extra={"contract": self.address})
+            return None
+        return retry
 
     def _remaining(self) -> float:
         return max(0.0, self.deadline - self.clock())
+
+
+def requeue_due_ingestions(*, conn: Connection, publisher: EventPublisher, limit: int = REQUEUE_BATCH) -> list[str]:
+    """Queue again the failed ingestions whose retry is due (see the module docstring): each collection is
+    set ``queued`` and its ``collection.ingest_requested`` (reason ``retry``) written to the outbox in one
+    transaction. Returns their addresses (at most ``limit``; the next sweep takes the rest)."""
+    with outbox_transaction(conn, publisher) as tx:
+        addresses = claim_due_ingestion_retries(conn=conn, limit=limit)
+        for address in addresses:
+            tx.add(Event(CollectionIngestRequested(contract_address=address, reason=RETRY_REASON)))
+    if addresses:
+        logger.info("failed ingestions queued again", extra={"contracts": addresses})
+    return addresses
 
 
 class _End:
@@ -498,7 +605,11 @@ class _Prefetch:
 
 __all__ = [
     "DEFAULT_TIME_BUDGET_SECONDS",
+    "MAX_ATTEMPTS",
+    "RETRY_REASON",
     "IngestionReport",
     "ingest_collection",
+    "requeue_due_ingestions",
+    "retry_delay",
     "time_budget_for",
 ]

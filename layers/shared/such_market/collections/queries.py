@@ -74,6 +74,17 @@ class CollectionRow:
     refresh_cooldown_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    ingestion_completed_at: datetime | None
+    ingestion_attempts: int
+    ingestion_retry_at: datetime | None
+    ingestion_resume_key: str | None
+    ingestion_listed_through: str | None
+
+    @property
+    def indexed(self) -> bool:
+        """Whether an ingestion of the collection ever completed: until then the tables hold a partial
+        index (migration 0014)."""
+        return self.ingestion_completed_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +148,8 @@ class TokenOwner:
 COLLECTION_COLUMNS = """
     id, contract_address, name, symbol, token_type, total_supply::text, image_url, description, verified,
     ingestion_state, nfts_indexed, owners_indexed, ingestion_error, ingestion_started_at, ingestion_finished_at,
-    last_refresh_at, refresh_cooldown_until, created_at, updated_at
+    last_refresh_at, refresh_cooldown_until, created_at, updated_at, ingestion_completed_at, ingestion_attempts,
+    ingestion_retry_at, ingestion_resume_key, ingestion_listed_through::text
 """
 
 _GET_COLLECTION = f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE contract_address = %(address)s"  # noqa: S608
@@ -226,6 +238,17 @@ LEFT JOIN LATERAL (
 ) AS o ON true
 LEFT JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = o.token_id
 ORDER BY o.token_id
+"""
+
+
+_HOLDINGS = "SELECT owner_address, token_count, total_balance::text FROM user_collections WHERE collection_id = %s"
+
+_TOKEN_IDS_THROUGH = """
+SELECT token_id FROM nfts WHERE collection_id = %(collection_id)s AND token_id <= %(through)s::numeric
+"""
+
+_TOKEN_POSITION = """
+SELECT position FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
 """
 
 
@@ -336,6 +359,25 @@ def get_owned_tokens(
         },
     ).fetchall()
     return _keyset_page(rows, page_size)
+
+
+def collection_holdings(*, conn: Connection, collection_id: uuid.UUID) -> dict[str, tuple[int, str]]:
+    """Each wallet holding some of the collection → (its token count, its total balance as a decimal
+    string), as the ``user_collections`` summary says."""
+    rows = conn.execute(_HOLDINGS, (collection_id,))
+    return {owner: (int(count), balance) for owner, count, balance in rows}
+
+
+def get_token_ids_through(*, conn: Connection, collection_id: uuid.UUID, through: int) -> list[int]:
+    """The ids of the collection's stored tokens at or below ``through`` (a resumed ingestion's listed part)."""
+    rows = conn.execute(_TOKEN_IDS_THROUGH, {"collection_id": collection_id, "through": through}).fetchall()
+    return [int(token_id) for (token_id,) in rows]
+
+
+def get_token_position(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> int | None:
+    """The token's rank (``nfts.position``), or None when it is unranked or not stored."""
+    row = conn.execute(_TOKEN_POSITION, {"collection_id": collection_id, "token_id": token_id}).fetchone()
+    return None if row is None else row[0]
 
 
 def collection_row(row: tuple[Any, ...]) -> CollectionRow:
@@ -493,10 +535,13 @@ __all__ = [
     "TokenOwner",
     "TraitFacet",
     "TraitValueCount",
+    "collection_holdings",
     "get_collection",
     "get_nft",
     "get_nft_page",
     "get_owned_tokens",
+    "get_token_ids_through",
     "get_token_owners",
+    "get_token_position",
     "get_traits",
 ]

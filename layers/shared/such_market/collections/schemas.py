@@ -70,12 +70,15 @@ class TraitFacetBody(CamelModel):
 class TraitsBody(CamelModel):
     traits: list[TraitFacetBody]
     total_tokens: int
+    indexing: bool
 
 
 class NftBody(NftSummaryBody):
     contract_address: str
     metadata: dict[str, Any] | None
-    metadata_error: str | None
+    metadata_error: str | None = Field(
+        description="set when the upstream could not read the token's metadata (our words, never its text)"
+    )
 
 
 class OwnerBalanceBody(BaseModel):

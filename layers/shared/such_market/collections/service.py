@@ -7,12 +7,35 @@ for the first time is fetched from Alchemy, stored, and queued for ingestion in 
 
 Every key of a collection is registered in the collection's index set, and a wallet's tokens also
 in the (collection, wallet) index, so events can invalidate exactly what they change.
+
+What is cached, and for how long:
+
+- until an ingestion of the collection has completed (``CollectionRow.indexed``), or while one runs,
+  answers say ``indexing: true`` and are cached only briefly (``Tier.BRIEF``): the tables then hold a
+  partial index, which must not be served as the collection for a whole tier. Pages of a collection
+  never indexed come from PostgreSQL only when they lie wholly in the part a run has committed
+  (``ingestion_listed_through``), otherwise from Alchemy; their ``total`` is the contract's supply;
+- a token whose metadata the upstream could not read is cached briefly too (SPEC §7);
+- a collection seen for the first time costs an Alchemy call, so discovery is throttled by token buckets
+  shared through the cache (``cache.throttle``): ``DISCOVERY_PER_SOURCE`` per source IP (the HTTP API
+  event's ``requestContext.http.sourceIp``) and ``DISCOVERY_GLOBAL`` overall; past them the answer is
+  429 ``discovery_rate_limited`` with ``Retry-After``. Only the discovery path pays for the check: a
+  hit, a known collection or a cached 404 never reaches it;
+- NFT pages are cached only when many clients share them (``_shared_page``): page sizes of
+  ``CACHED_PAGE_SIZES``, the first ``MAX_CACHED_PAGES`` pages, cursor pages only when the cursor falls
+  on a page boundary of their size (the cursor a page-number page hands out), filtered pages only for
+  one value of one trait type (a facet click) on page 0. Anything else is served from PostgreSQL (a
+  keyset page costs about a millisecond) and not stored (``Entry.cacheable=False``), so distinct cursors
+  or filter combinations cannot fill the cache.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,10 +51,11 @@ from such_market.collections.queries import (
     get_nft_page,
     get_owned_tokens,
     get_token_owners,
+    get_token_position,
     get_traits,
 )
 from such_market.collections.writes import set_ingestion_state, set_token_owners, upsert_collection, upsert_nfts
-from such_market.errors import NotFoundError, error_body
+from such_market.errors import NotFoundError, TooManyRequestsError, error_body
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.runtime import Runtime
@@ -40,10 +64,35 @@ from such_market.validation import encode_cursor, filter_hash
 OWNERSHIP_FRESH_FOR = timedelta(hours=1)
 UPSTREAM_LEASE_MS = 30_000  # a first-seen collection waits on Alchemy: hold the fill lease long enough
 INDEXING_STATES = frozenset({"pending", "queued", "running"})
+CACHED_PAGE_SIZES = frozenset({10, 20, 25, 50, 100})
+"""Page sizes whose pages are cached (the default 20 and the usual UI choices); other sizes are served."""
+MAX_CACHED_PAGES = 20
+"""Pages 0..19 of a cached size are cached; deeper pages are served (a range scan at any depth)."""
+DISCOVERY_PER_SOURCE = (10, 0.2)
+"""First-seen collections one source IP may look up: a burst of 10, then one every 5 s."""
+DISCOVERY_GLOBAL = (100, 2.0)
+"""First-seen collections looked up overall: a burst of 100, then 2 a second (120 Alchemy calls a minute)."""
 
 
-def _json(status: int, payload: object) -> Entry:
-    return Entry(status, orjson.dumps(payload))
+class Requester(Protocol):
+    """The request being served, as far as discovery needs it (``such_market.http.api.Request``)."""
+
+    @property
+    def raw_event(self) -> Mapping[str, Any]: ...
+
+
+METADATA_ERROR = "the token's metadata could not be read"
+"""``metadataError`` of a token whose metadata Alchemy could not read (its own text is stored, not served)."""
+
+
+def _json(status: int, payload: object, *, brief: bool = False, cacheable: bool = True) -> Entry:
+    """A JSON answer; ``brief`` ones (known incomplete) are cached for ``Tier.BRIEF`` at most."""
+    return Entry(status, orjson.dumps(payload), cacheable, Tier.BRIEF if brief else None)
+
+
+def _indexing(row: CollectionRow) -> bool:
+    """Whether the collection's data is incomplete: never ingested completely, or a run is under way."""
+    return row.ingestion_state in INDEXING_STATES or not row.indexed
 
 
 def _not_found(message: str) -> Entry:
@@ -51,8 +100,37 @@ def _not_found(message: str) -> Entry:
 
 
 # -- collection rows ---------------------------------------------------------------------------------
-def _collection_or_discover(runtime: Runtime, address: str) -> CollectionRow | None:
-    """The stored collection, or (first sight) Alchemy's metadata stored and queued for ingestion."""
+def _source_ip(requester: Requester | None) -> str | None:
+    """The caller's address from the HTTP API v2 event, normalized; None when absent or malformed."""
+    if requester is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(requester.raw_event["requestContext"]["http"]["sourceIp"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
+    """Take a discovery token for the caller's source IP and one overall, or answer 429 with Retry-After."""
+    from such_market.cache.throttle import Bucket, take
+
+    keys = runtime.cache.keys
+    buckets = [Bucket(keys.durable("throttle", "{discovery}", "global"), *DISCOVERY_GLOBAL)]
+    source = _source_ip(requester)
+    if source is not None:
+        buckets.insert(0, Bucket(keys.durable("throttle", "{discovery}", "ip", source), *DISCOVERY_PER_SOURCE))
+    wait = take(runtime.cache, buckets)
+    if wait > 0:
+        raise TooManyRequestsError(
+            "too many collections seen for the first time; try again shortly",
+            code="discovery_rate_limited",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+
+def _collection_or_discover(runtime: Runtime, address: str, requester: Requester | None) -> CollectionRow | None:
+    """The stored collection, or (first sight, within the discovery throttle) Alchemy's metadata stored and
+    queued for ingestion."""
     from such_market.collections.from_alchemy import collection_metadata
     from such_market.events.models import CollectionIngestRequested, Event
     from such_market.events.outbox import outbox_transaction
@@ -60,6 +138,7 @@ def _collection_or_discover(runtime: Runtime, address: str) -> CollectionRow | N
     row = get_collection(conn=runtime.conn, address=address)
     if row is not None:
         return row
+    _throttle_discovery(runtime, requester)
     metadata = runtime.alchemy.get_contract_metadata(contract=address)
     if metadata is None:
         return None
@@ -81,7 +160,7 @@ def collection_body(row: CollectionRow) -> dict[str, object]:
         "imageUrl": row.image_url,
         "description": row.description,
         "verified": row.verified,
-        "indexing": row.ingestion_state in INDEXING_STATES,
+        "indexing": _indexing(row),
         "ingestion": {
             "state": row.ingestion_state,
             "nftsIndexed": row.nfts_indexed,
@@ -102,6 +181,7 @@ def _collection_read(
     answer: Callable[[CollectionRow], Entry],
     *,
     extra_indexes: Sequence[str] = (),
+    requester: Requester | None = None,
 ) -> Served:
     """Serve ``key`` of a collection's keys: on a miss, find (or discover) the collection and ``answer``.
 
@@ -110,7 +190,7 @@ def _collection_read(
     """
 
     def load() -> Entry:
-        row = _collection_or_discover(runtime, address)
+        row = _collection_or_discover(runtime, address, requester)
         return _unknown(address) if row is None else answer(row)
 
     indexes = [runtime.cache.keys.collection_index(address), *extra_indexes]
@@ -118,13 +198,14 @@ def _collection_read(
 
 
 # -- use cases ---------------------------------------------------------------------------------------
-def collection_metadata(runtime: Runtime, address: str) -> Served:
+def collection_metadata(runtime: Runtime, address: str, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}."""
 
     def answer(row: CollectionRow) -> Entry:
-        return _json(200, collection_body(row))
+        return _json(200, collection_body(row), brief=_indexing(row))
 
-    return _collection_read(runtime, address, runtime.cache.keys.collection_metadata(address), Tier.HOT, answer)
+    key = runtime.cache.keys.collection_metadata(address)
+    return _collection_read(runtime, address, key, Tier.HOT, answer, requester=requester)
 
 
 def nft_row_body(nft: NftRow) -> dict[str, object]:
@@ -146,6 +227,7 @@ def nft_page(
     page_size: int,
     filters: Mapping[str, tuple[str, ...]],
     after_token_id: int | None,
+    requester: Requester | None = None,
 ) -> Served:
     """GET /api/collection/{address}/nfts — a page in numeric token order, optionally filtered."""
     keys = runtime.cache.keys
@@ -156,7 +238,7 @@ def nft_page(
         key = keys.nft_cursor_page(address, after_token_id, page_size, digest)
 
     def answer(row: CollectionRow) -> Entry:
-        indexing = row.ingestion_state in INDEXING_STATES
+        indexing = _indexing(row)
         result = get_nft_page(
             conn=runtime.conn,
             collection_id=row.id,
@@ -165,13 +247,15 @@ def nft_page(
             filters=filters,
             after_token_id=after_token_id,
         )
-        if indexing and not filters and len(result.nfts) < page_size:
+        if not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
             return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
+        shared = _shared_page(runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id)
+        total = int(row.total_supply) if not row.indexed and not filters and row.total_supply else result.total
         return _json(
             200,
             {
                 "nfts": [nft_row_body(nft) for nft in result.nfts],
-                "total": result.total,
+                "total": total,
                 "page": page,
                 "pageSize": page_size,
                 "hasMore": result.has_more,
@@ -180,9 +264,43 @@ def nft_page(
                 else None,
                 "indexing": indexing,
             },
+            brief=indexing,
+            cacheable=shared,
         )
 
-    return _collection_read(runtime, address, key, Tier.WARM, answer)
+    return _collection_read(runtime, address, key, Tier.WARM, answer, requester=requester)
+
+
+def _within_listed(row: CollectionRow, nfts: Sequence[NftRow], page_size: int) -> bool:
+    """Whether a page read from a collection never indexed completely is exact: full, and wholly within
+    the tokens an ingestion run has committed (stray pages stored by the read path lie beyond it)."""
+    through = row.ingestion_listed_through
+    return len(nfts) == page_size and through is not None and int(nfts[-1].token_id) <= int(through)
+
+
+def _shared_page(
+    runtime: Runtime,
+    row: CollectionRow,
+    *,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, tuple[str, ...]],
+    after: int | None,
+) -> bool:
+    """Whether a page is one that many clients share, and so worth caching (see the module docstring)."""
+    if page_size not in CACHED_PAGE_SIZES:
+        return False
+    if filters:
+        return (
+            page == 0 and after is None and len(filters) == 1 and all(len(values) == 1 for values in filters.values())
+        )
+    if after is None:
+        return page < MAX_CACHED_PAGES
+    position = get_token_position(conn=runtime.conn, collection_id=row.id, token_id=after)
+    if position is None:
+        return False
+    boundary, remainder = divmod(position + 1, page_size)
+    return remainder == 0 and boundary < MAX_CACHED_PAGES
 
 
 def _page_from_alchemy(
@@ -230,14 +348,16 @@ def _page_from_alchemy(
             "nextCursor": encode_cursor(last) if has_more and last is not None else None,
             "indexing": True,
         },
+        brief=True,
     )
 
 
-def traits(runtime: Runtime, address: str) -> Served:
+def traits(runtime: Runtime, address: str, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}/traits."""
 
     def answer(row: CollectionRow) -> Entry:
         facets = get_traits(conn=runtime.conn, collection_id=row.id)
+        indexing = _indexing(row)
         return _json(
             200,
             {
@@ -249,13 +369,17 @@ def traits(runtime: Runtime, address: str) -> Served:
                     for facet in facets.traits
                 ],
                 "totalTokens": facets.total_tokens,
+                "indexing": indexing,
             },
+            brief=indexing,
         )
 
-    return _collection_read(runtime, address, runtime.cache.keys.traits(address), Tier.WARM, answer)
+    return _collection_read(
+        runtime, address, runtime.cache.keys.traits(address), Tier.WARM, answer, requester=requester
+    )
 
 
-def nft(runtime: Runtime, address: str, token_id: int) -> Served:
+def nft(runtime: Runtime, address: str, token_id: int, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}/nfts/{tokenId} — one NFT with its full metadata."""
 
     def answer(row: CollectionRow) -> Entry:
@@ -276,14 +400,16 @@ def nft(runtime: Runtime, address: str, token_id: int) -> Served:
                 "contractAddress": address,
                 **nft_row_body(detail),
                 "metadata": detail.metadata,
-                "metadataError": detail.metadata_error,
+                "metadataError": METADATA_ERROR if detail.metadata_error else None,
             },
+            brief=detail.metadata_error is not None,  # the upstream may read it soon (SPEC §7)
         )
 
-    return _collection_read(runtime, address, runtime.cache.keys.nft(address, token_id), Tier.WARM, answer)
+    key = runtime.cache.keys.nft(address, token_id)
+    return _collection_read(runtime, address, key, Tier.WARM, answer, requester=requester)
 
 
-def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
+def token_owner(runtime: Runtime, address: str, token_id: int, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}/nfts/{tokenId}/owner — from nft_ownership when fresh, else Alchemy."""
 
     def answer(row: CollectionRow) -> Entry:
@@ -318,10 +444,13 @@ def token_owner(runtime: Runtime, address: str, token_id: int) -> Served:
             },
         )
 
-    return _collection_read(runtime, address, runtime.cache.keys.ownership(address, token_id), Tier.HOT, answer)
+    key = runtime.cache.keys.ownership(address, token_id)
+    return _collection_read(runtime, address, key, Tier.HOT, answer, requester=requester)
 
 
-def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page_size: int) -> Served:
+def owned_tokens(
+    runtime: Runtime, address: str, wallet: str, *, page: int, page_size: int, requester: Requester | None = None
+) -> Served:
     """GET /api/collection/{address}/nfts/owned?userAddress= — the wallet's tokens in the collection."""
 
     def answer(row: CollectionRow) -> Entry:
@@ -336,8 +465,9 @@ def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page
                 "page": page,
                 "pageSize": page_size,
                 "hasMore": result.has_more,
-                "indexing": row.ingestion_state in INDEXING_STATES,
+                "indexing": _indexing(row),
             },
+            brief=_indexing(row),
         )
 
     keys = runtime.cache.keys
@@ -348,12 +478,13 @@ def owned_tokens(runtime: Runtime, address: str, wallet: str, *, page: int, page
         Tier.HOT,
         answer,
         extra_indexes=[keys.owned_index(address, wallet)],
+        requester=requester,
     )
 
 
-def require_collection(runtime: Runtime, address: str) -> CollectionRow:
+def require_collection(runtime: Runtime, address: str, *, requester: Requester | None = None) -> CollectionRow:
     """The stored (or newly discovered) collection, or 404."""
-    row = _collection_or_discover(runtime, address)
+    row = _collection_or_discover(runtime, address, requester)
     if row is None:
         raise NotFoundError(f"no NFT contract at {address}")
     return row

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -214,6 +214,14 @@ ON CONFLICT (collection_id) DO UPDATE SET generation = g.generation
 # in): the positions of each value's tokens (one hash join, one hash aggregate), then per value 64-bit
 # words OR-ed together and rendered as hex, cut to the ranked count. Nothing is written while some token
 # is unranked (positions would not be dense 0..k-1), nor when every bitmap is already current.
+#
+# The hash join is not left to the planner (``_build_bitmaps`` runs it with nested loops disabled): for a
+# collection loaded since the tables were last analyzed, the statistics know nothing of its
+# collection_id and estimate "1 row" on both sides, and the planner then picks a nested loop whose inner
+# side is an index scan on nfts by collection_id alone, i.e. the whole collection once per nft_traits row.
+# Measured on the 10,000-token stub collection ingested after the 100,000-token one had been analyzed:
+# 56,381 trait rows x 10,000 tokens, still running when the finish's 120 s statement timeout cancelled it
+# (the ingestion failed); the hash join takes 40-70 ms there, and 0.1-0.8 s for 100,000 tokens.
 _REBUILD_BITMAPS = """
 WITH state AS (
     SELECT g.generation,
@@ -247,6 +255,15 @@ CROSS JOIN LATERAL (
     ) AS w USING (word)
 ) AS b
 WHERE ct.collection_id = %(collection_id)s AND ct.trait_type = v.trait_type AND ct.trait_value = v.trait_value
+"""
+
+BITMAP_BUILD_TIMEOUT_MS = 30_000
+"""The longest a bitmap build may run (100,000 tokens take well under a second)."""
+
+_CURRENT_PLAN_SETTINGS = "SELECT current_setting('enable_nestloop'), current_setting('statement_timeout')"
+# Transaction-local (SET LOCAL): undone with the savepoint when the build is cancelled.
+_SET_PLAN_SETTINGS = """
+SELECT set_config('enable_nestloop', %(nestloop)s, true), set_config('statement_timeout', %(timeout)s, true)
 """
 
 _POSITION_STATE = """
@@ -352,7 +369,8 @@ RETURNING owner_address, balance::text, last_verified_at
 
 # A run starting (entering 'running') stamps its start and clears the previous finish; a run ending stamps
 # its finish; progress updates ('running' again) keep both. The error is replaced when one is given and
-# cleared by a successful finish.
+# cleared by a successful finish. A completion (migration 0014) stamps ingestion_completed_at and clears the
+# attempts and the resume point; queueing or starting a run cancels a pending retry.
 _SET_INGESTION_STATE = f"""
 UPDATE collections
 SET ingestion_state = %(state)s,
@@ -365,10 +383,55 @@ SET ingestion_state = %(state)s,
                                 ELSE ingestion_started_at END,
     ingestion_finished_at = CASE WHEN %(state)s IN ('complete', 'failed') THEN now()
                                  WHEN %(state)s = 'running' AND ingestion_state <> 'running' THEN NULL
-                                 ELSE ingestion_finished_at END
+                                 ELSE ingestion_finished_at END,
+    ingestion_completed_at = CASE WHEN %(state)s = 'complete' THEN now() ELSE ingestion_completed_at END,
+    ingestion_attempts = CASE WHEN %(state)s = 'complete' THEN 0 ELSE ingestion_attempts END,
+    ingestion_retry_at = CASE WHEN %(state)s IN ('complete', 'queued', 'running') THEN NULL
+                              ELSE ingestion_retry_at END,
+    ingestion_resume_key = CASE WHEN %(state)s = 'complete' THEN NULL ELSE ingestion_resume_key END,
+    ingestion_listed_through = CASE WHEN %(state)s = 'complete' THEN NULL ELSE ingestion_listed_through END
 WHERE id = %(collection_id)s
 RETURNING {COLLECTION_COLUMNS}
 """  # noqa: S608
+
+# Durable progress of a running ingestion (migration 0014): where its token listing goes on, the highest
+# token id it has committed, and nfts_indexed as the number of tokens really stored.
+_RECORD_INGESTION_PROGRESS = """
+UPDATE collections
+SET ingestion_resume_key = %(resume_key)s,
+    ingestion_listed_through = %(listed_through)s::numeric,
+    nfts_indexed = (SELECT count(*) FROM nfts WHERE collection_id = %(collection_id)s)
+WHERE id = %(collection_id)s
+"""
+
+# A failed run: the counters say what is stored, the attempt is counted, and a retry is scheduled (or not).
+_RECORD_INGESTION_FAILURE = f"""
+UPDATE collections
+SET ingestion_state = 'failed',
+    ingestion_error = %(error)s,
+    ingestion_finished_at = now(),
+    nfts_indexed = (SELECT count(*) FROM nfts WHERE collection_id = %(collection_id)s),
+    ingestion_attempts = %(attempts)s,
+    ingestion_retry_at = CASE WHEN %(retry_in_seconds)s::float8 IS NULL THEN NULL
+                              ELSE now() + make_interval(secs => %(retry_in_seconds)s::float8) END
+WHERE id = %(collection_id)s
+RETURNING {COLLECTION_COLUMNS}
+"""  # noqa: S608
+
+# The failed ingestions whose retry is due, queued again (oldest due first; SKIP LOCKED so two sweeps
+# never queue one twice).
+_CLAIM_DUE_RETRIES = """
+UPDATE collections AS c
+SET ingestion_state = 'queued', ingestion_retry_at = NULL
+WHERE c.id IN (
+    SELECT id FROM collections
+    WHERE ingestion_retry_at <= now() AND ingestion_state = 'failed'
+    ORDER BY ingestion_retry_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING c.contract_address
+"""
 
 _MARK_REFRESH = """
 UPDATE collections
@@ -460,7 +523,7 @@ def rebuild_traits(*, conn: Connection, collection_id: uuid.UUID) -> None:
     with conn.transaction():
         conn.execute(_LOCK_GENERATION, params)  # before the facet rows: the lock order of the bitmap build
         conn.execute(_REBUILD_TRAITS, params)
-        conn.execute(_REBUILD_BITMAPS, params)
+        _build_bitmaps(conn, params)
 
 
 def rebuild_trait_bitmaps(*, conn: Connection, collection_id: uuid.UUID) -> int:
@@ -472,7 +535,31 @@ def rebuild_trait_bitmaps(*, conn: Connection, collection_id: uuid.UUID) -> int:
     params = {"collection_id": collection_id}
     with conn.transaction():
         conn.execute(_LOCK_GENERATION, params)
-        return conn.execute(_REBUILD_BITMAPS, params).rowcount
+        return _build_bitmaps(conn, params)
+
+
+def _build_bitmaps(conn: Connection, params: Mapping[str, object]) -> int:
+    """Run ``_REBUILD_BITMAPS`` inside the caller's transaction with a plan that does not depend on the
+    statistics (hash joins: see the statement's comment) and at most ``BITMAP_BUILD_TIMEOUT_MS``. Bitmaps
+    only speed up filtered totals (readers count exactly without them), so a build that runs out of time
+    is rolled back to its savepoint and logged, and the caller's work goes on: it never holds the
+    caller's transaction (and its locks) for longer than that. Returns the bitmaps written."""
+    import psycopg
+
+    saved = conn.execute(_CURRENT_PLAN_SETTINGS).fetchone()
+    assert saved is not None  # noqa: S101 - a one-row SELECT
+    try:
+        with conn.transaction():  # a savepoint: a cancelled build undoes only itself (and its settings)
+            conn.execute(_SET_PLAN_SETTINGS, {"nestloop": "off", "timeout": f"{BITMAP_BUILD_TIMEOUT_MS}ms"})
+            written = conn.execute(_REBUILD_BITMAPS, params).rowcount
+            conn.execute(_SET_PLAN_SETTINGS, {"nestloop": saved[0], "timeout": saved[1]})
+    except psycopg.errors.QueryCanceled:
+        logger.warning(
+            "trait bitmap build ran out of time; filtered totals are counted exactly until the next build",
+            extra={"collection_id": str(params["collection_id"]), "timeout_ms": BITMAP_BUILD_TIMEOUT_MS},
+        )
+        return 0
+    return written
 
 
 def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
@@ -603,6 +690,44 @@ def set_ingestion_state(
     return None if row is None else collection_row(row)
 
 
+def record_ingestion_progress(
+    *, conn: Connection, collection_id: uuid.UUID, resume_key: str | None, listed_through: int | None
+) -> None:
+    """Record that a run has committed every token up to ``listed_through`` and that its listing goes on
+    at ``resume_key`` (the next ``startToken``); ``nfts_indexed`` becomes the count of stored tokens."""
+    params = {
+        "collection_id": collection_id,
+        "resume_key": resume_key,
+        "listed_through": None if listed_through is None else str(listed_through),
+    }
+    with conn.transaction():
+        conn.execute(_RECORD_INGESTION_PROGRESS, params)
+
+
+def record_ingestion_failure(
+    *, conn: Connection, collection_id: uuid.UUID, error: str, attempts: int, retry_in_seconds: float | None
+) -> CollectionRow | None:
+    """State ``failed`` with ``error`` after ``attempts`` failed runs in a row, ``nfts_indexed`` the stored
+    tokens, and the retry due in ``retry_in_seconds`` (None: no retry). The resume point is kept."""
+    params = {
+        "collection_id": collection_id,
+        "error": error,
+        "attempts": attempts,
+        "retry_in_seconds": retry_in_seconds,
+    }
+    with conn.transaction():
+        row = conn.execute(_RECORD_INGESTION_FAILURE, params).fetchone()
+    return None if row is None else collection_row(row)
+
+
+def claim_due_ingestion_retries(*, conn: Connection, limit: int) -> list[str]:
+    """Queue again (state ``queued``) up to ``limit`` failed ingestions whose retry is due; returns their
+    contract addresses. Call it in the transaction that writes their ``collection.ingest_requested``."""
+    with conn.transaction():
+        rows = conn.execute(_CLAIM_DUE_RETRIES, {"limit": limit}).fetchall()
+    return [address for (address,) in rows]
+
+
 def mark_refresh(*, conn: Connection, collection_id: uuid.UUID, cooldown_seconds: float) -> datetime | None:
     """Stamp a refresh now and start its cooldown; returns when the cooldown ends (None: no such collection).
 
@@ -613,6 +738,25 @@ def mark_refresh(*, conn: Connection, collection_id: uuid.UUID, cooldown_seconds
             _MARK_REFRESH, {"collection_id": collection_id, "cooldown_seconds": cooldown_seconds}
         ).fetchone()
     return None if row is None else row[0]
+
+
+_FAIL_LOST_INGESTION = """
+UPDATE collections
+SET ingestion_state = 'failed', ingestion_error = %(error)s, ingestion_finished_at = now(),
+    refresh_cooldown_until = NULL
+WHERE contract_address = %(address)s AND ingestion_state = 'queued'
+  AND (last_refresh_at IS NULL OR last_refresh_at <= %(requested_at)s)
+RETURNING id
+"""
+
+
+def fail_lost_ingestion(*, conn: Connection, address: str, requested_at: datetime, error: str) -> bool:
+    """End a queued ingestion that no run will start (its request was lost): state ``failed`` with
+    ``error`` and the refresh cooldown lifted. Only a state still ``queued`` by a request made at or
+    before ``requested_at`` changes (never a run that started, never a newer refresh); True if it did."""
+    params = {"address": address, "requested_at": requested_at, "error": error}
+    with conn.transaction():
+        return conn.execute(_FAIL_LOST_INGESTION, params).fetchone() is not None
 
 
 def _text(value: str | None) -> str | None:
@@ -646,10 +790,13 @@ __all__ = [
     "NftRecord",
     "OwnersReplaced",
     "assign_positions",
+    "claim_due_ingestion_retries",
     "delete_unlisted_nfts",
     "mark_refresh",
     "rebuild_trait_bitmaps",
     "rebuild_traits",
+    "record_ingestion_failure",
+    "record_ingestion_progress",
     "replace_collection_owners",
     "set_ingestion_state",
     "set_token_owners",

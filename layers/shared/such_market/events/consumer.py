@@ -25,6 +25,10 @@ What it promises:
 - Nothing connects at import: settings are read and the persistence layer is built on the first
   event, and rebuilt only if the container's cache client changes.
 
+A consumer whose effect is idempotent by itself (the invalidator: deleting keys twice deletes nothing
+more) passes ``idempotent=False``: it then needs no record, and does not fail because the cache that
+holds the records is down.
+
 Handlers must return a JSON-serializable value (or ``None``): it is stored as the event's result.
 """
 
@@ -35,8 +39,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from such_market import deadline
+from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, FunctionSettings, load_settings
+from such_market.db import watchdog
 from such_market.events.models import DETAIL_TYPES, Event, EventDetail, InvalidEventError
 from such_market.observability import logger
 
@@ -75,10 +82,11 @@ def _log_repeat(response: Any, idempotent_data: DataRecord) -> Any:  # noqa: ANN
 class EventConsumer:
     """Dispatches EventBridge events to per-detail-type handlers, once per ``eventId``."""
 
-    def __init__(self, name: str, *, settings_model: type[FunctionSettings]) -> None:
+    def __init__(self, name: str, *, settings_model: type[FunctionSettings], idempotent: bool = True) -> None:
         if not _NAME.fullmatch(name):
             raise ValueError("name must be 1-64 characters of a-z, 0-9, '-' and '_'")
         self.name = name
+        self.idempotent = idempotent
         self._settings_model = settings_model
         self._handlers: dict[str, Callable[[Any], HandlerResult]] = {}
         self._built: tuple[CacheClient, IdempotencyConfig, Callable[..., HandlerResult]] | None = None
@@ -98,14 +106,37 @@ class EventConsumer:
         return register
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext) -> HandlerResult:
-        """Validate ``event`` and run its handler unless this ``eventId`` was handled already."""
+        """Validate ``event`` and run its handler unless this ``eventId`` was handled already; the outcome
+        (processed, or failed: invalid or raised) is counted in the cache analytics."""
+        recorder = self._recorder()
+        try:
+            with deadline.invocation(context), watchdog.invocation():
+                result = self._handle(event, context)
+        except BaseException:
+            if recorder is not None:
+                recorder.count_event(self.name, "failed")
+                recorder.flush()
+            raise
+        if recorder is not None:
+            recorder.count_event(self.name, "processed")
+            recorder.flush()
+        return result
+
+    def _handle(self, event: Mapping[str, Any], context: LambdaContext) -> HandlerResult:
         parsed = Event.from_eventbridge(event)
         handler = self._handlers.get(parsed.detail_type)
         if handler is None:
             raise InvalidEventError(f"{self.name} does not handle {parsed.detail_type} events")
+        if not self.idempotent:
+            return _run_handler(event=event, detail=parsed.detail, handler=handler)
         config, process = self._idempotent()
         config.register_lambda_context(context)
         return process(event=event, detail=parsed.detail, handler=handler)
+
+    def _recorder(self) -> Recorder | None:
+        """The analytics recorder of this consumer's cache (events processed and failed), if analytics are on."""
+        settings = load_settings(self._settings_model).part(CacheSettings)
+        return recorder_for(settings) if settings.cache_analytics else None
 
     def _idempotent(self) -> tuple[IdempotencyConfig, Callable[..., HandlerResult]]:
         """The idempotent runner, built on first use for the container's cache client."""

@@ -18,13 +18,17 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from such_market.config import FunctionSettings, load_settings
+from such_market.analytics.recorder import Recorder, recorder_for
+from such_market.config import CacheSettings, FunctionSettings, load_settings
+from such_market.container import per_container
 from such_market.errors import error_body
 from such_market.http.responses import Response, failure_response
+from such_market.runtime import invocation
 
 Route = Callable[..., Response]
 Middleware = Callable[["Request", Callable[[], Response]], Response]
@@ -53,6 +57,7 @@ class RouteSpec:
     responses: Mapping[int, Any]
     query: tuple[QueryParameter, ...]
     request_body: type | None = None  # a pydantic model documenting a JSON body (OpenAPI only)
+    family: str | None = None  # the endpoint family its cache-fronted answers are recorded under
 
     @property
     def path_parameters(self) -> tuple[str, ...]:
@@ -91,6 +96,8 @@ class Api:
 
     def __init__(self) -> None:
         self.routes: dict[str, RouteSpec] = {}
+        self.settings_model: type[FunctionSettings] | None = None
+        """Set by ``api_handler``; the OpenAPI document derives the edge's failures (502/503) from its parts."""
         self._middlewares: list[Middleware] = []
         self._local = threading.local()  # the local runtime may run one function on several threads
 
@@ -110,13 +117,15 @@ class Api:
         responses: Mapping[int, Any] | None = None,
         query: Sequence[QueryParameter] = (),
         request_body: type | None = None,
+        family: str | None = None,
     ) -> Callable[[Route], Route]:
-        """Register ``function`` for ``method path`` (``<name>`` marks a path parameter)."""
+        """Register ``function`` for ``method path`` (``<name>`` marks a path parameter); a route with a
+        ``family`` has its cache-fronted answers (those with ``X-Cache``) recorded in the analytics."""
         template = _PATH_PARAMETER.sub(r"{\1}", path)
 
         def register(function: Route) -> Route:
             spec = RouteSpec(
-                method, template, function, summary, tuple(tags), responses or {}, tuple(query), request_body
+                method, template, function, summary, tuple(tags), responses or {}, tuple(query), request_body, family
             )
             self.routes[f"{method} {template}"] = spec
             return function
@@ -169,10 +178,31 @@ def create_api() -> Api:
 
 def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[dict[str, Any], object], dict[str, Any]]:
     """The ``lambda_handler`` of an API function: validate its settings (a misconfigured container
-    fails at its first invocation with a message naming the variable), then dispatch the event."""
+    fails at its first invocation with a message naming the variable), dispatch the event under the
+    invocation's deadline (every wait stops in time to answer before Lambda's timeout), and record a
+    cache-fronted answer in the container's analytics (no I/O; a flush at most every few seconds)."""
+    app.settings_model = settings_model
 
     def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-        load_settings(settings_model)
-        return app.resolve(event)
+        recorder = _recorder_for(settings_model)
+        started = time.perf_counter()
+        with invocation(context):
+            response = app.resolve(event)
+        if recorder is None:
+            return response
+        elapsed = time.perf_counter() - started
+        spec = app.routes.get(event.get("routeKey", ""))
+        outcome = response["headers"].get("X-Cache")
+        if spec is not None and spec.family is not None and outcome is not None:
+            recorder.observe(spec.family, outcome, elapsed)
+        recorder.flush_if_due()
+        return response
 
     return lambda_handler
+
+
+@per_container()
+def _recorder_for(settings_model: type[FunctionSettings]) -> Recorder | None:
+    """The analytics recorder of a function whose settings have a cache with analytics on, else ``None``."""
+    cache = load_settings(settings_model).optional_part(CacheSettings)
+    return recorder_for(cache) if cache is not None and cache.cache_analytics else None

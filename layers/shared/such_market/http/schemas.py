@@ -9,11 +9,25 @@ it only documents: the hot paths never instantiate any of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from such_market.http.api import QueryParameter
+from such_market.validation import (
+    ADDRESS_PATTERN,
+    CONTROL_CHARACTERS,
+    CURSOR_PATTERN,
+    MAX_FID,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    MAX_TRAIT_TEXT,
+    MAX_TRAIT_TYPES,
+    MAX_TRAIT_VALUES,
+    TOKEN_ID_PATTERN,
+)
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input",
@@ -33,6 +47,12 @@ class ErrorBody(BaseModel):
     code: str
 
 
+class GatewayMessageBody(BaseModel):
+    """An answer of API Gateway itself, before any function runs (e.g. the admin authorizer's 401/403)."""
+
+    message: str
+
+
 def responses(
     success: type[BaseModel], *, status: int = 200, description: str = "Success", errors: tuple[int, ...] = ()
 ) -> dict[int, Any]:
@@ -48,13 +68,59 @@ def responses(
     return documented
 
 
-# -- query parameters, documented once ------------------------------------------------------------------
-PAGE = QueryParameter("page", "page number, from 0", {"type": "integer", "minimum": 0, "maximum": 1_000_000})
+# -- parameters, documented once, in the formats such_market.validation enforces ---------------------------
+ADDRESS_SCHEMA: Mapping[str, object] = {"type": "string", "pattern": f"^{ADDRESS_PATTERN}$"}
+
+
+@dataclass(frozen=True, slots=True)
+class PathParameter:
+    """The documented format of a path parameter, shared by every route that has it."""
+
+    description: str
+    schema: Mapping[str, object]
+
+
+PATH_PARAMETERS: Mapping[str, PathParameter] = {
+    "contractAddress": PathParameter("the collection's contract: 0x + 40 hex digits in any case", ADDRESS_SCHEMA),
+    "tokenId": PathParameter(
+        "a token id from 0 to 2**256-1, decimal or 0x + hex (a 78-digit decimal up to 2**256-1 is accepted too)",
+        {"type": "string", "pattern": f"^(?:{TOKEN_ID_PATTERN})$"},
+    ),
+    "fid": PathParameter("a Farcaster id", {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_FID}),
+}
+"""Every path parameter of every route: local/openapi.py refuses a route whose parameter is not here."""
+
+PAGE = QueryParameter("page", "page number, from 0", {"type": "integer", "minimum": 0, "maximum": MAX_PAGE})
 PAGE_SIZE = QueryParameter(
-    "pageSize", "items per page, 1-100 (default 20)", {"type": "integer", "minimum": 1, "maximum": 100}
+    "pageSize",
+    f"items per page, 1-{MAX_PAGE_SIZE} (default 20)",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
 )
-CURSOR = QueryParameter("cursor", "the nextCursor of a previous page (replaces page)")
-USER_ADDRESS = QueryParameter("userAddress", "the wallet, 0x + 40 hex digits in any case", required=True)
+CURSOR = QueryParameter(
+    "cursor",
+    "the nextCursor of a previous page (replaces page); opaque",
+    {"type": "string", "pattern": f"^(?:{CURSOR_PATTERN})$"},
+)
+USER_ADDRESS = QueryParameter(
+    "userAddress", "the wallet, 0x + 40 hex digits in any case", ADDRESS_SCHEMA, required=True
+)
 TRAIT_FILTER = QueryParameter(
-    "trait.<type>", "trait filter, repeatable: AND across types, OR within a type (e.g. trait.Hat=Cap)"
+    "traitFilters",
+    "trait filters, sent as trait.<type>=<value> parameters: AND across types, OR within a type (values "
+    f"comma-separated or the parameter repeated), e.g. trait.Hat=Cap,Crown&trait.Eyes=Laser; at most "
+    f"{MAX_TRAIT_TYPES} types and {MAX_TRAIT_VALUES} values of {MAX_TRAIT_TEXT} characters each",
+    {
+        "type": "object",
+        "maxProperties": MAX_TRAIT_TYPES,
+        "propertyNames": {"pattern": rf"^trait\.[^{CONTROL_CHARACTERS}]{{1,{MAX_TRAIT_TEXT}}}$"},
+        "additionalProperties": {
+            "type": "string",
+            # no control character; at least one value that is not blank; each value (between commas) at
+            # most MAX_TRAIT_TEXT long
+            "pattern": rf"^(?=[^{CONTROL_CHARACTERS}]*[^\s,{CONTROL_CHARACTERS}])"
+            rf"[^,{CONTROL_CHARACTERS}]{{0,{MAX_TRAIT_TEXT}}}"
+            rf"(?:,[^,{CONTROL_CHARACTERS}]{{0,{MAX_TRAIT_TEXT}}}){{0,{MAX_TRAIT_VALUES - 1}}}$",
+        },
+    },
 )
+"""A form-exploded object: each property is one ``trait.<type>`` query parameter."""

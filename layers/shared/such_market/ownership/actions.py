@@ -17,20 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import orjson
-
+from such_market.collections.owners import replace_owners_announcing
 from such_market.collections.queries import get_collection
-from such_market.collections.writes import replace_collection_owners
 from such_market.config import AdminSettings, DatabaseSettings, EventSettings, FunctionSettings
 from such_market.errors import BadRequestError, ConflictError, NotFoundError
-from such_market.events.models import MAX_LIST_ITEMS, CollectionUpdated, Event, OwnershipChanged
+from such_market.events.models import CollectionUpdated, Event
 from such_market.events.outbox import outbox_transaction
-from such_market.ownership.queries import collection_holdings
 from such_market.ownership.stats import ownership_stats
 from such_market.ownership.transfers import lock_collections
 from such_market.ownership.verification import reverify
 from such_market.upstream.alchemy_settings import AlchemySettings
-from such_market.validation import parse_address, token_id_value
+from such_market.validation import parse_address, parse_json_object, token_id_value
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,16 +65,9 @@ class ActionRequest:
 
 def parse_action_request(body: str | bytes | None) -> ActionRequest:
     """``{action, contractAddress?}`` → ``ActionRequest``; 400 for anything else (``sync`` needs the address)."""
-    if body is None or len(body) == 0:
-        raise BadRequestError("a JSON body {action, contractAddress?} is required", code="invalid_body")
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequestError("the request body is too large", code="invalid_body")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequestError("the request body is not valid JSON", code="invalid_body") from None
-    if not isinstance(payload, dict):
-        raise BadRequestError("the request body must be a JSON object", code="invalid_body")
+    payload = parse_json_object(
+        body, max_bytes=MAX_BODY_BYTES, shape="{action, contractAddress?}", fields=("action", "contractAddress")
+    )
     action = payload.get("action")
     if action not in ACTIONS:
         raise BadRequestError(f"invalid action: expected one of {', '.join(ACTIONS)}", code="invalid_action")
@@ -117,23 +107,19 @@ def sync_collection_owners(
         )
     with outbox_transaction(conn, publisher) as tx:
         lock_collections(conn=conn, contracts=[contract_address])
-        before = collection_holdings(conn=conn, collection_id=collection.id)
+        tx.add(Event(CollectionUpdated(contract_address=contract_address, reason="ownership-sync")))
         try:
-            replaced = replace_collection_owners(conn=conn, collection_id=collection.id, owners=owners)
+            synced = replace_owners_announcing(
+                conn=conn, tx=tx, collection_id=collection.id, contract_address=contract_address, owners=owners
+            )
         except ValueError as error:
             raise ConflictError(str(error), code="inconsistent_upstream") from None
-        after = collection_holdings(conn=conn, collection_id=collection.id)
-        wallets = sorted(wallet for wallet in before.keys() | after.keys() if before.get(wallet) != after.get(wallet))
-        tx.add(Event(CollectionUpdated(contract_address=contract_address, reason="ownership-sync")))
-        for start in range(0, len(wallets), MAX_LIST_ITEMS):
-            chunk = tuple(wallets[start : start + MAX_LIST_ITEMS])
-            tx.add(Event(OwnershipChanged(contract_address=contract_address, token_ids=(), wallets=chunk)))
     return {
         "contractAddress": contract_address,
         "ownersListed": len({owner for owner, _, _ in owners}),
-        "rowsHeld": replaced.held,
-        "rowsDeleted": replaced.deleted,
-        "walletsChanged": len(wallets),
+        "rowsHeld": synced.replaced.held,
+        "rowsDeleted": synced.replaced.deleted,
+        "walletsChanged": len(synced.wallets),
     }
 
 

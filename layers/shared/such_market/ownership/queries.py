@@ -10,7 +10,6 @@ transfer use cases call them inside their outbox transaction, after taking the c
   ``ownership_activity`` (migration 0008), the caller's own batch excluded.
 - ``current_rows``: the owner rows of whole tokens plus single (token, owner) rows, read ``FOR UPDATE``
   in key order, so every writer of ``nft_ownership`` that reads through it locks rows in the same order.
-- ``collection_holdings``: each wallet's summary row (``user_collections``) for one collection.
 - ``ownership_snapshot``: exact counts, per-collection discovery figures and the summary consistency
   check, read in one REPEATABLE READ READ ONLY transaction so the figures agree with each other.
 - ``stalest_tokens``: the least recently verified tokens, read along the ``(collection_id,
@@ -119,8 +118,6 @@ WHERE (o.collection_id, o.token_id) IN (
 ORDER BY o.collection_id, o.token_id, o.owner_address
 FOR UPDATE
 """
-
-_HOLDINGS = "SELECT owner_address, token_count, total_balance::text FROM user_collections WHERE collection_id = %s"
 
 _COUNTS = """
 SELECT
@@ -243,13 +240,6 @@ def current_rows(
     for cid, token, owner, balance in conn.execute(_CURRENT, params).fetchall():
         current[cid, int(token)][owner] = int(balance)
     return current
-
-
-def collection_holdings(*, conn: Connection, collection_id: uuid.UUID) -> dict[str, tuple[int, str]]:
-    """Each wallet holding some of the collection → (its token count, its total balance as a decimal
-    string), as the ``user_collections`` summary says."""
-    rows = conn.execute(_HOLDINGS, (collection_id,))
-    return {owner: (int(count), balance) for owner, count, balance in rows}
 
 
 def ownership_snapshot(*, conn: Connection) -> OwnershipSnapshot:

@@ -8,12 +8,13 @@ handler validates or serializes through them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from such_market.ownership.actions import Action
 from such_market.schema_base import CamelModel
+from such_market.validation import ADDRESS_PATTERN
 
 
 class SummaryConsistencyBody(BaseModel):
@@ -60,11 +61,44 @@ class OwnershipStatsBody(BaseModel):
     nft_discovery: NftDiscoveryBody = Field(alias="nftDiscovery")
 
 
-class OwnershipActionRequestBody(CamelModel):
-    """The body of POST /api/admin/ownership/stats."""
+class SyncActionRequestBody(CamelModel):
+    """``sync``: re-read one collection's owners from Alchemy."""
 
-    action: Literal["sync", "discovery-stats", "verify"]
-    contract_address: str | None = Field(default=None, description="required by sync; 0x + 40 hex digits")
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["sync"]
+    contract_address: str = Field(description="0x + 40 hex digits in any case", pattern=f"^{ADDRESS_PATTERN}$")
+
+
+class _ReportActionRequestBody(CamelModel):
+    """A report action: the contract address is optional (validated when given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contract_address: Annotated[str, Field(pattern=f"^{ADDRESS_PATTERN}$")] | None = Field(
+        default=None, description="0x + 40 hex digits in any case"
+    )
+
+
+class DiscoveryStatsActionRequestBody(_ReportActionRequestBody):
+    """``discovery-stats``: the ``nftDiscovery`` statistics (of one collection when given)."""
+
+    action: Literal["discovery-stats"]
+
+
+class VerifyActionRequestBody(_ReportActionRequestBody):
+    """``verify``: one bounded re-verification run (of one collection when given)."""
+
+    action: Literal["verify"]
+
+
+ActionRequestBody = SyncActionRequestBody | DiscoveryStatsActionRequestBody | VerifyActionRequestBody
+
+
+class OwnershipActionRequestBody(RootModel[ActionRequestBody]):
+    """The body of POST /api/admin/ownership/stats: ``{action, contractAddress}`` (sync needs the address)."""
+
+    root: ActionRequestBody = Field(discriminator="action")
 
 
 class AlchemyWebhookRequestBody(BaseModel):
@@ -86,9 +120,17 @@ class OwnershipActionBody(BaseModel):
 
 
 class WebhookReceiptBody(BaseModel):
-    """The 200 answer to a delivery (``applied`` counts re-org reversals too)."""
+    """The 200 answer to a delivery: what happened to each transfer it reported (the counts add up to
+    ``received``)."""
 
-    received: int
-    applied: int
-    duplicates: int
-    ignored: int
+    received: int = Field(description="transfers in the delivery (each ERC-1155 batch item counts)")
+    applied: int = Field(description="new transfers that moved ownership")
+    reversed: int = Field(description="re-orged transfers (log.removed) that were undone")
+    stale: int = Field(
+        description="recorded without moving the token: an ERC-721 transfer older than the newest one applied "
+        "(delivered out of order), or the removal of a transfer the token has moved on from"
+    )
+    duplicates: int = Field(description="transfers or removals already received")
+    ignored: int = Field(
+        description="unusable activities, transfers of unknown collections, removals of transfers never applied"
+    )

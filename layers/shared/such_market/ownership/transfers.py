@@ -169,11 +169,14 @@ class OwnershipChanges:
 
 @dataclass(frozen=True, slots=True)
 class TransferResult:
-    """The outcome of ``apply_transfers``.
+    """The outcome of ``apply_transfers``; every received transfer is counted in exactly one of:
 
-    ``applied``: new transfers of known collections (processed into ``nft_ownership``); ``reversed``:
-    removals that undid an applied transfer; ``duplicates``: transfers (or removals) already recorded;
-    ``ignored``: recorded without effect (unknown collection, a removal of a transfer never applied).
+    ``applied``: new transfers of known collections that took effect in ``nft_ownership``; ``reversed``:
+    removals that undid an applied transfer; ``stale``: recorded without moving the token because it
+    moved on since (an ERC-721 transfer older than the newest one applied to the token, delivered out of
+    order, or the removal of a transfer the token has moved on from); ``duplicates``: transfers (or
+    removals) already recorded; ``ignored``: recorded without effect (unknown collection, a removal of a
+    transfer never applied).
     """
 
     received: int
@@ -182,6 +185,7 @@ class TransferResult:
     duplicates: int
     ignored: int
     changes: OwnershipChanges
+    stale: int = 0
     outbox_ids: tuple[int, ...] = ()
 
 
@@ -259,7 +263,7 @@ def _write(conn: Connection, plan: _Plan) -> OwnershipChanges:
     )
 
 
-def _ownership_events(changes: OwnershipChanges) -> list[Event]:
+def ownership_events(changes: OwnershipChanges) -> list[Event]:
     """``ownership.changed`` per contract (split so no list exceeds ``MAX_LIST_ITEMS``)."""
     events: list[Event] = []
     for contract in sorted(changes.tokens):
@@ -356,12 +360,14 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
         ),
     )
     wanted = {key: dict(owners) for key, owners in current.items()}
+    took_effect = {1: 0, -1: 0}  # forward transfers, removals
     for record, kind, sign in steps:
         holders = wanted.setdefault((kind.id, record.token_id), {})
         if kind.token_type == "ERC721":
-            _move_single(holders, record, sign, latest, (kind.contract, record.token_id))
+            took_effect[sign] += _move_single(holders, record, sign, latest, (kind.contract, record.token_id))
         else:
             _move_balance(holders, record, sign)
+            took_effect[sign] += 1
 
     plan = _Plan()
     for (collection_id, token_id), holders in sorted(wanted.items(), key=lambda item: (str(item[0][0]), item[0][1])):
@@ -369,15 +375,15 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
     changes = _write(conn, plan)
 
     events = [_transferred_event(record, by_key[record.key]) for record in recorded]
-    events.extend(_ownership_events(changes))
-    reversed_count = sum(1 for _, _, sign in steps if sign < 0)
+    events.extend(ownership_events(changes))
     result = TransferResult(
         received=len(transfers),
-        applied=len(steps) - reversed_count,
-        reversed=reversed_count,
+        applied=took_effect[1],
+        reversed=took_effect[-1],
         duplicates=len(transfers) - len(recorded),
         ignored=len(recorded) - len(steps),
         changes=changes,
+        stale=len(steps) - took_effect[1] - took_effect[-1],
     )
     return result, events
 
@@ -410,22 +416,24 @@ def _move_single(
     sign: int,
     latest: dict[tuple[str, int], Position],
     token: tuple[str, int],
-) -> None:
-    """ERC-721: apply (sign 1) or undo (sign -1) one transfer to the token's holder map."""
+) -> bool:
+    """ERC-721: apply (sign 1) or undo (sign -1) one transfer to the token's holder map; False when it
+    is stale (the token has moved on since) and changes nothing."""
     if sign > 0:
         if token in latest and record.position <= latest[token]:
-            return  # an older transfer delivered late: the token already moved on
+            return False  # an older transfer delivered late: the token already moved on
         latest[token] = record.position
         holders.clear()
         if record.to_address != ZERO_ADDRESS:
             holders[record.to_address] = 1
-        return
+        return True
     holds_now = holders.get(record.to_address, 0) > 0 if record.to_address != ZERO_ADDRESS else not holders
     if not holds_now:
-        return  # the token has moved on since: a later transfer (or re-verification) decides
+        return False  # the token has moved on since: a later transfer (or re-verification) decides
     holders.clear()
     if record.from_address != ZERO_ADDRESS:
         holders[record.from_address] = 1
+    return True
 
 
 def _move_balance(holders: dict[str, int], record: RecordedTransfer, sign: int) -> None:
@@ -479,7 +487,7 @@ def _reconcile_attempt(conn: Connection, observed: Sequence[ObservedToken]) -> t
             wanted = dict.fromkeys(wanted, 1)
         plan.token(collection, token.token_id, held, wanted)
     changes = _write(conn, plan)
-    return ReconcileResult(changes=changes, skipped=skipped), _ownership_events(changes)
+    return ReconcileResult(changes=changes, skipped=skipped), ownership_events(changes)
 
 
 def reconcile_owners(
@@ -502,5 +510,6 @@ __all__ = [
     "TransferResult",
     "apply_transfers",
     "lock_collections",
+    "ownership_events",
     "reconcile_owners",
 ]

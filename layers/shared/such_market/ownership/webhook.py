@@ -7,7 +7,11 @@ Order of business, so nothing unauthenticated is ever parsed:
    webhook's signing key, compared in constant time — missing or wrong → 401 ``invalid_signature``;
 3. ``parse_webhook``: only now is the body read as JSON; not JSON, or not the webhook's shape → 400;
 4. ``receive_webhook``: the transfers go through ``apply_transfers`` (one transaction with their
-   events, published right after commit; the cache is invalidated by the event consumers, not here).
+   events, published right after commit);
+5. read-your-writes: right after the commit, the keys the changes make stale are deleted here too (the
+   keys of their ``ownership.changed`` events, by ``events.invalidation.invalidate_for``), so a client
+   that reads after the 200 sees the change. The events' consumer stays the backstop: a failure to
+   delete (the cache is down) is logged and never fails the delivery, which is committed already.
 
 The payload (Alchemy's documented shape; fields we do not use are ignored)::
 
@@ -38,15 +42,17 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import orjson
 from pydantic import Field, SecretStr, model_validator
 
-from such_market.config import DatabaseSettings, EventSettings, FunctionSettings, SettingsPart
+from such_market.config import CacheSettings, DatabaseSettings, EventSettings, FunctionSettings, SettingsPart
 from such_market.errors import BadRequestError, UnauthorizedError
-from such_market.ownership.transfers import TokenType, Transfer, apply_transfers
+from such_market.observability import logger
+from such_market.ownership.transfers import OwnershipChanges, TokenType, Transfer, apply_transfers, ownership_events
 from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
-from such_market.validation import MAX_UINT256
+from such_market.validation import MAX_UINT256, reject_control_characters
 
 if TYPE_CHECKING:
     import psycopg
 
+    from such_market.cache.store import ReadThroughCache
     from such_market.events.publisher import EventPublisher
 
 SIGNATURE_HEADER: Final = "x-alchemy-signature"
@@ -77,9 +83,11 @@ class WebhookSigningSettings(SettingsPart):
 
 
 class AlchemyWebhookSettings(FunctionSettings):
-    """Settings of the webhook function: the database, the bus and the signing key."""
+    """Settings of the webhook function: the database, the cache (read-your-writes), the bus and the
+    signing key."""
 
     database: DatabaseSettings
+    cache: CacheSettings
     events: EventSettings
     signing: WebhookSigningSettings
 
@@ -223,6 +231,8 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
     event = payload.get("event")
     if not isinstance(event_id, str) or not 0 < len(event_id) <= 200 or not isinstance(event, dict):
         raise BadRequestError("the webhook body lacks id or event", code="invalid_payload")
+    # The id is stored with every transfer; the activities' strings that are stored are checked by format.
+    reject_control_characters(event_id, field="webhook id", code="invalid_payload")
     activities = event.get("activity")
     if not isinstance(activities, list):
         raise BadRequestError("the webhook event lacks its activity list", code="invalid_payload")
@@ -245,6 +255,7 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
 def receive_webhook(
     *,
     connect: Callable[[], psycopg.Connection[tuple[Any, ...]]],
+    cache: Callable[[], ReadThroughCache],
     publisher: EventPublisher,
     signing_key: str,
     body: bytes,
@@ -252,16 +263,40 @@ def receive_webhook(
 ) -> dict[str, int]:
     """Verify, parse and apply one delivery; returns the body of the 200 answer (``WebhookReceiptBody``).
 
-    ``connect`` is called only once the signature and the payload are valid, so unauthenticated or
-    malformed requests never open a database connection."""
+    ``connect`` and ``cache`` are called only once the signature and the payload are valid, so
+    unauthenticated or malformed requests never open a connection."""
     verify_signature(body, header(headers, SIGNATURE_HEADER), signing_key)
     parsed = parse_webhook(body)
+    receipt = {"received": len(parsed.transfers) + parsed.skipped, "applied": 0, "reversed": 0, "stale": 0}
     if not parsed.transfers:
-        return {"received": parsed.skipped, "applied": 0, "duplicates": 0, "ignored": parsed.skipped}
-    result = apply_transfers(conn=connect(), transfers=parsed.transfers, publisher=publisher)
-    return {
-        "received": len(parsed.transfers) + parsed.skipped,
-        "applied": result.applied + result.reversed,
+        return receipt | {"duplicates": 0, "ignored": parsed.skipped}
+    conn = connect()
+    result = apply_transfers(conn=conn, transfers=parsed.transfers, publisher=publisher)
+    _invalidate_committed(cache, conn, result.changes)
+    return receipt | {
+        "applied": result.applied,
+        "reversed": result.reversed,
+        "stale": result.stale,
         "duplicates": result.duplicates,
         "ignored": result.ignored + parsed.skipped,
     }
+
+
+def _invalidate_committed(
+    cache: Callable[[], ReadThroughCache], conn: psycopg.Connection[tuple[Any, ...]], changes: OwnershipChanges
+) -> None:
+    """Delete now what the committed ``changes`` make stale: the keys of their ``ownership.changed``
+    events. Never raises: the events' consumer does the same when this fails."""
+    from such_market.events.invalidation import invalidate_for
+    from such_market.users.wallets import fids_owning
+
+    if not changes.tokens:
+        return
+    try:
+        store = cache()
+        for event in ownership_events(changes):
+            invalidate_for(event.detail, store, lambda wallets: fids_owning(conn=conn, wallets=wallets))
+    except Exception as error:  # committed already: the events are the backstop, the delivery succeeded
+        logger.warning(
+            "could not invalidate after the webhook; its events will", extra={"error_type": type(error).__name__}
+        )

@@ -21,7 +21,7 @@ What callers can rely on:
   attribute values as strings. Unknown fields are ignored; items without a usable address or token id
   are skipped (and counted in a warning) rather than failing a whole page.
 
-Retries are ``such_market.upstream.retrying.RetryingGetter``'s; failures raise the tree of
+Retries are ``such_market.upstream.retrying.RetryingRequester``'s; failures raise the tree of
 ``such_market.upstream.errors``.
 """
 
@@ -842,7 +842,7 @@ class AlchemyClient(JsonUpstream):
 
     def _call(self, method: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
         """GET ``method`` with bounded, jittered retries; the decoded JSON object or an ``UpstreamError``."""
-        return self._getter.get(method, params)
+        return self._requester.get(method, params)
 
 
 def _flag(value: bool) -> str:

@@ -1,6 +1,8 @@
 """The Neynar API v2 client (SPEC §7): Farcaster users by fid, one sync httpx client per container.
 
-``GET {NEYNAR_BASE_URL}/v2/farcaster/user/bulk/?fids=1,2,3`` with the key in the ``x-api-key`` header.
+``GET {NEYNAR_BASE_URL}/v2/farcaster/user/bulk/?fids=1,2,3`` with the key in the ``x-api-key`` header,
+and ``GET {NEYNAR_HUB_URL}/v1/onChainSignersByFid?fid=N`` (Neynar's hub HTTP API, same key) for the app
+keys of a fid, as ``@farcaster/miniapp-node``'s ``verifyAppKeyWithNeynar`` asks it.
 The key lives only inside the client's transport: the ``httpx.Client``, every ``httpx.Request`` it
 creates and every response's ``request`` are without it (the transport adds the header to the copy that
 goes on the wire), so httpx's logs, exception messages and reprs never contain it. Error details read
@@ -13,6 +15,9 @@ What callers can rely on:
 - explicit timeouts (connect 2 s, read 5 s by default); 429 honours ``Retry-After`` with jittered,
   bounded backoff, and 5xx/timeouts retry, exactly as for Alchemy (``such_market.upstream.retrying``);
   failures raise the ``UpstreamError`` tree of ``such_market.upstream.alchemy`` with ``upstream="Neynar"``;
+- ``app_key_fid(fid=…, key=…)`` is the fid of the app that registered ``key`` as an active signer of
+  ``fid`` (the ``requestFid`` of the signer's ``SignedKeyRequest`` metadata, ABI-decoded), or ``None``
+  when ``key`` is not among the fid's active on-chain signers — the answer of ``verifyAppKeyWithNeynar``;
 - users become small frozen ``NeynarUser`` models, read tolerantly: unknown fields ignored, numbers
   given as strings parsed, negative or absurd counts dropped, addresses lower-cased, invalid or
   duplicate verified addresses dropped, ``verifications`` (older shape) read when
@@ -22,7 +27,10 @@ What callers can rely on:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -34,7 +42,7 @@ from pydantic import BaseModel, ConfigDict
 from such_market.container import per_container
 from such_market.observability import logger
 from such_market.upstream.errors import UpstreamProtocolError
-from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, NeynarSettings
+from such_market.upstream.neynar_settings import DEFAULT_NEYNAR_BASE_URL, DEFAULT_NEYNAR_HUB_URL, NeynarSettings
 from such_market.upstream.retrying import JsonUpstream, RetryPolicy
 from such_market.validation import MAX_FID, normalize_address
 
@@ -48,6 +56,10 @@ MAX_COUNT: Final = 2**31 - 1
 
 _BULK_METHOD: Final = "user/bulk"
 _BULK_PATH: Final = "user/bulk/"
+_SIGNERS_METHOD: Final = "onChainSignersByFid"
+_SIGNERS_PATH: Final = "/v1/onChainSignersByFid"
+_APP_KEY = re.compile(r"0x[0-9a-f]{64}")
+_WORD: Final = 32
 _MAX_TEXT: Final = 2048
 
 
@@ -154,6 +166,46 @@ def parse_users(payload: Mapping[str, Any]) -> tuple[NeynarUser, ...]:
     return tuple(users)
 
 
+def request_fid(metadata: str) -> int:
+    """The ``requestFid`` of a signer's metadata: the base64 ABI encoding of one
+    ``SignedKeyRequest(uint256 requestFid, address requestSigner, bytes signature, uint256 deadline)``
+    tuple (dynamic, so the first word is the offset of the tuple). ``ValueError`` when it is not that."""
+    try:
+        raw = base64.b64decode(metadata, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the signer metadata is not base64") from None
+    if len(raw) < _WORD * 5:
+        raise ValueError("the signer metadata is too short for a SignedKeyRequest")
+    offset = int.from_bytes(raw[:_WORD])
+    if offset % _WORD or offset + _WORD * 4 > len(raw):
+        raise ValueError("the signer metadata's tuple offset is out of range")
+    fid = int.from_bytes(raw[offset : offset + _WORD])
+    if not 0 < fid <= MAX_FID:
+        raise ValueError("the signer metadata's requestFid is not a fid")
+    return fid
+
+
+def find_app_fid(payload: Mapping[str, Any], key: str) -> int | None:
+    """In an ``onChainSignersByFid`` answer, the app fid of the signer ``key`` (0x + 64 hex digits, any
+    case), or ``None`` when it is not listed."""
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise UpstreamProtocolError(_SIGNERS_METHOD, "events is not a JSON array", upstream=UPSTREAM)
+    wanted = key.lower()
+    for event in events:
+        body = _mapping(_mapping(event).get("signerEventBody"))
+        listed, metadata = body.get("key"), body.get("metadata")
+        if not isinstance(listed, str) or listed.lower() != wanted:
+            continue
+        if not isinstance(metadata, str):
+            raise UpstreamProtocolError(_SIGNERS_METHOD, "a signer has no metadata", upstream=UPSTREAM)
+        try:
+            return request_fid(metadata)
+        except ValueError as error:
+            raise UpstreamProtocolError(_SIGNERS_METHOD, str(error), upstream=UPSTREAM) from None
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Transport
 
@@ -198,6 +250,7 @@ class NeynarClient(JsonUpstream):
         *,
         api_key: str,
         base_url: str = DEFAULT_NEYNAR_BASE_URL,
+        hub_url: str = DEFAULT_NEYNAR_HUB_URL,
         max_attempts: int = 4,
         retry_budget_seconds: float = 10.0,
         connect_timeout_seconds: float = 2.0,
@@ -214,6 +267,7 @@ class NeynarClient(JsonUpstream):
         if not key:
             raise ValueError("api_key is empty")
         self.origin = base_url.rstrip("/")
+        self.hub_origin = hub_url.rstrip("/")
         super().__init__(
             upstream=UPSTREAM,
             base_url=f"{self.origin}/v2/farcaster/",
@@ -239,6 +293,7 @@ class NeynarClient(JsonUpstream):
         return cls(
             api_key=settings.resolve_api_key(),
             base_url=settings.neynar_base_url,
+            hub_url=settings.neynar_hub_url,
             max_attempts=settings.neynar_max_attempts,
             retry_budget_seconds=settings.neynar_retry_budget_seconds,
             connect_timeout_seconds=settings.neynar_connect_timeout_seconds,
@@ -247,7 +302,7 @@ class NeynarClient(JsonUpstream):
         )
 
     def __repr__(self) -> str:
-        return f"NeynarClient(origin={self.origin!r}, max_attempts={self._getter.policy.max_attempts})"
+        return f"NeynarClient(origin={self.origin!r}, max_attempts={self._requester.policy.max_attempts})"
 
     # -- methods ------------------------------------------------------------------------------------
 
@@ -260,7 +315,7 @@ class NeynarClient(JsonUpstream):
         users: dict[int, NeynarUser] = {}
         for start in range(0, len(wanted), MAX_FIDS_PER_CALL):
             batch = wanted[start : start + MAX_FIDS_PER_CALL]
-            payload = self._getter.get(_BULK_METHOD, [("fids", ",".join(map(str, batch)))], path=_BULK_PATH)
+            payload = self._requester.get(_BULK_METHOD, [("fids", ",".join(map(str, batch)))], path=_BULK_PATH)
             asked = set(batch)
             users.update((user.fid, user) for user in parse_users(payload) if user.fid in asked)
         return users
@@ -268,6 +323,15 @@ class NeynarClient(JsonUpstream):
     def get_user(self, *, fid: int) -> NeynarUser | None:
         """One user, or ``None`` when Neynar does not know the fid."""
         return self.get_users(fids=[fid]).get(fid)
+
+    def app_key_fid(self, *, fid: int, key: str) -> int | None:
+        """The fid of the app whose ``key`` is an active signer of ``fid``, or ``None`` (see the module doc)."""
+        if isinstance(fid, bool) or not isinstance(fid, int) or not 0 < fid <= MAX_FID:
+            raise ValueError(f"not a fid: {fid!r}")
+        if not _APP_KEY.fullmatch(key.lower()):
+            raise ValueError("an app key is 0x followed by 64 hexadecimal digits")
+        payload = self._requester.get(_SIGNERS_METHOD, [("fid", str(fid))], path=f"{self.hub_origin}{_SIGNERS_PATH}")
+        return find_app_fid(payload, key)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 ``NeynarSettings`` says how to reach Neynar: the API key (``NEYNAR_API_KEY`` locally, or
 ``NEYNAR_API_KEY_SECRET_ARN`` naming a Secrets Manager secret or an SSM parameter in AWS), the base URL
-(``NEYNAR_BASE_URL``, default ``https://api.neynar.com``; the local stub in tests and ``make dev``), and
+(``NEYNAR_BASE_URL``, default ``https://api.neynar.com``; the local stub in tests and ``make dev``), the
+URL of Neynar's hub HTTP API (``NEYNAR_HUB_URL``, default ``https://hub-api.neynar.com``, where app keys are
+looked up, with the same key), and
 the bounds of the client: attempts per call, total retry time per call, timeouts. The key is a
 ``SecretStr``, so it never shows in a repr, a log line or a validation message.
 
@@ -19,6 +21,7 @@ from such_market.config import SettingsPart
 from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
 
 DEFAULT_NEYNAR_BASE_URL = "https://api.neynar.com"
+DEFAULT_NEYNAR_HUB_URL = "https://hub-api.neynar.com"
 
 
 class NeynarSettings(SettingsPart):
@@ -34,6 +37,11 @@ class NeynarSettings(SettingsPart):
         default=DEFAULT_NEYNAR_BASE_URL,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="the API's origin (the local stub, a proxy)",
+    )
+    neynar_hub_url: str = Field(
+        default=DEFAULT_NEYNAR_HUB_URL,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the origin of Neynar's hub HTTP API (app keys of a fid)",
     )
     neynar_max_attempts: int = Field(default=4, ge=1, le=10)
     neynar_retry_budget_seconds: float = Field(default=10.0, gt=0, le=300)

@@ -1,12 +1,15 @@
-"""Bounded, jittered retries of JSON GETs to an upstream API (SPEC §7), for every upstream client.
+"""Bounded, jittered retries of JSON requests to an upstream API (SPEC §7), for every upstream client.
 
-``RetryingGetter.get(method, params)`` sends one GET through the client's ``httpx.Client`` and returns
-the decoded JSON object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.errors``
-documents it):
+``RetryingRequester.get(method, params)`` sends one GET, ``RetryingRequester.post(method, body, path=…)``
+one POST of a JSON body (only for calls the upstream deduplicates, e.g. by a notification id, since a
+timed-out POST is sent again), through the client's ``httpx.Client``; each returns the decoded JSON
+object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.errors`` documents it):
 
 - 429 waits ``Retry-After`` (seconds or an HTTP date) plus full-jitter backoff; 5xx, timeouts and
   connection errors retry with full-jitter backoff; both are bounded by ``max_attempts`` and by a time
   budget per call (a wait that would end beyond the budget fails at once, carrying ``Retry-After``);
+- both the budget and each attempt's timeouts are cut to the invocation's deadline (``such_market.deadline``),
+  and no attempt starts without time left, so a function answers before Lambda's timeout;
 - 404 raises ``UpstreamNotFound``, any other 4xx ``UpstreamBadRequest`` at once (retrying cannot help);
 - a 2xx whose body is not a JSON object raises ``UpstreamProtocolError``;
 - error details are read from ``{"error":{"message"}}``, ``{"error":"…"}``, ``{"message":"…"}`` or plain
@@ -20,9 +23,10 @@ upstream and the status, and raised at once as ``UpstreamCredentialsRejected``.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Self
@@ -31,6 +35,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from such_market import deadline
 from such_market.observability import logger
 from such_market.upstream.errors import (
     UpstreamBadRequest,
@@ -43,6 +48,8 @@ from such_market.upstream.errors import (
 )
 
 REDACTED: Final = "***"
+MIN_ATTEMPT_SECONDS: Final = 0.05
+"""Below this much time before the invocation's deadline no attempt is started."""
 MAX_DETAIL_CHARS: Final = 300
 
 
@@ -74,8 +81,8 @@ class _Retry:
     delay: float
 
 
-class RetryingGetter:
-    """GETs JSON objects from one upstream with a ``RetryPolicy``.
+class RetryingRequester:
+    """GETs (and POSTs) JSON objects from one upstream with a ``RetryPolicy``.
 
     ``sleep``, ``clock`` (monotonic seconds), ``now`` (wall clock, for HTTP-date ``Retry-After``) and
     ``jitter`` (uniform in [0, 1)) are seams for tests.
@@ -107,14 +114,33 @@ class RetryingGetter:
 
         ``method`` names the call in errors and logs.
         """
-        deadline = self._clock() + self.policy.budget_seconds
+        return self._with_retries(
+            method, lambda timeout: self._http.get(path or method, params=list(params), timeout=timeout)
+        )
+
+    def post(self, method: str, body: Mapping[str, Any], *, path: str) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``path`` (absolute, or relative to the base URL) with bounded retries.
+
+        Retrying sends the same body again: use it only where the upstream deduplicates repeats.
+        """
+        content = orjson.dumps(body)
+        headers = {"content-type": "application/json"}
+        return self._with_retries(
+            method, lambda timeout: self._http.post(path, content=content, headers=headers, timeout=timeout)
+        )
+
+    def _with_retries(self, method: str, send: Callable[[httpx.Timeout], httpx.Response]) -> dict[str, Any]:
+        ends = self._clock() + deadline.bounded(self.policy.budget_seconds)
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._attempt(method, path or method, params, attempt)
+            timeout = self._attempt_timeout()
+            if timeout is None:
+                raise UpstreamUnavailable(method, "no time left before the request's deadline", upstream=self.upstream)
+            outcome = self._attempt(method, functools.partial(send, timeout), attempt)
             if not isinstance(outcome, _Retry):
                 return outcome
-            if attempt >= self.policy.max_attempts or self._clock() + outcome.delay > deadline:
+            if attempt >= self.policy.max_attempts or self._clock() + outcome.delay > ends:
                 raise outcome.failure
             logger.warning(
                 "upstream call failed; retrying",
@@ -129,19 +155,36 @@ class RetryingGetter:
             )
             self._sleep(outcome.delay)
 
+    def _attempt_timeout(self) -> httpx.Timeout | None:
+        """The client's timeouts, shortened to the invocation's deadline; ``None`` when no time is left."""
+        configured = self._http.timeout
+        left = deadline.remaining()
+        if left is None:
+            return configured
+        if left < MIN_ATTEMPT_SECONDS:
+            return None
+
+        def cap(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cap(configured.connect),
+            read=cap(configured.read),
+            write=cap(configured.write),
+            pool=cap(configured.pool),
+        )
+
     def redact(self, text: str) -> str:
         """``text`` with every secret of this upstream replaced by ``***``."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
 
-    def _attempt(
-        self, method: str, path: str, params: Sequence[tuple[str, str]], attempt: int
-    ) -> dict[str, Any] | _Retry:
+    def _attempt(self, method: str, send: Callable[[], httpx.Response], attempt: int) -> dict[str, Any] | _Retry:
         """One request: the JSON object, a ``_Retry`` for retryable failures, or a raised final error."""
         upstream = self.upstream
         try:
-            response = self._http.get(path, params=list(params))
+            response = send()
         except httpx.TimeoutException as error:
             failure = UpstreamUnavailable(method, f"timed out ({type(error).__name__})", upstream=upstream)
             return _Retry(failure, self._backoff(attempt))
@@ -207,7 +250,7 @@ class RetryingGetter:
 
 class JsonUpstream:
     """The base of every upstream client: one ``httpx.Client`` with explicit timeouts, JSON headers and
-    no redirects, and a ``RetryingGetter`` over it. Thread-safe; create once per container."""
+    no redirects, and a ``RetryingRequester`` over it. Thread-safe; create once per container."""
 
     def __init__(
         self,
@@ -236,7 +279,7 @@ class JsonUpstream:
             headers={"accept": "application/json", "user-agent": "such-market-backend"},
             follow_redirects=False,
         )
-        self._getter = RetryingGetter(
+        self._requester = RetryingRequester(
             self._http,
             upstream=upstream,
             policy=policy,

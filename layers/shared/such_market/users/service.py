@@ -142,6 +142,18 @@ def find_user(runtime: Runtime, fid: int) -> FarcasterUserRow | None:
     return None if fetched is None else _store_user(runtime, fetched)
 
 
+def learn_user(runtime: Runtime, fid: int) -> None:
+    """Make sure ``fc_users`` knows ``fid`` and its verified wallets (from Neynar unless fresh). Best
+    effort, for callers to whom the user is a bonus (a user who turned notifications on): Neynar's
+    failures are logged, not raised."""
+    from such_market.upstream.errors import UpstreamError
+
+    try:
+        find_user(runtime, fid)
+    except UpstreamError as error:
+        logger.warning("could not look the user up", extra={"fid": fid, "error_type": type(error).__name__})
+
+
 def profile_body(user: FarcasterUserRow) -> dict[str, object]:
     return {
         "fid": user.fid,

@@ -1,0 +1,175 @@
+"""Analytics in Valkey (data access): per-minute hashes, the alerts hash, and the server's own figures.
+
+Every key lives under the durable prefix (``<prefix>:durable:analytics:…``), so no cache clear touches
+it. One hash per minute (``…:analytics:m:<minute since epoch>``) holds, per endpoint family and outcome,
+the request count, the total latency and the latency histogram, and per event consumer the events
+processed and failed:
+
+    n|<family>|<outcome>            requests
+    t|<family>|<outcome>            total latency, µs
+    h|<family>|<outcome>|<bucket>   requests in that histogram bucket
+    e|<consumer>|<processed|failed> events
+
+Containers add to it with ``HINCRBY`` (one pipeline per flush), so minutes merge across containers by
+themselves; a minute hash expires after ``RETENTION_SECONDS``. Alerts are one hash of JSON records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from such_market.cache.keys import CacheKeys
+
+if TYPE_CHECKING:
+    from such_market.cache.client import CacheClient
+
+RETENTION_SECONDS: Final = 25 * 3600
+"""A minute is kept a little longer than the longest window (24 h)."""
+
+
+@dataclass(slots=True)
+class Cell:
+    """What one (minute, family, outcome) holds: requests, total latency (µs) and the histogram."""
+
+    requests: int = 0
+    total_us: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: Cell) -> None:
+        self.requests += other.requests
+        self.total_us += other.total_us
+        for bucket, count in other.histogram.items():
+            self.histogram[bucket] = self.histogram.get(bucket, 0) + count
+
+
+@dataclass(slots=True)
+class Minute:
+    """One minute read back: cells by (family, outcome), events by (consumer, outcome)."""
+
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+CellKey = tuple[int, str, str]
+"""(minute, family or consumer, outcome)."""
+
+
+def minute_key(keys: CacheKeys, minute: int) -> str:
+    return keys.durable("analytics", "m", str(minute))
+
+
+def alerts_key(keys: CacheKeys) -> str:
+    return keys.durable("analytics", "alerts")
+
+
+def write(client: CacheClient, keys: CacheKeys, cells: Mapping[CellKey, Cell], events: Mapping[CellKey, int]) -> None:
+    """Add ``cells`` and ``events`` to their minute hashes in one pipelined call (not a transaction)."""
+    pipe = client.pipeline(transaction=False)
+    touched: set[int] = set()
+    for (minute, family, outcome), cell in cells.items():
+        name = minute_key(keys, minute)
+        touched.add(minute)
+        pipe.hincrby(name, f"n|{family}|{outcome}", cell.requests)
+        pipe.hincrby(name, f"t|{family}|{outcome}", cell.total_us)
+        for bucket, count in cell.histogram.items():
+            pipe.hincrby(name, f"h|{family}|{outcome}|{bucket}", count)
+    for (minute, consumer, outcome), count in events.items():
+        touched.add(minute)
+        pipe.hincrby(minute_key(keys, minute), f"e|{consumer}|{outcome}", count)
+    for minute in touched:
+        pipe.expire(minute_key(keys, minute), RETENTION_SECONDS)
+    pipe.execute()
+
+
+def _parse(raw: Mapping[bytes, bytes]) -> Minute:
+    minute = Minute()
+    for name, value in raw.items():
+        kind, *parts = name.decode().split("|")
+        count = int(value)
+        if kind == "e" and len(parts) == 2:
+            minute.events[(parts[0], parts[1])] = count
+            continue
+        if len(parts) < 2:
+            continue
+        cell = minute.cells.setdefault((parts[0], parts[1]), Cell())
+        if kind == "n":
+            cell.requests = count
+        elif kind == "t":
+            cell.total_us = count
+        elif kind == "h" and len(parts) == 3:
+            cell.histogram[int(parts[2])] = count
+    return minute
+
+
+def read(client: CacheClient, keys: CacheKeys, minutes: Sequence[int]) -> dict[int, Minute]:
+    """The minutes asked for (absent ones are empty), in one pipelined call."""
+    pipe = client.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(minute_key(keys, minute))
+    answers: list[Any] = pipe.execute()
+    return {minute: _parse(raw or {}) for minute, raw in zip(minutes, answers, strict=True)}
+
+
+def delete(client: CacheClient, keys: CacheKeys, minutes: Iterable[int]) -> int:
+    """Delete the minute hashes and the alerts; returns how many keys existed."""
+    names = [minute_key(keys, minute) for minute in minutes] + [alerts_key(keys)]
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(names), 500):
+        pipe.unlink(*names[start : start + 500])
+    return sum(int(result) for result in pipe.execute())
+
+
+def read_alerts(client: CacheClient, keys: CacheKeys) -> dict[str, dict[str, Any]]:
+    raw: Mapping[bytes, bytes] = client.hgetall(alerts_key(keys))  # type: ignore[assignment]
+    return {name.decode(): orjson.loads(value) for name, value in raw.items()}
+
+
+def write_alerts(
+    client: CacheClient, keys: CacheKeys, changed: Mapping[str, Mapping[str, Any]], removed: Iterable[str]
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    if changed:
+        pipe.hset(alerts_key(keys), mapping={name: orjson.dumps(record) for name, record in changed.items()})
+    if gone := list(removed):
+        pipe.hdel(alerts_key(keys), *gone)
+    pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFigures:
+    """What the cache server says of itself (summed over the primaries in cluster mode)."""
+
+    keys: int
+    memory_used_bytes: int
+    evictions: int
+    maxmemory_bytes: int
+    maxmemory_policy: str | None
+
+
+def server_figures(client: CacheClient) -> ServerFigures:
+    """``DBSIZE`` and ``INFO memory/stats``; in cluster mode summed over every primary."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        sizes: Any = client.dbsize(target_nodes=RedisCluster.PRIMARIES)
+        infos: Any = client.info(target_nodes=RedisCluster.PRIMARIES)
+        per_node = (
+            list(infos.values())
+            if isinstance(infos, dict) and infos and isinstance(next(iter(infos.values())), dict)
+            else [infos]
+        )
+        total = sum(sizes.values()) if isinstance(sizes, dict) else int(sizes)
+    else:
+        total = int(client.dbsize())
+        per_node = [client.info()]
+    return ServerFigures(
+        keys=int(total),
+        memory_used_bytes=sum(int(info.get("used_memory", 0)) for info in per_node),
+        evictions=sum(int(info.get("evicted_keys", 0)) for info in per_node),
+        maxmemory_bytes=sum(int(info.get("maxmemory", 0)) for info in per_node),
+        maxmemory_policy=next((str(info["maxmemory_policy"]) for info in per_node if "maxmemory_policy" in info), None),
+    )
