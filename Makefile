@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install dev test lint format validate build bench chaos openapi openapi-check migrate pytest clean
+.PHONY: help install dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,7 +68,10 @@ openapi-check: $(STAMP) ## fail when openapi.json is out of date
 pytest: $(STAMP) ## the pytest suite only (real PostgreSQL and Valkey)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint validate build openapi-check pytest ## everything CI runs
+pytest-cluster: $(STAMP) ## the integration and handler tests again, on a 3-primary Valkey cluster (REDIS_CLUSTER=true)
+	$(PY) -m pytest --cache-cluster tests/integration tests/functions $(PYTEST_ARGS)
+
+test: lint validate build openapi-check pytest pytest-cluster ## everything CI runs
 
 chaos: $(STAMP) ## the fault suite alone (pauses and kills real PostgreSQL/Valkey, breaks the stubs); prints its table
 	$(PY) -m pytest tests/chaos -p no:cacheprovider -q -rN

@@ -27,6 +27,7 @@ GROUPS = {
     "coldstart": "bench.cold_start",
     "ownership": "bench.ownership",
     "analytics": "bench.analytics",
+    "warming": "bench.warming",
 }
 
 

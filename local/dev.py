@@ -168,6 +168,11 @@ def _summary(
         f"  admin token  {token}",
         f'  admin call   curl -H "Authorization: Bearer {token}" {api.url}/api/admin/ownership/stats',
         f'  metrics      curl -H "Authorization: Bearer {token}" "{api.url}/api/admin/cache/metrics?window=15m"',
+        f'  warm cache   curl -H "Authorization: Bearer {token}" -d \'{{"topN": 20}}\' {api.url}/api/admin/cache/warm',
+        f'  perf test    curl -H "Authorization: Bearer {token}" -d \'{{"action": "run", "profile": "quick"}}\' '
+        f"{api.url}/api/admin/cache/test/performance",
+        f'               curl -H "Authorization: Bearer {token}" {api.url}/api/admin/cache/test/performance'
+        "   (the latest run: ~15 s for quick)",
         f"  event bus    {bus.url}  (bus {bus.bus_name}; dead letters: curl {bus.url}/dead-letters)",
         f"  database     {environment['DATABASE_URL']}",
         f"  cache        {environment['REDIS_URL']}{cluster}",

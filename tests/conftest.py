@@ -99,11 +99,49 @@ def db(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         yield conn
 
 
+@dataclass(frozen=True)
+class CacheServer:
+    """The cache every test runs against: the standalone Valkey, or with ``--cache-cluster`` a 3-primary
+    Valkey cluster (the template's default mode), so the whole suite can run in either."""
+
+    url: str
+    cluster: bool
+
+    def client(self) -> redis.Redis:
+        """A client of the right kind (typed as ``Redis``: both answer the commands tests use)."""
+        if self.cluster:
+            return redis.RedisCluster.from_url(self.url)  # type: ignore[return-value]
+        return redis.Redis.from_url(self.url)
+
+    def flush(self) -> None:
+        client = self.client()
+        if self.cluster:
+            client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        else:
+            client.flushdb()
+        client.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cache-cluster",
+        action="store_true",
+        help="run every test against a 3-primary Valkey cluster (REDIS_CLUSTER=true) instead of one node",
+    )
+
+
+@pytest.fixture(scope="session")
+def cache_server(request: pytest.FixtureRequest, services: Services) -> CacheServer:
+    if request.config.getoption("--cache-cluster"):
+        return CacheServer(request.getfixturevalue("valkey_cluster"), cluster=True)
+    return CacheServer(services.redis_url, cluster=False)
+
+
 @pytest.fixture
-def cache(services: Services) -> Iterator[redis.Redis]:
+def cache(cache_server: CacheServer) -> Iterator[redis.Redis]:
     """A client of the test cache, flushed before the test."""
-    client = redis.Redis.from_url(services.redis_url)
-    client.flushdb()
+    cache_server.flush()
+    client = cache_server.client()
     try:
         yield client
     finally:
@@ -166,7 +204,7 @@ def neynar_stub(neynar_stub_server: NeynarStub) -> NeynarStub:
 @pytest.fixture
 def lambda_env(
     db_url: str,
-    services: Services,
+    cache_server: CacheServer,
     cache: redis.Redis,
     *,
     alchemy_stub: AlchemyStub,
@@ -176,8 +214,8 @@ def lambda_env(
     """The environment of a local Lambda container pointed at this test's database and cache."""
     env = {
         "DATABASE_URL": db_url,
-        "REDIS_URL": services.redis_url,
-        "REDIS_CLUSTER": "false",
+        "REDIS_URL": cache_server.url,
+        "REDIS_CLUSTER": "true" if cache_server.cluster else "false",
         "CACHE_PREFIX": "such-market",
         "EVENT_BUS_NAME": "such-market",
         "ADMIN_TOKEN": ADMIN_TOKEN,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from such_market.config import CacheSettings, DatabaseSettings, load_settings
+from such_market.failures import DATABASE_RETRY_AFTER_SECONDS
 from such_market.health import HealthSettings, check_health
 from such_market.health_schemas import HealthBody
 from such_market.http.api import api_handler, create_api
@@ -24,7 +25,11 @@ app = create_api()
 def get_health() -> Response:
     settings = load_settings(HealthSettings)
     report = check_health(database=settings.part(DatabaseSettings), cache=settings.part(CacheSettings))
-    return json_response(200 if report.healthy else 503, report.as_dict(), headers={"Cache-Control": "no-store"})
+    if report.healthy:
+        return json_response(200, report.as_dict(), headers={"Cache-Control": "no-store"})
+    # Unavailable: like every 503 of the API, say when to look again
+    headers = {"Cache-Control": "no-store", "Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+    return json_response(503, report.as_dict(), headers=headers)
 
 
 lambda_handler = api_handler(app, HealthSettings)

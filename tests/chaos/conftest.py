@@ -8,6 +8,7 @@ Each scenario fills a ``ScenarioReport``; at the end of the run the table of eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 import redis
@@ -147,9 +149,13 @@ class Stage:
 
     # -- faults ---------------------------------------------------------------------------------------------
     def signal_postgres(self, sig: int) -> None:
-        """Send ``sig`` to PostgreSQL and every backend (its process group)."""
+        """Send ``sig`` to PostgreSQL's postmaster and every process it started (each backend runs in a
+        session of its own, so the process group alone would leave the open connections answering)."""
         assert self.postgres.process is not None
-        os.killpg(self.postgres.process.pid, sig)
+        postmaster = psutil.Process(self.postgres.process.pid)
+        for process in [postmaster, *postmaster.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
 
     def signal_valkey(self, sig: int) -> None:
         assert self.valkey.process is not None
@@ -161,7 +167,7 @@ class Stage:
         assert self.postgres.process is not None
         with self.connect() as conn:
             conn.execute("CHECKPOINT")
-        os.killpg(self.postgres.process.pid, signal.SIGKILL)
+        self.signal_postgres(signal.SIGKILL)
         self.postgres.process.wait(10)
         self.postgres.process = None
 
@@ -228,13 +234,14 @@ def stage(
         monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "ERROR")
         monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)
         api = LocalApi(template, Invoker(template), quiet=True)
-        yield Stage(postgres, valkey, url, bus, api, alchemy_stub, neynar_stub, template)
+        stage = Stage(postgres, valkey, url, bus, api, alchemy_stub, neynar_stub, template)
+        yield stage
         # Whatever a scenario did, the next one starts with both servers running.
         if postgres.process is None:
             (postgres.data_dir / "postmaster.pid").unlink(missing_ok=True)
             postgres.start()
         else:
-            os.killpg(postgres.process.pid, signal.SIGCONT)
+            stage.signal_postgres(signal.SIGCONT)
         if valkey.process is None:
             valkey.start()
         else:

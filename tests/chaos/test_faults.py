@@ -91,14 +91,21 @@ def test_postgres_paused(stage: Stage) -> None:
     _expire_kept(stage, CACHED_KEYS)
     stage.signal_postgres(signal.SIGSTOP)
     try:
+        # New clients (their connects time out), and one on a connection opened before the freeze: its
+        # query would wait forever; the watchdog cuts it at the deadline
         during = stage.call_all(CACHED + UNCACHED)
+        watched = stage.call("GET", CACHED[0])
+        health = stage.call("GET", "/api/health")
     finally:
         stage.signal_postgres(signal.SIGCONT)
-    report.add(during)
+    report.add([*during, watched, health])
     # Cached keys are served STALE, the others are a 503 with Retry-After, all before the deadline
     assert [answer.cache for answer in during[: len(CACHED)]] == ["STALE", "STALE"]
     assert [answer.status for answer in during[len(CACHED) :]] == [503, 503]
     _served_or_503(during)
+    assert (watched.status, watched.cache) == (200, "STALE")
+    assert (health.status, health.body["database"]["status"]) == (503, "unavailable")
+    assert health.seconds <= stage.deadline_of("HealthFunction") + 0.5
     after = [stage.call("GET", target) for target in CACHED + UNCACHED]
     report.add(after)
     assert all(answer.status == 200 for answer in after), after

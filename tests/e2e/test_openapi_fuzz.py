@@ -40,7 +40,7 @@ from local.alchemy_stub import ERC721_CONTRACT, ERC1155_CONTRACT, NOT_A_CONTRACT
 from local.api import LocalApi
 from local.invoker import Invoker
 from local.template import Template
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, MotoBus
 from tests.fixtures.seed import COLORS, seed_indexed_collection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,8 +130,9 @@ def flatmap_query(context: Any, query: dict[str, Any] | None) -> st.SearchStrate
 
 
 @pytest.fixture
-def api_url(lambda_env: dict[str, str], db: psycopg.Connection[Any]) -> Iterator[str]:
-    """Base URL of the local API over the real template, with the seeded collection in its database."""
+def api_url(lambda_env: dict[str, str], db: psycopg.Connection[Any], moto_bus: MotoBus) -> Iterator[str]:
+    """Base URL of the local API over the real template, with the seeded collection in its database and a
+    (moto) bus, so that a route whose work goes on through an event (a performance run) can queue it."""
     seed_indexed_collection(
         db,
         address=SEEDED,

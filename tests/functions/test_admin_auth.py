@@ -7,9 +7,11 @@ import json
 import admin_authorizer
 import boto3
 import cache_clear
+import cache_performance
 import ownership_actions
 import ownership_stats
 import pytest
+import warm_cache
 from moto import mock_aws
 
 from such_market.auth.admin import token_digest
@@ -21,6 +23,8 @@ ADMIN_ROUTES = {
     "ownership_stats": ownership_stats.lambda_handler,
     "ownership_actions": ownership_actions.lambda_handler,
     "cache_clear": cache_clear.lambda_handler,
+    "warm_cache": warm_cache.lambda_handler,
+    "cache_performance": cache_performance.lambda_handler,
 }
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import redis
 
-from local.services import Services
 from such_market.config import CacheSettings, FunctionSettings
 from such_market.container import close_all
 from such_market.errors import ConfigurationError
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CollectionUpdated, InvalidEventError, NftTransferred
+from tests.conftest import CacheServer
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "test-consumer"
@@ -63,10 +63,10 @@ class CacheOnlySettings(FunctionSettings):
 
 
 @pytest.fixture
-def cache_env(services: Services, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+def cache_env(cache_server: CacheServer, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     """A cold container whose cache settings point at the (flushed) test Valkey."""
-    monkeypatch.setenv("REDIS_URL", services.redis_url)
-    monkeypatch.setenv("REDIS_CLUSTER", "false")
+    monkeypatch.setenv("REDIS_URL", cache_server.url)
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if cache_server.cluster else "false")
     monkeypatch.setenv("CACHE_PREFIX", "such-market")
     close_all()
     yield cache

@@ -21,7 +21,7 @@ from local.api import IncomingRequest, LocalApi
 from local.bus import LocalEventBus
 from local.dev import EVENT_BUS_NAME, function_environment
 from local.invoker import Invoker
-from local.services import Services, free_port
+from local.services import free_port
 from local.template import Template
 from such_market.collections.refresh import LOST_INGESTION_ERROR
 from such_market.config import EventSettings
@@ -29,7 +29,7 @@ from such_market.container import close_all
 from such_market.events.models import CollectionIngestRequested, Event
 from such_market.events.outbox import outbox_transaction
 from such_market.events.publisher import EventPublisher
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SIGNING_KEY
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SIGNING_KEY, CacheServer
 from tests.fixtures.seed import seed_indexed_collection
 from tests.functions.conftest import Reply
 
@@ -40,18 +40,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def bus(
     lambda_env: dict[str, str],
     db_url: str,
-    services: Services,
+    cache_server: CacheServer,
     alchemy_stub: AlchemyStub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LocalEventBus]:
     """The local bus over the real template, every function seeing the environment of ``make dev``."""
     template = Template.load(ROOT / "template.yaml")
     with LocalEventBus(template, Invoker(template), bus_name=EVENT_BUS_NAME, retry_base_delay=0.01, quiet=True) as bus:
-        environment = function_environment(
+        environment = function_environment(  # noqa: S604 - "shell" is the user's environment, not a shell
             template,
-            shell={},
+            shell={"REDIS_CLUSTER": str(cache_server.cluster).lower()},
             database_url=db_url,
-            redis_url=services.redis_url,
+            redis_url=cache_server.url,
             bus_url=bus.url,
             admin_token=ADMIN_TOKEN,
             webhook_signing_key=WEBHOOK_SIGNING_KEY,

@@ -25,10 +25,10 @@ from botocore.exceptions import ClientError
 from local.bus import LocalEventBus
 from local.invoker import Invoker
 from local.scheduler import LocalScheduler
-from local.services import Services
 from local.template import Template
 from such_market.events.models import CollectionUpdated, Event
 from such_market.events.outbox import enqueue
+from tests.conftest import CacheServer
 from tests.fixtures.handlers.failing import ATTEMPTS
 from tests.fixtures.handlers.recorder import DELIVERIES
 
@@ -43,9 +43,10 @@ def template() -> Template:
 
 @pytest.fixture
 def bus(
-    template: Template, services: Services, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    template: Template, cache_server: CacheServer, cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LocalEventBus]:
-    monkeypatch.setenv("REDIS_URL", services.redis_url)
+    monkeypatch.setenv("REDIS_URL", cache_server.url)
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if cache_server.cluster else "false")
     local_bus = LocalEventBus(template, Invoker(template), bus_name="such-market", retry_base_delay=0.01, quiet=True)
     with local_bus:
         yield local_bus
@@ -234,9 +235,10 @@ def test_drain_waits_for_every_delivery_of_a_burst(bus, cache):
     assert sorted(event["id"] for event in _by_function(cache)["CollectionRecorderFunction"]) == sorted(ids)
 
 
-def test_run_now_invokes_a_scheduled_function_with_a_scheduled_event(template, services, cache, monkeypatch):
+def test_run_now_invokes_a_scheduled_function_with_a_scheduled_event(template, cache_server, cache, monkeypatch):
     # Given the fixture template's schedule of the collection recorder
-    monkeypatch.setenv("REDIS_URL", services.redis_url)
+    monkeypatch.setenv("REDIS_URL", cache_server.url)
+    monkeypatch.setenv("REDIS_CLUSTER", "true" if cache_server.cluster else "false")
     scheduler = LocalScheduler(template, Invoker(template), quiet=True)
 
     # When it is run now
@@ -252,12 +254,12 @@ def test_run_now_invokes_a_scheduled_function_with_a_scheduled_event(template, s
     assert event["resources"][0].endswith(":schedule/default/CollectionRecorderFunction.EveryFiveMinutes")
 
 
-def test_scheduler_cli_relays_the_outbox_through_a_local_bus(db_url, services):
+def test_scheduler_cli_relays_the_outbox_through_a_local_bus(db_url, cache_server):
     # Given an unpublished event in the outbox, and no EventBridge endpoint configured
     with psycopg.connect(db_url) as conn, conn.transaction():
         enqueue(conn=conn, events=[Event(CollectionUpdated(contract_address="0x" + "ab" * 20, reason="test"))])
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "EVENTBRIDGE_"))}
-    env |= {"DATABASE_URL": db_url, "REDIS_URL": services.redis_url}
+    env |= {"DATABASE_URL": db_url, "REDIS_URL": cache_server.url, "REDIS_CLUSTER": str(cache_server.cluster).lower()}
 
     # When `python -m local.scheduler run OutboxRelayFunction` runs
     completed = subprocess.run(
@@ -275,8 +277,8 @@ def test_scheduler_cli_relays_the_outbox_through_a_local_bus(db_url, services):
     assert json.loads(completed.stdout) == {"published": 1, "failed": 0, "remaining": 0}
 
 
-def test_scheduler_cli_names_unknown_functions(db_url, services):
-    env = dict(os.environ) | {"DATABASE_URL": db_url, "REDIS_URL": services.redis_url}
+def test_scheduler_cli_names_unknown_functions(db_url, cache_server):
+    env = dict(os.environ) | {"DATABASE_URL": db_url, "REDIS_URL": cache_server.url}
     completed = subprocess.run(
         [sys.executable, "-m", "local.scheduler", "run", "NoSuchFunction"],
         cwd=ROOT,

@@ -50,6 +50,7 @@ SPEC_FIELDS = {
     "user.updated": {"fid", "wallets"},
     "cache.cleared": {"scope", "by"},
     "collection.ingest_requested": {"contractAddress", "reason"},
+    "cache.performance_test_requested": {"runId", "profile"},
 }
 
 hex_digit = st.sampled_from("0123456789abcdefABCDEF")

@@ -80,6 +80,9 @@ class CacheSettings(SettingsPart):
     cache_connect_timeout_ms: int = Field(default=50, ge=5, le=5000)
     cache_socket_timeout_ms: int = Field(default=100, ge=5, le=5000)
     cache_analytics: bool = Field(default=True, description="record traffic analytics (GET /api/admin/cache/metrics)")
+    cache_ttl_scale: float = Field(
+        default=1.0, gt=0, le=1, description="multiplies every TTL tier (1 in production; less to study expiry)"
+    )
 
     @model_validator(mode="after")
     def _one_cache_source(self) -> Self:

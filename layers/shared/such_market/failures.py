@@ -53,7 +53,7 @@ def _is_cache_unavailable(error: BaseException) -> bool:
     redis_exceptions = sys.modules.get("redis.exceptions")
     if redis_exceptions is None:
         return False
-    return isinstance(error, redis_exceptions.RedisError)
+    return isinstance(error, redis_exceptions.RedisError | redis_exceptions.RedisClusterException)
 
 
 def _upstream_error(error: UpstreamError) -> ApiError:

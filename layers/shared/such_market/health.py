@@ -99,12 +99,12 @@ def check_database(settings: DatabaseSettings) -> DatabaseHealth:
 
 def check_cache(settings: CacheSettings) -> CacheHealth:
     """PING the cache within the configured socket timeouts."""
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     started = time.perf_counter()
     try:
         get_client(settings).ping()
-    except (RedisError, OSError) as error:
+    except cache_errors() as error:
         logger.warning("cache health check failed", extra={"error_type": type(error).__name__})
         return CacheHealth("unavailable", _elapsed_ms(started), "unreachable")
     return CacheHealth("ok", _elapsed_ms(started))

@@ -26,7 +26,7 @@ class RedriveSettings(FunctionSettings):
 
 def redrive_dead_letters(runtime: Runtime, *, time_budget_seconds: float) -> RedriveReport:
     """One run: redrive what the dead-letter queue holds, if the cache answers."""
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     queue = runtime.settings.part(DeadLetterSettings)
     keys = runtime.cache.keys
@@ -34,7 +34,7 @@ def redrive_dead_letters(runtime: Runtime, *, time_budget_seconds: float) -> Red
     def cache_ready() -> bool:
         try:
             return bool(runtime.cache_client.ping())  # a standalone client connects when it is made
-        except (RedisError, OSError):
+        except cache_errors():
             return False
 
     def count(event_id: str) -> int:

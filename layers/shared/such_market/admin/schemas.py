@@ -7,7 +7,7 @@ accepted. They only document: no handler validates or serializes through them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -61,3 +61,47 @@ class CacheClearBody(BaseModel):
 
     success: bool
     keysDeleted: int  # noqa: N815 - the wire name
+
+
+class WarmNamedRequestBody(CamelModel):
+    """Warm these collections (repeats, in any case, are warmed once)."""
+
+    model_config = ConfigDict(extra="forbid")
+    contract_addresses: list[Annotated[str, Field(pattern=f"^{ADDRESS_PATTERN}$")]] = Field(
+        min_length=1, max_length=50, description="0x + 40 hex digits in any case"
+    )
+
+
+class WarmTopRequestBody(CamelModel):
+    """Warm the busiest collections by recent traffic (``{}`` means ``topN`` 20)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_n: int = Field(default=20, ge=1, le=100)
+
+
+class CacheWarmRequestBody(RootModel[WarmNamedRequestBody | WarmTopRequestBody]):
+    """The body of POST /api/admin/cache/warm: ``contractAddresses`` or ``topN`` (or ``{}``)."""
+
+    root: WarmNamedRequestBody | WarmTopRequestBody
+
+
+class CollectionWarmBody(BaseModel):
+    """What the warmer did for one collection (counts of cache entries)."""
+
+    contractAddress: str  # noqa: N815 - the wire name
+    warmed: int
+    skipped: int
+    failed: int
+    skippedReason: Literal["unknown", "not_indexed"] | None  # noqa: N815 - the wire name
+
+
+class CacheWarmBody(BaseModel):
+    """The warmer's answer: entries filled now, skipped (fresh past the next run, filled by a reader meanwhile,
+    or of a collection not indexed), failed; the time it took and whether it stopped at its time budget."""
+
+    warmed: int
+    skipped: int
+    failed: int
+    tookMs: float  # noqa: N815 - the wire name
+    stoppedEarly: bool  # noqa: N815 - the wire name
+    collections: list[CollectionWarmBody]

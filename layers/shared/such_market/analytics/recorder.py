@@ -9,6 +9,11 @@ could not write is kept for the next flush (at most ``MAX_PENDING_MINUTES`` minu
 and while the cache front's circuit breaker is open no flush is tried. A container that is frozen or
 killed loses at most the figures of its last interval.
 
+A response of a collection route also counts its contract address (and, for a first NFT page, its page
+size): one more dict increment, flushed in the same pipeline to the traffic sets the cache warmer reads
+(``such_market.analytics.traffic``). The counts are kept raw (as requested) and normalized at flush time,
+off the request path; traffic a failed flush could not write is dropped (the next windows have more).
+
 EMF: the counts go through Powertools ``EphemeralMetrics`` (one document per endpoint family, dimension
 ``Endpoint``: ``Requests``, ``CacheHit``, ``CacheMiss``, ``CacheBypass``, ``CacheStale``); the latency
 distribution is a ``Latency`` metric in milliseconds written as EMF ``Values``/``Counts`` (the histogram's
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 
 import orjson
 
-from such_market.analytics import store
+from such_market.analytics import store, traffic
 from such_market.analytics.histogram import bucket_of, value_of
 from such_market.analytics.store import Cell, CellKey
 from such_market.cache.keys import CacheKeys
@@ -63,14 +68,16 @@ class Recorder:
         self._clock = clock
         self._cells: dict[CellKey, Cell] = {}
         self._events: dict[CellKey, int] = {}
+        self._traffic: dict[traffic.TrafficKey, int] = {}
         self._lock = threading.Lock()
         self._last_flush = clock()
         self._emf_namespace = emf_namespace
         self._service = service
 
     # -- recording (hot path) -------------------------------------------------------------------------------
-    def observe(self, family: str, outcome: str, seconds: float) -> None:
-        """Count one response of ``family`` served as ``outcome`` in ``seconds``."""
+    def observe(self, family: str, outcome: str, seconds: float, subject: traffic.TrafficKey | None = None) -> None:
+        """Count one response of ``family`` served as ``outcome`` in ``seconds``; ``subject`` is the
+        (contract address, first-page size or ``None``) of a collection route's answer, as requested."""
         microseconds = seconds * 1_000_000
         bucket = bucket_of(microseconds)
         key = (int(self._clock() // 60), family, outcome)
@@ -81,6 +88,8 @@ class Recorder:
             cell.requests += 1
             cell.total_us += int(microseconds)
             cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
+            if subject is not None:
+                self._traffic[subject] = self._traffic.get(subject, 0) + 1
 
     def count_event(self, consumer: str, outcome: str) -> None:
         """Count one event handled by ``consumer`` (``processed`` or ``failed``)."""
@@ -101,12 +110,14 @@ class Recorder:
         with self._lock:
             cells, self._cells = self._cells, {}
             events, self._events = self._events, {}
+            counted, self._traffic = self._traffic, {}
         if not cells and not events:
             return True
         self._emit_emf(cells)
         if self._flush_allowed():
             try:
-                store.write(self._client(), self._keys, cells, events)
+                window = traffic.window_of(self._clock())
+                store.write(self._client(), self._keys, cells, events, traffic=(window, counted))
                 return True
             except Exception as error:  # best effort: analytics never fail a request
                 logger.warning(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from such_market.analytics import traffic as traffic_sets
 from such_market.cache.keys import CacheKeys
 
 if TYPE_CHECKING:
@@ -66,9 +67,19 @@ def alerts_key(keys: CacheKeys) -> str:
     return keys.durable("analytics", "alerts")
 
 
-def write(client: CacheClient, keys: CacheKeys, cells: Mapping[CellKey, Cell], events: Mapping[CellKey, int]) -> None:
-    """Add ``cells`` and ``events`` to their minute hashes in one pipelined call (not a transaction)."""
+def write(
+    client: CacheClient,
+    keys: CacheKeys,
+    cells: Mapping[CellKey, Cell],
+    events: Mapping[CellKey, int],
+    *,
+    traffic: tuple[int, Mapping[traffic_sets.TrafficKey, int]] | None = None,
+) -> None:
+    """Add ``cells`` and ``events`` to their minute hashes, and ``traffic`` (window, counts) to the
+    traffic sets (``analytics.traffic``), in one pipelined call (not a transaction)."""
     pipe = client.pipeline(transaction=False)
+    if traffic is not None and traffic[1]:
+        traffic_sets.add_to_pipeline(pipe, keys, traffic[0], traffic[1])
     touched: set[int] = set()
     for (minute, family, outcome), cell in cells.items():
         name = minute_key(keys, minute)
@@ -118,8 +129,8 @@ def delete(client: CacheClient, keys: CacheKeys, minutes: Iterable[int]) -> int:
     """Delete the minute hashes and the alerts; returns how many keys existed."""
     names = [minute_key(keys, minute) for minute in minutes] + [alerts_key(keys)]
     pipe = client.pipeline(transaction=False)
-    for start in range(0, len(names), 500):
-        pipe.unlink(*names[start : start + 500])
+    for name in names:  # one key per command: the keys live in different cluster slots
+        pipe.unlink(name)
     return sum(int(result) for result in pipe.execute())
 
 

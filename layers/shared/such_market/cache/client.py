@@ -66,3 +66,12 @@ def build_client(settings: CacheSettings) -> CacheClient:
 def get_client(settings: CacheSettings) -> CacheClient:
     """The container's cache client for ``settings`` (created once; connects on first command)."""
     return build_client(settings)
+
+
+def cache_errors() -> tuple[type[BaseException], ...]:
+    """Every exception that means "the cache cannot answer": redis-py's ``RedisError`` tree, the cluster
+    client's ``RedisClusterException`` (not a ``RedisError``: raised when no node is reachable), and
+    socket errors. Catch these, never a subset, so cluster mode degrades exactly like standalone."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return (RedisError, RedisClusterException, OSError)

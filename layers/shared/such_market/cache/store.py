@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from such_market import deadline
 from such_market.cache import entries, scripts
 from such_market.cache.breaker import CircuitBreaker
-from such_market.cache.client import get_client
+from such_market.cache.client import cache_errors, get_client
 from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys, drain_list_key, lease_key, lease_set_key, tombstone_key
 from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, effective_tier, fresh_ttl_ms, physical_ttl_ms
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from such_market.cache.client import CacheClient
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS", "STALE"]
+RefreshOutcome = Literal["filled", "fresh", "busy", "skipped", "lost"]
 Loader = Callable[[], Entry]
 
 LEASE_MS = 3000
@@ -86,16 +87,17 @@ class ReadThroughCache:
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        ttl_scale: float = 1.0,
     ) -> None:
-        from redis.exceptions import RedisError
-
         self._connect = connect
+        self.ttl_scale = ttl_scale
+        """Multiplies every tier's TTL (``CACHE_TTL_SCALE``): 1 in production, less to study expiry."""
         self._client: CacheClient | None = None
         self.keys = keys
         self.breaker = breaker or CircuitBreaker()
         self._clock = clock
         self._sleep = sleep
-        self._cache_errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self._cache_errors = cache_errors()
 
     @property
     def client(self) -> CacheClient:
@@ -206,23 +208,90 @@ class ReadThroughCache:
                 raise
             return Served(kept, "STALE")
 
-    def _store(self, key: str, *, lease: str, token: str, entry: Entry, tier: Tier, linked: Sequence[str]) -> None:
+    def _store(
+        self,
+        key: str,
+        *,
+        lease: str,
+        token: str,
+        entry: Entry,
+        tier: Tier,
+        linked: Sequence[str],
+        min_fresh_ms: int = 0,
+    ) -> bool:
+        """Write ``entry`` while the lease is ours; whether it was written."""
         found = entry.status < 400
-        fresh_ms = fresh_ttl_ms(effective_tier(tier, entry.tier), found=found)
+        fresh_ms = fresh_ttl_ms(effective_tier(tier, entry.tier), found=found, scale=self.ttl_scale)
+        if found and entry.tier is None:
+            fresh_ms = max(fresh_ms, min_fresh_ms)
         value = entries.encode(entry, self._now_ms() + fresh_ms)
         try:
-            self.scripts.fill(
-                keys=[key, lease, *linked],
-                args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
+            return bool(
+                self.scripts.fill(
+                    keys=[key, lease, *linked],
+                    args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
+                )
             )
         except self._cache_errors as error:
             self._cache_failed("fill", error)
+            return False
 
     def _give_back(self, lease: str, token: str, linked: Sequence[str]) -> None:
         try:
             self.scripts.release(keys=[lease, *linked[1::2]], args=[token])
         except self._cache_errors as error:
             self._cache_failed("release", error)
+
+    # -- warming ---------------------------------------------------------------------------------------
+    def refresh(
+        self,
+        key: str,
+        tier: Tier,
+        load: Loader,
+        *,
+        fresh_until_ms: int,
+        indexes: Sequence[str] = (),
+        lease_ms: int = LEASE_MS,
+        min_fresh_ms: int = 0,
+    ) -> RefreshOutcome:
+        """Fill ``key`` with ``load()`` now unless its value stays fresh until ``fresh_until_ms``: the
+        cache warmer's fill, through the readers' own lease and ``FILL`` script (``GET_OR_LEASE`` judged
+        at ``fresh_until_ms`` instead of now). So a warm fill and a reader's fill never both run
+        (``"busy"``: someone else holds the lease), and a warm fill that raced an invalidation stores
+        nothing (``"lost"``). ``"fresh"``: nothing to do; ``"skipped"``: ``load`` returned an entry not
+        to be stored. ``load`` raising gives the lease back and propagates, as do cache errors. A value
+        filled here stays fresh for at least ``min_fresh_ms`` (a hot-tier value, 300 s ±10 %, must last
+        until the warmer's next run; events invalidate it as soon as it changes, whatever its TTL).
+        """
+        token = secrets.token_hex(8)
+        lease = lease_key(key)
+        linked = _with_lease_sets(indexes)
+        left = deadline.remaining()
+        if left is not None:
+            lease_ms = max(MIN_LEASE_MS, min(lease_ms, int(left * 1000)))
+        try:
+            outcome = self.scripts.get_or_lease(
+                keys=[key, lease, *linked], args=[token, lease_ms, INDEX_TTL_SECONDS, fresh_until_ms]
+            )
+        except self._cache_errors as error:
+            self._cache_failed("lease", error)
+            raise
+        if isinstance(outcome, bytes):
+            return "fresh"
+        if outcome != 1:
+            return "busy"
+        try:
+            entry = load()
+        except BaseException:
+            self._give_back(lease, token, linked)
+            raise
+        if not entry.cacheable:
+            self._give_back(lease, token, linked)
+            return "skipped"
+        stored = self._store(
+            key, lease=lease, token=token, entry=entry, tier=tier, linked=linked, min_fresh_ms=min_fresh_ms
+        )
+        return "filled" if stored else "lost"
 
     # -- invalidation ------------------------------------------------------------------------------
     def invalidate_keys(self, keys: Sequence[str]) -> int:
@@ -282,4 +351,6 @@ def _with_lease_sets(indexes: Sequence[str]) -> list[str]:
 @per_container()
 def get_cache(settings: CacheSettings) -> ReadThroughCache:
     """The container's cache front for ``settings`` (client, keys and breaker made once)."""
-    return ReadThroughCache(lambda: get_client(settings), CacheKeys(settings.cache_prefix))
+    return ReadThroughCache(
+        lambda: get_client(settings), CacheKeys(settings.cache_prefix), ttl_scale=settings.cache_ttl_scale
+    )

@@ -120,14 +120,14 @@ def take(cache: ReadThroughCache, buckets: Sequence[Bucket]) -> float:
     """Take one token from every bucket through the cache (its breaker and errors respected), or from the
     container's ``LocalBuckets`` when the cache cannot answer; returns 0.0 on success, else the seconds
     until every bucket would have a token."""
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     if cache.breaker.allow():
         try:
             script = cache.client.register_script(TAKE)
             args: list[float] = [value for bucket in buckets for value in (bucket.capacity, bucket.per_second)]
             wait_ms = int(script(keys=[bucket.key for bucket in buckets], args=args))
-        except (RedisError, OSError) as error:
+        except cache_errors() as error:
             cache.breaker.record_failure()
             logger.warning(
                 "token buckets unavailable in the cache; this container's own bound applies",

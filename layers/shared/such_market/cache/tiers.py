@@ -45,10 +45,11 @@ def effective_tier(tier: Tier, entry_tier: Tier | None) -> Tier:
     return tier if entry_tier is None else min(tier, entry_tier)
 
 
-def fresh_ttl_ms(tier: Tier, *, found: bool = True) -> int:
-    """How long a value stays fresh, in milliseconds (negative results use the short TTL)."""
+def fresh_ttl_ms(tier: Tier, *, found: bool = True, scale: float = 1.0) -> int:
+    """How long a value stays fresh, in milliseconds (negative results use the short TTL). ``scale``
+    shortens every tier alike (``CACHE_TTL_SCALE``; 1 in production, less in benchmarks of expiry)."""
     nominal = tier.value if found else min(NEGATIVE_TTL_SECONDS, tier.value)
-    return int(jittered(nominal) * 1000)
+    return int(jittered(nominal) * 1000 * scale)
 
 
 def physical_ttl_ms(fresh_ms: int, *, found: bool = True) -> int:

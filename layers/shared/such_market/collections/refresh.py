@@ -79,7 +79,7 @@ def refresh_status(runtime: Runtime, address: str) -> dict[str, object]:
 
 @contextlib.contextmanager
 def _refresh_lock(runtime: Runtime, address: str) -> Iterator[None]:
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     key = runtime.cache.keys.durable("locks", "refresh", address)
     with contextlib.ExitStack() as stack:
@@ -91,7 +91,7 @@ def _refresh_lock(runtime: Runtime, address: str) -> Iterator[None]:
                 code="refresh_in_progress",
                 retry_after=math.ceil(REFRESH_LOCK_TTL_MS / 1000),
             ) from None
-        except (RedisError, OSError) as error:
+        except cache_errors() as error:
             logger.warning("refresh lock unavailable; the row lock decides", extra={"error_type": type(error).__name__})
         yield
 

@@ -90,7 +90,7 @@ def _json(status: int, payload: object, *, brief: bool = False, cacheable: bool 
     return Entry(status, orjson.dumps(payload), cacheable, Tier.BRIEF if brief else None)
 
 
-def _indexing(row: CollectionRow) -> bool:
+def is_indexing(row: CollectionRow) -> bool:
     """Whether the collection's data is incomplete: never ingested completely, or a run is under way."""
     return row.ingestion_state in INDEXING_STATES or not row.indexed
 
@@ -160,7 +160,7 @@ def collection_body(row: CollectionRow) -> dict[str, object]:
         "imageUrl": row.image_url,
         "description": row.description,
         "verified": row.verified,
-        "indexing": _indexing(row),
+        "indexing": is_indexing(row),
         "ingestion": {
             "state": row.ingestion_state,
             "nftsIndexed": row.nfts_indexed,
@@ -198,14 +198,15 @@ def _collection_read(
 
 
 # -- use cases ---------------------------------------------------------------------------------------
+def metadata_answer(row: CollectionRow) -> Entry:
+    """The metadata answer of a stored collection (also what the cache warmer stores)."""
+    return _json(200, collection_body(row), brief=is_indexing(row))
+
+
 def collection_metadata(runtime: Runtime, address: str, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}."""
-
-    def answer(row: CollectionRow) -> Entry:
-        return _json(200, collection_body(row), brief=_indexing(row))
-
     key = runtime.cache.keys.collection_metadata(address)
-    return _collection_read(runtime, address, key, Tier.HOT, answer, requester=requester)
+    return _collection_read(runtime, address, key, Tier.HOT, metadata_answer, requester=requester)
 
 
 def nft_row_body(nft: NftRow) -> dict[str, object]:
@@ -238,37 +239,51 @@ def nft_page(
         key = keys.nft_cursor_page(address, after_token_id, page_size, digest)
 
     def answer(row: CollectionRow) -> Entry:
-        indexing = _indexing(row)
-        result = get_nft_page(
-            conn=runtime.conn,
-            collection_id=row.id,
-            page=page,
-            page_size=page_size,
-            filters=filters,
-            after_token_id=after_token_id,
-        )
-        if not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
-            return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
-        shared = _shared_page(runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id)
-        total = int(row.total_supply) if not row.indexed and not filters and row.total_supply else result.total
-        return _json(
-            200,
-            {
-                "nfts": [nft_row_body(nft) for nft in result.nfts],
-                "total": total,
-                "page": page,
-                "pageSize": page_size,
-                "hasMore": result.has_more,
-                "nextCursor": encode_cursor(result.next_cursor_token_id)
-                if result.next_cursor_token_id is not None
-                else None,
-                "indexing": indexing,
-            },
-            brief=indexing,
-            cacheable=shared,
-        )
+        return page_answer(runtime, row, page=page, page_size=page_size, filters=filters, after_token_id=after_token_id)
 
     return _collection_read(runtime, address, key, Tier.WARM, answer, requester=requester)
+
+
+def page_answer(
+    runtime: Runtime,
+    row: CollectionRow,
+    *,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, tuple[str, ...]],
+    after_token_id: int | None,
+) -> Entry:
+    """The answer of one NFT page of a stored collection (also what the cache warmer stores); from
+    Alchemy only while the collection is not indexed and the page lies beyond what a run committed."""
+    indexing = is_indexing(row)
+    result = get_nft_page(
+        conn=runtime.conn,
+        collection_id=row.id,
+        page=page,
+        page_size=page_size,
+        filters=filters,
+        after_token_id=after_token_id,
+    )
+    if not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
+        return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
+    shared = _shared_page(runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id)
+    total = int(row.total_supply) if not row.indexed and not filters and row.total_supply else result.total
+    return _json(
+        200,
+        {
+            "nfts": [nft_row_body(nft) for nft in result.nfts],
+            "total": total,
+            "page": page,
+            "pageSize": page_size,
+            "hasMore": result.has_more,
+            "nextCursor": encode_cursor(result.next_cursor_token_id)
+            if result.next_cursor_token_id is not None
+            else None,
+            "indexing": indexing,
+        },
+        brief=indexing,
+        cacheable=shared,
+    )
 
 
 def _within_listed(row: CollectionRow, nfts: Sequence[NftRow], page_size: int) -> bool:
@@ -352,27 +367,32 @@ def _page_from_alchemy(
     )
 
 
+def traits_answer(runtime: Runtime, row: CollectionRow) -> Entry:
+    """The trait facets of a stored collection (also what the cache warmer stores)."""
+    facets = get_traits(conn=runtime.conn, collection_id=row.id)
+    indexing = is_indexing(row)
+    return _json(
+        200,
+        {
+            "traits": [
+                {
+                    "traitType": facet.trait_type,
+                    "values": [{"value": value.value, "count": value.count} for value in facet.values],
+                }
+                for facet in facets.traits
+            ],
+            "totalTokens": facets.total_tokens,
+            "indexing": indexing,
+        },
+        brief=indexing,
+    )
+
+
 def traits(runtime: Runtime, address: str, *, requester: Requester | None = None) -> Served:
     """GET /api/collection/{address}/traits."""
 
     def answer(row: CollectionRow) -> Entry:
-        facets = get_traits(conn=runtime.conn, collection_id=row.id)
-        indexing = _indexing(row)
-        return _json(
-            200,
-            {
-                "traits": [
-                    {
-                        "traitType": facet.trait_type,
-                        "values": [{"value": value.value, "count": value.count} for value in facet.values],
-                    }
-                    for facet in facets.traits
-                ],
-                "totalTokens": facets.total_tokens,
-                "indexing": indexing,
-            },
-            brief=indexing,
-        )
+        return traits_answer(runtime, row)
 
     return _collection_read(
         runtime, address, runtime.cache.keys.traits(address), Tier.WARM, answer, requester=requester
@@ -465,9 +485,9 @@ def owned_tokens(
                 "page": page,
                 "pageSize": page_size,
                 "hasMore": result.has_more,
-                "indexing": _indexing(row),
+                "indexing": is_indexing(row),
             },
-            brief=_indexing(row),
+            brief=is_indexing(row),
         )
 
     keys = runtime.cache.keys

@@ -188,6 +188,15 @@ class CacheCleared(EventDetail):
     by: Label
 
 
+class CachePerformanceTestRequested(EventDetail):
+    """``cache.performance_test_requested``: run the live cache performance test ``runId`` (an admin asked
+    for it; the run's record and lock already exist, ``such_market.perftest``)."""
+
+    DETAIL_TYPE: ClassVar[str] = "cache.performance_test_requested"
+    run_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    profile: Literal["quick", "standard", "stress"]
+
+
 DETAIL_TYPES: Final[Mapping[str, type[EventDetail]]] = MappingProxyType(
     {
         model.DETAIL_TYPE: model
@@ -199,6 +208,7 @@ DETAIL_TYPES: Final[Mapping[str, type[EventDetail]]] = MappingProxyType(
             UserUpdated,
             CacheCleared,
             CollectionIngestRequested,
+            CachePerformanceTestRequested,
         )
     }
 )

@@ -24,13 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from such_market.analytics.recorder import Recorder, recorder_for
+from such_market.analytics.traffic import TrafficKey
 from such_market.config import CacheSettings, FunctionSettings, load_settings
 from such_market.container import per_container
 from such_market.errors import error_body
 from such_market.http.responses import Response, failure_response
 from such_market.runtime import invocation
+from such_market.validation import DEFAULT_PAGE_SIZE
 
 Route = Callable[..., Response]
+_DEFAULT_PAGE_SIZE = str(DEFAULT_PAGE_SIZE)
 Middleware = Callable[["Request", Callable[[], Response]], Response]
 _PATH_PARAMETER = re.compile(r"<(\w+)>")
 
@@ -194,11 +197,27 @@ def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[d
         spec = app.routes.get(event.get("routeKey", ""))
         outcome = response["headers"].get("X-Cache")
         if spec is not None and spec.family is not None and outcome is not None:
-            recorder.observe(spec.family, outcome, elapsed)
+            recorder.observe(spec.family, outcome, elapsed, _traffic_subject(spec.family, event, response))
         recorder.flush_if_due()
         return response
 
     return lambda_handler
+
+
+def _traffic_subject(family: str, event: Mapping[str, Any], response: Mapping[str, Any]) -> TrafficKey | None:
+    """What the cache warmer counts of a successful collection answer: its contract address as requested
+    (normalized at flush time, off this path), and the page size of a first NFT page (no page, cursor or
+    filter beyond page 0)."""
+    parameters = event.get("pathParameters")
+    address = parameters.get("contractAddress") if parameters else None
+    if address is None or response["statusCode"] != 200:
+        return None
+    if family != "nfts-page":
+        return (address, None)
+    query = event.get("queryStringParameters") or {}
+    if query.get("page", "0") != "0" or "cursor" in query or any(name.startswith("trait.") for name in query):
+        return (address, None)
+    return (address, query.get("pageSize", _DEFAULT_PAGE_SIZE))
 
 
 @per_container()

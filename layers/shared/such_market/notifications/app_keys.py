@@ -27,22 +27,22 @@ _NOT_AN_APP_KEY: Final = b"0"
 
 
 def _cached(cache: CacheClient, key: str) -> bytes | None:
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     try:
         value = cache.get(key)
-    except RedisError as error:
+    except cache_errors() as error:
         logger.warning("app-key cache unavailable; asking Neynar", extra={"error_type": type(error).__name__})
         return None
     return value if isinstance(value, bytes) else None
 
 
 def _remember(cache: CacheClient, key: str, value: bytes, ttl_seconds: int) -> None:
-    from redis.exceptions import RedisError
+    from such_market.cache.client import cache_errors
 
     try:
         cache.set(key, value, ex=ttl_seconds)
-    except RedisError as error:
+    except cache_errors() as error:
         logger.warning("app-key cache unavailable; not kept", extra={"error_type": type(error).__name__})
 
 

@@ -1,0 +1,62 @@
+"""The cache warmer (SPEC §6): every 5 minutes on its schedule, and POST /api/admin/cache/warm
+``{contractAddresses?, topN?}`` (SPEC §5) → ``{warmed, skipped, failed, tookMs, stoppedEarly, collections}``.
+
+One function, two triggers: an HTTP API event (it has a ``routeKey``) goes through the router, with the
+admin check; a scheduled event warms the top collections by recent traffic. Both run within a time budget
+under the invocation's deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from such_market.admin.cache_warm import (
+    API_BUDGET_SECONDS,
+    SCHEDULED_BUDGET_SECONDS,
+    WarmCacheSettings,
+    WarmRequest,
+    parse_warm_request,
+    warm_cache,
+)
+from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
+from such_market.deadline import remaining
+from such_market.http.admin import require_admin
+from such_market.http.api import api_handler, create_api
+from such_market.http.responses import Response, json_response
+from such_market.http.schemas import responses
+from such_market.runtime import invocation, runtime_for
+
+app = create_api()
+app.use(middlewares=[require_admin(WarmCacheSettings)])
+
+
+def _budget(cap: float) -> float:
+    left = remaining()
+    return cap if left is None else max(0.5, min(cap, left - 0.5))
+
+
+@app.post(
+    "/api/admin/cache/warm",
+    summary="Warm the cache now: the named collections, or the top N by recent traffic",
+    tags=["admin"],
+    request_body=CacheWarmRequestBody,
+    responses=responses(CacheWarmBody, errors=(400, 401, 403, 503)),
+)
+def post_cache_warm() -> Response:
+    request = parse_warm_request(app.current_event.decoded_body)
+    body = warm_cache(runtime_for(WarmCacheSettings), request, time_budget_seconds=_budget(API_BUDGET_SECONDS))
+    return json_response(200, body, headers={"Cache-Control": "no-store"})
+
+
+_api_handler = api_handler(app, WarmCacheSettings)
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "routeKey" in event:
+        return _api_handler(event, context)
+    with invocation(context):
+        return warm_cache(
+            runtime_for(WarmCacheSettings), WarmRequest(), time_budget_seconds=_budget(SCHEDULED_BUDGET_SECONDS)
+        )
