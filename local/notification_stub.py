@@ -31,7 +31,7 @@ from typing import Any, Final, Self
 
 import orjson
 
-from local.http_server import BackgroundHttpServer
+from local.http_server import LocalService
 
 NOTIFY_PATH: Final = "/notify"
 MIN_INTERVAL_SECONDS: Final = 30.0
@@ -53,14 +53,13 @@ class Shown:
 type _Answer = tuple[int, dict[str, Any]]
 
 
-class NotificationClientStub:
+class NotificationClientStub(LocalService):
     """The stub server: ``with NotificationClientStub() as stub: …stub.url…``. ``clock`` is a seam for tests."""
 
     name = "notification-client-stub"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.clock = clock
         self.invalid_tokens: set[str] = set()
         self.rate_limited_tokens: set[str] = set()
@@ -70,7 +69,6 @@ class NotificationClientStub:
         self._sends: dict[str, list[float]] = {}
         self._failures: list[int] = []
         self._lock = threading.Lock()
-        self._server: BackgroundHttpServer | None = None
 
     # -- control -------------------------------------------------------------------------------------
     def fail_next(self, count: int, status: int = 503) -> None:
@@ -161,7 +159,7 @@ class NotificationClientStub:
     # -- server ----------------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        if not self.running:
             raise RuntimeError("the stub is not running")
         return f"http://{self.host}:{self.port}"
 
@@ -170,7 +168,7 @@ class NotificationClientStub:
         """The notification URL to give in ``notificationDetails``."""
         return self.base_url + NOTIFY_PATH
 
-    def start(self) -> Self:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -207,20 +205,7 @@ class NotificationClientStub:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: read ``/notifications`` instead of an access log."""
 
-        self._server = BackgroundHttpServer(self.host, self.port, Handler, name=self.name)
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        return Handler
 
 
 def _problem(request: object) -> str | None:

@@ -19,12 +19,11 @@ import json
 import os
 import secrets
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from local.invoker import ensure_layer_on_path
 from local.neynar_stub import app_private_key
+from local.send_webhook import post_and_print
 
 EVENTS = ("miniapp_added", "miniapp_removed", "notifications_enabled", "notifications_disabled")
 
@@ -78,15 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             body = _spoiled(body)
     if args.save:
         args.save.write_bytes(body)
-    headers = {"content-type": "application/json"}
-    request = urllib.request.Request(f"{args.api}/api/webhook", data=body, headers=headers, method="POST")  # noqa: S310 - the local API
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the local API
-            print(response.status, response.read().decode())
-    except urllib.error.HTTPError as error:
-        print(error.code, error.read().decode())
-        return 1
-    return 0
+    return post_and_print(f"{args.api}/api/webhook", body, {"content-type": "application/json"})
 
 
 if __name__ == "__main__":

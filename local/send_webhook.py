@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.key:
             parser.error("no signing key: pass --key or set ALCHEMY_WEBHOOK_SIGNING_KEY")
         headers["x-alchemy-signature"] = "0" * 64 if args.bad_signature else signature(body, args.key)
-    url = f"{args.api}/api/webhooks/alchemy"
+    return post_and_print(f"{args.api}/api/webhooks/alchemy", body, headers)
+
+
+def post_and_print(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST ``body`` to the local API and print the status and the answer; 1 for an error status."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - the local API
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - the local API

@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Self
 
-from local.http_server import BackgroundHttpServer
+from local.http_server import LocalService
 
 Answer = tuple[int, bytes, Mapping[str, str]]
 
 
-class StubServer:
+class StubServer(LocalService):
     """Start/stop, context manager, ``base_url``, the key check and fault injection of a stub;
     subclasses implement ``answer`` and ``reset_counters``.
 
@@ -41,15 +41,13 @@ class StubServer:
         retry_after_seconds: int = 1,
         server_error_every: int = 0,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.latency_ms = latency_ms
         self.rate_limit_every = rate_limit_every
         self.retry_after_seconds = retry_after_seconds
         self.server_error_every = server_error_every
         self.truncate_bodies = False
-        self._server: BackgroundHttpServer | None = None
 
     def accepts(self, api_key: str | None) -> bool:
         """Whether a request carrying ``api_key`` is authenticated (only the configured key is)."""
@@ -75,12 +73,11 @@ class StubServer:
     @property
     def base_url(self) -> str:
         """The origin to configure the client with."""
-        if self._server is None:
+        if not self.running:
             raise RuntimeError("the stub is not running")
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> Self:
-        """Listen (on a free port when ``port`` is 0) and serve from a daemon thread."""
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,21 +101,7 @@ class StubServer:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: tests and ``make dev`` read the counters, not an access log."""
 
-        self._server = BackgroundHttpServer(self.host, self.port, Handler, name=self.name)
-        self.port = self._server.port
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        return Handler
 
 
 def run_in_foreground(stub: StubServer, *lines: str) -> None:

@@ -105,6 +105,8 @@ def test_the_scheduled_run_warms_the_top_collections(
         (b'{"topN": 0}', "invalid_top_n"),
         (b'{"topN": 101}', "invalid_top_n"),
         (b'{"topN": true}', "invalid_top_n"),
+        (b'{"topN": null}', "invalid_top_n"),
+        (b'{"contractAddresses": null}', "invalid_body"),
         (b'{"contractAddresses": []}', "invalid_body"),
         (b'{"contractAddresses": ["0x123"]}', "invalid_address"),
         (b'{"contractAddresses": ["0x' + b"ab" * 20 + b'"], "topN": 3}', "invalid_body"),

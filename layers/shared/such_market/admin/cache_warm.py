@@ -47,16 +47,16 @@ def parse_warm_request(body: str | bytes | None) -> WarmRequest:
     payload = parse_json_object(
         body, max_bytes=MAX_BODY_BYTES, shape="{contractAddresses?, topN?}", fields=("contractAddresses", "topN")
     )
-    addresses = payload.get("contractAddresses")
-    top_n = payload.get("topN")
-    if addresses is not None and top_n is not None:
+    if "contractAddresses" in payload and "topN" in payload:
         raise BadRequestError("give contractAddresses or topN, not both", code="invalid_body")
-    if top_n is not None:
+    if "topN" in payload:
+        top_n = payload["topN"]
         if not isinstance(top_n, int) or isinstance(top_n, bool) or not 1 <= top_n <= MAX_TOP_N:
             raise BadRequestError(f"invalid topN: expected an integer from 1 to {MAX_TOP_N}", code="invalid_top_n")
         return WarmRequest(top_n=top_n)
-    if addresses is None:
+    if "contractAddresses" not in payload:
         return WarmRequest()
+    addresses = payload["contractAddresses"]
     if not isinstance(addresses, list) or not 1 <= len(addresses) <= MAX_ADDRESSES:
         raise BadRequestError(
             f"invalid contractAddresses: expected a list of 1 to {MAX_ADDRESSES} addresses", code="invalid_body"
