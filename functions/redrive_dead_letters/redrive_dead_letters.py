@@ -10,7 +10,8 @@ from typing import Any, Final
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from such_market.admin.redrive import RedriveSettings, redrive_dead_letters
-from such_market.runtime import invocation, runtime_for
+from such_market.deadline import invocation
+from such_market.runtime import runtime_for
 
 DEFAULT_BUDGET_SECONDS: Final = 30.0
 

@@ -21,12 +21,12 @@ from such_market.admin.cache_warm import (
     warm_cache,
 )
 from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
-from such_market.deadline import remaining
+from such_market.deadline import invocation, remaining
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.runtime import invocation, runtime_for
+from such_market.runtime import runtime_for
 
 app = create_api()
 app.use(middlewares=[require_admin(WarmCacheSettings)])

@@ -47,18 +47,24 @@ def test_a_quick_run_end_to_end(api: Call, moto_bus: MotoBus, cache: redis.Redis
     assert "skipped" in run_performance_test.lambda_handler(event, LongContext())
     # Then the run's figures are answered, by id and as the latest
     reply = api("GET", f"{PATH}?runId={run_id}", ADMIN)
-    assert reply.status == 200 and reply.headers["cache-control"] == "no-store"
+    assert reply.status == 200
+    assert reply.headers["cache-control"] == "no-store"
     run = reply.body
     assert api("GET", PATH, ADMIN).body == run
-    assert run["status"] == "completed" and "lockValue" not in run
-    assert run["health"]["connected"] is True and run["health"]["pingMs"] > 0
+    assert run["status"] == "completed"
+    assert "lockValue" not in run
+    assert run["health"]["connected"] is True
+    assert run["health"]["pingMs"] > 0
     assert {item["operation"] for item in run["basicOperations"]} == {"SET", "GET", "INCR", "PIPELINE_GET_10", "DEL"}
     assert [level["clients"] for level in run["concurrency"]] == [1, 4, 8]
     assert all(level["p50Ms"] <= level["p95Ms"] <= level["p99Ms"] for level in run["concurrency"])
     assert all(level["opsPerSecond"] > 0 for level in run["concurrency"])
-    assert run["stress"]["p99BoundMs"] == 50.0 and run["stress"]["maxErrorRate"] == 0.01
-    assert run["stress"]["steps"] and run["stress"]["stoppedBy"] in {"breaking_point", "end_of_ladder"}
-    assert "recovered" in run["recovery"] and run["recommendations"]
+    assert run["stress"]["p99BoundMs"] == 50.0
+    assert run["stress"]["maxErrorRate"] == 0.01
+    assert run["stress"]["steps"]
+    assert run["stress"]["stoppedBy"] in {"breaking_point", "end_of_ladder"}
+    assert "recovered" in run["recovery"]
+    assert run["recommendations"]
     # And its keys are gone, the lock is free (a new run can start), and durable state is under its prefix
     assert not list(cache.scan_iter(match="such-market:perftest:*"))
     assert run["cleanup"]["keysDeleted"] > 0

@@ -23,6 +23,7 @@ plain variables locally (``DATABASE_URL``, ``ADMIN_TOKEN``); ``such_market.secre
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -128,11 +129,17 @@ class FunctionSettings(BaseModel):
 
     def optional_part[P: SettingsPart](self, kind: type[P]) -> P | None:
         """The part of type ``kind``, or ``None`` when this function's settings do not have one."""
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, kind):
-                return value
-        return None
+        name = _field_holding(type(self), kind)
+        return None if name is None else cast("P", getattr(self, name))
+
+
+@functools.cache  # a pure function of two classes: it runs on every request, so it is looked up once
+def _field_holding(model: type[FunctionSettings], kind: type[SettingsPart]) -> str | None:
+    """The field of ``model`` whose part is a ``kind``, if any."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, kind):
+            return name
+    return None
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -1,38 +1,60 @@
 """One deadline per invocation: the time by which the function must have answered.
 
 A Lambda invocation is killed at its timeout; the client then sees the platform's error, not ours. So the
-entry points (``api_handler``, the event consumers) start a deadline from the context's remaining time
-less ``SAFETY_MARGIN_SECONDS``, and everything that waits — upstream retries and their timeouts, fill
-lease waits, database calls — asks ``remaining()`` and stops in time, so that the function still answers
-its JSON error (503 with ``Retry-After``) before the platform would kill it.
+entry points (``api_handler``, the event consumers, the scheduled jobs) start an ``Invocation`` from the
+context's remaining time less ``SAFETY_MARGIN_SECONDS``, and everything that waits — upstream retries and
+their timeouts, fill lease waits, database connects and calls — asks ``remaining()`` and stops in time, so
+that the function still answers its JSON error (503 with ``Retry-After``) before the platform would kill
+it. What must be undone when the invocation ends (the database watchdog's arming) registers with
+``Invocation.once``.
 
-The deadline lives in a context variable: each thread of the local runtime (and each invocation) has its
-own. Without a started deadline (tests calling use cases directly, the local scripts) ``remaining()``
-answers ``None`` and the callers keep their own bounds.
+The invocation lives in a context variable: each thread of the local runtime (and each invocation) has its
+own. Without one (tests calling use cases directly, the local scripts) ``remaining()`` answers ``None`` and
+the callers keep their own bounds. ``begin``/``end`` cost one context-variable set and reset: they run on
+every cached read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
-from typing import Final, Protocol
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar, Token
+from typing import Final
 
 SAFETY_MARGIN_SECONDS: Final = 1.0
 """Kept back from the invocation's remaining time: enough to map the failure and return the answer."""
 MINIMUM_SECONDS: Final = 0.5
 
-_deadline: ContextVar[float | None] = ContextVar("such_market_deadline", default=None)
+
+class Invocation:
+    """One invocation: its deadline (a ``time.monotonic()`` instant, or ``None``) and what to undo at its end."""
+
+    __slots__ = ("_at_end", "ends")
+
+    def __init__(self, ends: float | None) -> None:
+        self.ends = ends
+        self._at_end: dict[Hashable, Callable[[], None]] | None = None
+
+    def once(self, key: Hashable, at_end: Callable[[], None]) -> bool:
+        """Register ``at_end`` under ``key`` unless something already is; returns whether it was new."""
+        if self._at_end is None:
+            self._at_end = {}
+        elif key in self._at_end:
+            return False
+        self._at_end[key] = at_end
+        return True
+
+    def finish(self) -> None:
+        for callback in (self._at_end or {}).values():
+            callback()
+        self._at_end = None
 
 
-class HasRemainingTime(Protocol):
-    """The part of a Lambda context the deadline reads."""
-
-    def get_remaining_time_in_millis(self) -> int: ...
+_current: ContextVar[Invocation | None] = ContextVar("such_market_invocation", default=None)
 
 
-def _from_context(context: object) -> float | None:
+def _seconds_from(context: object) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
@@ -43,29 +65,47 @@ def _from_context(context: object) -> float | None:
     return max(MINIMUM_SECONDS, milliseconds / 1000 - SAFETY_MARGIN_SECONDS)
 
 
-@contextlib.contextmanager
-def invocation(context: object, *, cap_seconds: float | None = None) -> Iterator[float | None]:
-    """Run the block under the invocation's deadline (the context's remaining time less the margin,
-    optionally capped); yields the seconds granted, ``None`` without a usable context."""
-    seconds = _from_context(context)
+def begin(context: object, *, cap_seconds: float | None = None) -> Token[Invocation | None]:
+    """Start the invocation of ``context`` (its remaining time less the margin, optionally capped)."""
+    seconds = _seconds_from(context)
     if cap_seconds is not None:
         seconds = cap_seconds if seconds is None else min(seconds, cap_seconds)
-    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    return _current.set(Invocation(None if seconds is None else time.monotonic() + seconds))
+
+
+def end(token: Token[Invocation | None]) -> None:
+    """End the invocation ``begin`` started: undo what registered, restore the previous one."""
+    invocation = _current.get()
+    _current.reset(token)
+    if invocation is not None:
+        invocation.finish()
+
+
+@contextlib.contextmanager
+def invocation(context: object, *, cap_seconds: float | None = None) -> Iterator[float | None]:
+    """``begin``/``end`` around a block; yields the seconds granted (``None`` without a usable context)."""
+    token = begin(context, cap_seconds=cap_seconds)
     try:
-        yield seconds
+        yield remaining()
     finally:
-        _deadline.reset(token)
+        end(token)
+
+
+def current() -> Invocation | None:
+    """The running invocation, if any."""
+    return _current.get()
 
 
 def at() -> float | None:
     """The deadline as a ``time.monotonic()`` instant, or ``None`` when none was started."""
-    return _deadline.get()
+    running = _current.get()
+    return None if running is None else running.ends
 
 
 def remaining() -> float | None:
     """Seconds left before the deadline (never negative), or ``None`` when none was started."""
-    deadline = _deadline.get()
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+    ends = at()
+    return None if ends is None else max(0.0, ends - time.monotonic())
 
 
 def bounded(seconds: float) -> float:

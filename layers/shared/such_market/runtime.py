@@ -12,12 +12,9 @@ This module maps no errors: a failing dependency raises its own exception, and t
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from such_market import deadline
 from such_market.cache.client import get_client
 from such_market.cache.store import ReadThroughCache, get_cache
 from such_market.config import CacheSettings, DatabaseSettings, EventSettings, FunctionSettings, load_settings
@@ -82,14 +79,6 @@ class Runtime:
         from such_market.events.publisher import get_publisher
 
         return get_publisher(self.settings.part(EventSettings))
-
-
-@contextlib.contextmanager
-def invocation(context: object) -> Iterator[float | None]:
-    """One invocation of a function: its deadline (``such_market.deadline``) and the client-side bound
-    of its database calls (``such_market.db.watchdog``); yields the seconds it has."""
-    with deadline.invocation(context) as seconds, watchdog.invocation():
-        yield seconds
 
 
 @per_container()

@@ -51,6 +51,8 @@ def parse_warm_request(body: str | bytes | None) -> WarmRequest:
         raise BadRequestError("give contractAddresses or topN, not both", code="invalid_body")
     if "topN" in payload:
         top_n = payload["topN"]
+        if isinstance(top_n, float) and top_n.is_integer():
+            top_n = int(top_n)  # JSON Schema's integer: 66.0 is one
         if not isinstance(top_n, int) or isinstance(top_n, bool) or not 1 <= top_n <= MAX_TOP_N:
             raise BadRequestError(f"invalid topN: expected an integer from 1 to {MAX_TOP_N}", code="invalid_top_n")
         return WarmRequest(top_n=top_n)

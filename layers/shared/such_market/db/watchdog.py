@@ -22,8 +22,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from such_market import deadline
@@ -89,29 +87,14 @@ def _shut(fd: int) -> None:
 
 
 _watchdog = _Watchdog()
-_guarded: ContextVar[dict[int, psycopg.Connection[tuple[object, ...]]] | None] = ContextVar(
-    "such_market_guarded_connections", default=None
-)
 
 
 def guard(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Arm ``conn`` until the current invocation's deadline, if one runs (see the module doc)."""
-    ends = deadline.at()
-    guarded = _guarded.get()
-    if ends is None or guarded is None or id(conn) in guarded:
+    """Arm ``conn`` until the current invocation's deadline, if one runs; it is disarmed when the
+    invocation ends (see the module doc)."""
+    running = deadline.current()
+    if running is None or running.ends is None:
         return
-    _watchdog.arm(conn, ends)
-    guarded[id(conn)] = conn
-
-
-@contextlib.contextmanager
-def invocation() -> Iterator[None]:
-    """Collect the connections guarded during the block, and disarm them all when it ends."""
-    token = _guarded.set({})
-    try:
-        yield
-    finally:
-        guarded = _guarded.get() or {}
-        for conn in guarded.values():
-            _watchdog.disarm(conn)
-        _guarded.reset(token)
+    key = ("db-watchdog", id(conn))
+    if running.once(key, lambda: _watchdog.disarm(conn)):
+        _watchdog.arm(conn, running.ends)

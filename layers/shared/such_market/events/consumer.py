@@ -43,7 +43,6 @@ from such_market import deadline
 from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, FunctionSettings, load_settings
-from such_market.db import watchdog
 from such_market.events.models import DETAIL_TYPES, Event, EventDetail, InvalidEventError
 from such_market.observability import logger
 
@@ -110,7 +109,7 @@ class EventConsumer:
         (processed, or failed: invalid or raised) is counted in the cache analytics."""
         recorder = self._recorder()
         try:
-            with deadline.invocation(context), watchdog.invocation():
+            with deadline.invocation(context):
                 result = self._handle(event, context)
         except BaseException:
             if recorder is not None:

@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from such_market import deadline
 from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.analytics.traffic import TrafficKey
 from such_market.config import CacheSettings, FunctionSettings, load_settings
 from such_market.container import per_container
 from such_market.errors import error_body
 from such_market.http.responses import Response, failure_response
-from such_market.runtime import invocation
 from such_market.validation import DEFAULT_PAGE_SIZE
 
 Route = Callable[..., Response]
@@ -189,8 +189,11 @@ def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[d
     def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         recorder = _recorder_for(settings_model)
         started = time.perf_counter()
-        with invocation(context):
+        token = deadline.begin(context)
+        try:
             response = app.resolve(event)
+        finally:
+            deadline.end(token)
         if recorder is None:
             return response
         elapsed = time.perf_counter() - started
