@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, cast, get_args
 
-from such_market.analytics import store
+from such_market.analytics import store, traffic
 from such_market.analytics.histogram import merge, quantiles
 from such_market.analytics.store import Cell, Minute, ServerFigures
 from such_market.cache.keys import CacheKeys
@@ -305,9 +305,11 @@ def _health(
 
 
 def reset(*, client: Any, keys: CacheKeys, now: float | None = None) -> dict[str, Any]:  # noqa: ANN401
-    """Forget every recorded figure and alert of the retention period."""
-    last = int((time.time() if now is None else now) // 60) + 1
+    """Forget every recorded figure and alert of the retention period, and the traffic the warmer reads."""
+    moment = time.time() if now is None else now
+    last = int(moment // 60) + 1
     deleted = store.delete(client, keys, range(last - RETENTION_MINUTES - 1, last + 1))
+    deleted += traffic.delete(client, keys, now=moment)
     return {"success": True, "action": "reset", "keysDeleted": deleted}
 
 
