@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 _STATUS_END = 3
 _HEADER_END = 16
+HEADER_BYTES = _HEADER_END
+"""How many bytes of a stored value are the header (status and fresh-until): ``GETRANGE key 0 15``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,14 @@ class Entry:
 def encode(entry: Entry, fresh_until_ms: int) -> bytes:
     """Prefix ``entry.body`` with its status and the time until which it is fresh."""
     return b"%03d%013d" % (entry.status, fresh_until_ms) + entry.body
+
+
+def decode_header(header: bytes) -> tuple[int, int] | None:
+    """Status and fresh-until (ms since epoch) from a value's first ``HEADER_BYTES`` bytes; ``None``
+    when there is no value (an empty read) or the bytes are not a header."""
+    if len(header) < _HEADER_END or not header[:_HEADER_END].isdigit():
+        return None
+    return int(header[:_STATUS_END]), int(header[_STATUS_END:_HEADER_END])
 
 
 def decode(raw: bytes) -> tuple[Entry, int]:

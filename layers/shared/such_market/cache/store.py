@@ -155,8 +155,7 @@ class ReadThroughCache:
         lease = lease_key(key)
         linked = _with_lease_sets(indexes)
         left = deadline.remaining()
-        if left is not None:  # a fill cannot outlive this invocation: neither may its lease
-            lease_ms = max(MIN_LEASE_MS, min(lease_ms, int(left * 1000)))
+        lease_ms = _lease_within(lease_ms, left)
         wait = lease_ms / 1000 + _WAIT_BEYOND_LEASE_SECONDS
         cut_short = left is not None and left - _ANSWER_RESERVE_SECONDS < wait
         if cut_short and left is not None:
@@ -266,9 +265,7 @@ class ReadThroughCache:
         token = secrets.token_hex(8)
         lease = lease_key(key)
         linked = _with_lease_sets(indexes)
-        left = deadline.remaining()
-        if left is not None:
-            lease_ms = max(MIN_LEASE_MS, min(lease_ms, int(left * 1000)))
+        lease_ms = _lease_within(lease_ms, deadline.remaining())
         try:
             outcome = self.scripts.get_or_lease(
                 keys=[key, lease, *linked], args=[token, lease_ms, INDEX_TTL_SECONDS, fresh_until_ms]
@@ -341,6 +338,12 @@ class ReadThroughCache:
             "cache unavailable; serving without it",
             extra={"cache_operation": operation, "error_type": type(error).__name__, "error": str(error)[:200]},
         )
+
+
+def _lease_within(lease_ms: int, left: float | None) -> int:
+    """``lease_ms``, cut to the ``left`` seconds of the invocation: a fill cannot outlive it, so neither
+    may its lease (at least ``MIN_LEASE_MS``)."""
+    return lease_ms if left is None else max(MIN_LEASE_MS, min(lease_ms, int(left * 1000)))
 
 
 def _with_lease_sets(indexes: Sequence[str]) -> list[str]:

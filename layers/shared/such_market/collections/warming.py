@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from such_market.analytics import traffic
+from such_market.cache import entries
 from such_market.cache.entries import Entry
 from such_market.cache.tiers import Tier
 from such_market.collections.queries import CollectionRow, get_collection
@@ -49,7 +50,6 @@ MAX_TOP_N: Final = 100
 MAX_PAGE_SIZES: Final = 3
 """First-page sizes warmed per collection, the most requested first."""
 WARM_LEASE_MS: Final = 5000
-_HEADER_END: Final = 15  # GETRANGE is inclusive: bytes 0..15 are the 16-byte header
 
 
 class _NotWarmableError(Exception):
@@ -177,7 +177,7 @@ def _warm_one(
             return result, True
         pipe = cache.client.pipeline(transaction=False)
         for target in targets:
-            pipe.getrange(target.key, 0, _HEADER_END)
+            pipe.getrange(target.key, 0, entries.HEADER_BYTES - 1)  # GETRANGE's end is inclusive
         headers: list[bytes] = pipe.execute()
     except Exception as error:  # one collection's failure (database, cache) does not stop the others
         logger.warning("warming a collection failed", extra={"error_type": type(error).__name__})
@@ -186,7 +186,8 @@ def _warm_one(
     due_before_ms = int(clock() * 1000) + horizon_ms
     collection_index = cache.keys.collection_index(address)
     for target, header in zip(targets, headers, strict=True):
-        if len(header) == 16 and header[:3] == b"200" and int(header[3:16]) >= due_before_ms:
+        stored = entries.decode_header(header)
+        if stored is not None and stored[0] == 200 and stored[1] >= due_before_ms:
             result.skipped += 1  # fresh past the next run: nothing to do
             continue
         if time.monotonic() >= stop_at:
