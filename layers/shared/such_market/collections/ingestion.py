@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic.alias_generators import to_camel
 
+from such_market.backoff import exponential_ceiling
 from such_market.collections.from_alchemy import collection_metadata, nft_record
 from such_market.collections.owners import replace_owners_announcing
 from such_market.collections.queries import get_collection, get_token_ids_through
@@ -150,7 +151,7 @@ _jitter = random.Random()  # noqa: S311 - jitter, not cryptography
 def retry_delay(attempt: int) -> float:
     """Seconds before retrying after failed run number ``attempt`` (1-based): 1 min doubling up to 1 h,
     ±10 % so that collections failed by one outage do not all come back at once."""
-    nominal = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempt - 1))
+    nominal = exponential_ceiling(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
     return float(nominal * _jitter.uniform(0.9, 1.1))
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+from such_market.backoff import exponential_ceiling
 from such_market.config import EventSettings
 from such_market.container import per_container
 from such_market.errors import EventPublishError
@@ -105,7 +106,7 @@ def _batches(
 
 def _backoff(attempt: int) -> float:
     """Full-jitter exponential backoff before retry number ``attempt``."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    ceiling = exponential_ceiling(attempt, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS)
     return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING, Any, Final
 
+from such_market.backoff import exponential_ceiling
 from such_market.notifications.queries import digest
 from such_market.notifications.rules import MAX_TOKENS_PER_REQUEST
 from such_market.notifications.texts import transfer_message
@@ -73,7 +74,7 @@ RETRY_CAP_SECONDS: Final = 3600.0
 
 def backoff_seconds(attempts: int, jitter: float) -> float:
     """The wait before the next try after ``attempts`` tries: 30 s doubling to 1 h, ±20 % (``jitter`` in [0, 1))."""
-    base = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0 ** max(0, attempts - 1))
+    base = exponential_ceiling(attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
     return base * (0.8 + 0.4 * jitter)
 
 

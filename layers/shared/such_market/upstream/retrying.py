@@ -36,6 +36,7 @@ import httpx
 import orjson
 
 from such_market import deadline
+from such_market.backoff import exponential_ceiling
 from such_market.observability import logger
 from such_market.upstream.errors import (
     UpstreamBadRequest,
@@ -70,7 +71,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, jitter: float) -> float:
         """Full jitter: ``jitter`` (uniform in [0, 1)) times min(cap, base * 2**(attempt-1))."""
-        return jitter * min(self.backoff_cap_seconds, self.backoff_base_seconds * 2.0 ** (attempt - 1))
+        return jitter * exponential_ceiling(attempt, base=self.backoff_base_seconds, cap=self.backoff_cap_seconds)
 
 
 @dataclass(frozen=True, slots=True)
