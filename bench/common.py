@@ -382,11 +382,9 @@ def small_attributes(token_id: int) -> list[dict[str, str]]:
     ]
 
 
-def seed_small_collection(env: BenchEnv, tokens: int = 200) -> str:
-    """An indexed ERC-721 collection of ``tokens`` tokens through the write API; returns its address."""
+def index_collection(conn: Any, metadata: Any, records: list[Any]) -> None:
+    """Store ``metadata`` and ``records`` the way a completed ingestion leaves them: traits, positions, state."""
     from such_market.collections.writes import (
-        CollectionMetadata,
-        NftRecord,
         assign_positions,
         rebuild_traits,
         set_ingestion_state,
@@ -394,28 +392,31 @@ def seed_small_collection(env: BenchEnv, tokens: int = 200) -> str:
         upsert_nfts,
     )
 
+    row = upsert_collection(conn=conn, metadata=metadata)
+    upsert_nfts(conn=conn, collection_id=row.id, nfts=records)
+    rebuild_traits(conn=conn, collection_id=row.id)
+    assign_positions(conn=conn, collection_id=row.id)
+    set_ingestion_state(conn=conn, collection_id=row.id, state="complete", nfts_indexed=len(records), owners_indexed=0)
+
+
+def seed_small_collection(env: BenchEnv, tokens: int = 200) -> str:
+    """An indexed ERC-721 collection of ``tokens`` tokens through the write API; returns its address."""
+    from such_market.collections.writes import CollectionMetadata, NftRecord
+
     def make() -> str:
         with env.connect() as conn:
-            row = upsert_collection(
-                conn=conn,
-                metadata=CollectionMetadata(
-                    contract_address=SMALL_COLLECTION,
-                    name="Bench Apes",
-                    symbol="BAPE",
-                    token_type="ERC721",
-                    total_supply=tokens,
-                    image_url="https://ipfs.io/ipfs/bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/logo.png",
-                    description="The benchmark collection: small, fully indexed, four trait types.",
-                    verified=True,
-                ),
+            metadata = CollectionMetadata(
+                contract_address=SMALL_COLLECTION,
+                name="Bench Apes",
+                symbol="BAPE",
+                token_type="ERC721",
+                total_supply=tokens,
+                image_url="https://ipfs.io/ipfs/bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi/logo.png",
+                description="The benchmark collection: small, fully indexed, four trait types.",
+                verified=True,
             )
             records = [NftRecord(token_id=i, attributes=small_attributes(i), **nft_fields(i)) for i in range(tokens)]
-            upsert_nfts(conn=conn, collection_id=row.id, nfts=records)
-            rebuild_traits(conn=conn, collection_id=row.id)
-            assign_positions(conn=conn, collection_id=row.id)
-            set_ingestion_state(
-                conn=conn, collection_id=row.id, state="complete", nfts_indexed=tokens, owners_indexed=0
-            )
+            index_collection(conn, metadata, records)
         return SMALL_COLLECTION
 
     address: str = env.once("small", make)

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from bench.common import BenchEnv, FakeContext, Measure, Stats, forget_containers, http_event
+from bench.common import BenchEnv, FakeContext, Measure, Stats, forget_containers, http_event, index_collection
 
 COLLECTIONS = 500
 TOKENS = 20
@@ -41,36 +41,20 @@ def _address(index: int) -> str:
 
 
 def _seed(env: BenchEnv) -> list[str]:
-    from such_market.collections.writes import (
-        CollectionMetadata,
-        NftRecord,
-        assign_positions,
-        rebuild_traits,
-        set_ingestion_state,
-        upsert_collection,
-        upsert_nfts,
-    )
+    from such_market.collections.writes import CollectionMetadata, NftRecord
 
     def make() -> list[str]:
         addresses = [_address(index) for index in range(COLLECTIONS)]
         with env.connect() as conn:
             for address in addresses:
-                row = upsert_collection(
-                    conn=conn,
-                    metadata=CollectionMetadata(
-                        contract_address=address, name="Warm", symbol="WARM", token_type="ERC721", total_supply=TOKENS
-                    ),
+                metadata = CollectionMetadata(
+                    contract_address=address, name="Warm", symbol="WARM", token_type="ERC721", total_supply=TOKENS
                 )
                 records = [
                     NftRecord(token_id=i, title=f"#{i}", attributes=[{"trait_type": "Tier", "value": str(i % 4)}])
                     for i in range(TOKENS)
                 ]
-                upsert_nfts(conn=conn, collection_id=row.id, nfts=records)
-                rebuild_traits(conn=conn, collection_id=row.id)
-                assign_positions(conn=conn, collection_id=row.id)
-                set_ingestion_state(
-                    conn=conn, collection_id=row.id, state="complete", nfts_indexed=TOKENS, owners_indexed=0
-                )
+                index_collection(conn, metadata, records)
         return addresses
 
     addresses: list[str] = env.once("warming", make)
