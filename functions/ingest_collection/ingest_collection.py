@@ -9,11 +9,11 @@ idempotency records is down) releases the collection's "queued" state (``release
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from such_market import deadline
 from such_market.collections.ingestion import DEFAULT_TIME_BUDGET_SECONDS, ingest_collection, time_budget_for
 from such_market.collections.refresh import release_lost_ingestion
 from such_market.events.consumer import EventConsumer
@@ -21,7 +21,6 @@ from such_market.events.models import CollectionIngestRequested
 from such_market.runtime import ReadPathSettings, runtime_for
 
 consumer = EventConsumer("ingester", settings_model=ReadPathSettings)
-_time_budget: ContextVar[float] = ContextVar("time_budget", default=DEFAULT_TIME_BUDGET_SECONDS)
 
 
 @consumer.on(CollectionIngestRequested)
@@ -33,17 +32,20 @@ def _ingest(detail: CollectionIngestRequested) -> dict[str, object]:
         publisher=runtime.publisher,
         address=detail.contract_address,
         reason=detail.reason,
-        time_budget_seconds=_time_budget.get(),
+        time_budget_seconds=_time_budget(),
     )
     return report.as_dict()
 
 
+def _time_budget() -> float:
+    """The run's budget: the invocation's time before its deadline (the consumer starts it), less a margin."""
+    left = deadline.remaining()
+    return DEFAULT_TIME_BUDGET_SECONDS if left is None else time_budget_for(int(left * 1000))
+
+
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> object:
-    token = _time_budget.set(time_budget_for(context.get_remaining_time_in_millis()))
     try:
         return consumer.handle(event, context)
     except Exception as error:
         release_lost_ingestion(runtime_for(ReadPathSettings), event, error)
         raise
-    finally:
-        _time_budget.reset(token)

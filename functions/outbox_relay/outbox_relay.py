@@ -13,21 +13,24 @@ from typing import Any, Final
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from such_market import deadline
 from such_market.analytics.recorder import emit_gauges
 from such_market.collections.ingestion import requeue_due_ingestions
 from such_market.events.outbox import DEFAULT_RELAY_BUDGET_SECONDS, OutboxRelaySettings, relay
 from such_market.runtime import runtime_for
 
-SAFETY_MARGIN_SECONDS: Final = 5.0
-"""Time kept back from the invocation's remaining time to mark the last batch and return."""
+SAFETY_MARGIN_SECONDS: Final = 4.0
+"""Time kept back before the invocation's deadline (itself 1 s before Lambda's) to mark the last batch and return."""
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     runtime = runtime_for(OutboxRelaySettings)
-    remaining_seconds = context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
-    budget = max(1.0, min(DEFAULT_RELAY_BUDGET_SECONDS, remaining_seconds))
-    requeue_due_ingestions(conn=runtime.conn, publisher=runtime.publisher)
-    result = relay(conn=runtime.conn, publisher=runtime.publisher, time_budget_seconds=budget)
+    with deadline.invocation(context):
+        budget = deadline.budget(
+            DEFAULT_RELAY_BUDGET_SECONDS, reserve_seconds=SAFETY_MARGIN_SECONDS, minimum_seconds=1.0
+        )
+        requeue_due_ingestions(conn=runtime.conn, publisher=runtime.publisher)
+        result = relay(conn=runtime.conn, publisher=runtime.publisher, time_budget_seconds=budget)
     emit_gauges(
         {
             "OutboxBacklog": (result.backlog.count, "Count"),

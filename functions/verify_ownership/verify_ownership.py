@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from such_market import deadline
 from such_market.ownership.verification import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TIME_BUDGET_SECONDS,
@@ -19,19 +20,21 @@ from such_market.ownership.verification import (
 )
 from such_market.runtime import runtime_for
 
-SAFETY_MARGIN_SECONDS: Final = 10.0
-"""Time kept back from the invocation's remaining time to write the corrections and return."""
+SAFETY_MARGIN_SECONDS: Final = 9.0
+"""Time kept back before the invocation's deadline (itself 1 s before Lambda's) to write the corrections and return."""
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime = runtime_for(VerifyOwnershipSettings)
-    remaining_seconds = context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS
-    budget = max(1.0, min(DEFAULT_TIME_BUDGET_SECONDS, remaining_seconds))
-    report = reverify(
-        conn=runtime.conn,
-        alchemy=runtime.alchemy,
-        publisher=runtime.publisher,
-        batch_size=DEFAULT_BATCH_SIZE,
-        time_budget_seconds=budget,
-    )
+    with deadline.invocation(context):
+        budget = deadline.budget(
+            DEFAULT_TIME_BUDGET_SECONDS, reserve_seconds=SAFETY_MARGIN_SECONDS, minimum_seconds=1.0
+        )
+        report = reverify(
+            conn=runtime.conn,
+            alchemy=runtime.alchemy,
+            publisher=runtime.publisher,
+            batch_size=DEFAULT_BATCH_SIZE,
+            time_budget_seconds=budget,
+        )
     return report.to_dict()

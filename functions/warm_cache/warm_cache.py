@@ -12,6 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from such_market import deadline
 from such_market.admin.cache_warm import (
     API_BUDGET_SECONDS,
     SCHEDULED_BUDGET_SECONDS,
@@ -21,7 +22,6 @@ from such_market.admin.cache_warm import (
     warm_cache,
 )
 from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
-from such_market.deadline import invocation, remaining
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
@@ -30,11 +30,6 @@ from such_market.runtime import runtime_for
 
 app = create_api()
 app.use(middlewares=[require_admin(WarmCacheSettings)])
-
-
-def _budget(cap: float) -> float:
-    left = remaining()
-    return cap if left is None else max(0.5, min(cap, left - 0.5))
 
 
 @app.post(
@@ -46,7 +41,11 @@ def _budget(cap: float) -> float:
 )
 def post_cache_warm() -> Response:
     request = parse_warm_request(app.current_event.decoded_body)
-    body = warm_cache(runtime_for(WarmCacheSettings), request, time_budget_seconds=_budget(API_BUDGET_SECONDS))
+    body = warm_cache(
+        runtime_for(WarmCacheSettings),
+        request,
+        time_budget_seconds=deadline.budget(API_BUDGET_SECONDS, reserve_seconds=0.5),
+    )
     return json_response(200, body, headers={"Cache-Control": "no-store"})
 
 
@@ -56,7 +55,9 @@ _api_handler = api_handler(app, WarmCacheSettings)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "routeKey" in event:
         return _api_handler(event, context)
-    with invocation(context):
+    with deadline.invocation(context):
         return warm_cache(
-            runtime_for(WarmCacheSettings), WarmRequest(), time_budget_seconds=_budget(SCHEDULED_BUDGET_SECONDS)
+            runtime_for(WarmCacheSettings),
+            WarmRequest(),
+            time_budget_seconds=deadline.budget(SCHEDULED_BUDGET_SECONDS, reserve_seconds=0.5),
         )

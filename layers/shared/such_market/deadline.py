@@ -112,3 +112,12 @@ def bounded(seconds: float) -> float:
     """``seconds``, or less when the deadline comes sooner."""
     left = remaining()
     return seconds if left is None else min(seconds, left)
+
+
+def budget(cap_seconds: float, *, reserve_seconds: float = 0.0, minimum_seconds: float = MINIMUM_SECONDS) -> float:
+    """How long a job of this invocation may run: ``cap_seconds``, cut to the time left before the
+    deadline less ``reserve_seconds`` (kept to finish and answer), and never under ``minimum_seconds``."""
+    left = remaining()
+    if left is None:
+        return cap_seconds
+    return max(minimum_seconds, min(cap_seconds, left - reserve_seconds))
