@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,16 +36,31 @@ def free_port() -> int:
         return port
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _accepts_connections(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def _answers_ping(port: int) -> bool:
+    """An open port is not enough for Valkey: while it loads its append-only file it accepts connections
+    and refuses every command with ``-LOADING``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+    return False
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], what: str, log: Path, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}; log:\n{_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        if ready():
             return
         time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"{what} did not accept connections within {START_TIMEOUT_SECONDS}s:\n{_tail(log)}")
+    raise RuntimeError(f"{what} was not ready within {START_TIMEOUT_SECONDS}s:\n{_tail(log)}")
 
 
 def _tail(log: Path) -> str:
@@ -124,7 +140,7 @@ class EmbeddedPostgres:
                 user=run_as,
                 start_new_session=True,
             )
-        _wait_for_port(self.port, self.process, "PostgreSQL", log)
+        _wait_until_ready(self.process, "PostgreSQL", log, lambda: _accepts_connections(self.port))
         return self
 
     def stop(self) -> None:
@@ -209,7 +225,7 @@ class EmbeddedValkey:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait_for_port(self.port, self.process, "Valkey", log)
+        _wait_until_ready(self.process, "Valkey", log, lambda: _answers_ping(self.port))
         return self
 
     def stop(self) -> None:
