@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
+.PHONY: help install jemalloc dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,16 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@$(MAKE) --no-print-directory jemalloc
 	touch $@
+
+# Deployed Valkey runs on jemalloc; the embedded server is preloaded with it when the system has it
+# (local/services.py). Best effort: without root or apt it runs on libc malloc and says so in the bench.
+jemalloc:
+	@$(PY) -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("jemalloc"))' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1; }; }; } || \
+		echo "note: libjemalloc2 is not installed: the embedded Valkey runs on libc malloc (README, Benchmarks)" >&2
 
 $(SAM_STAMP):
 	@if [ -z "$(PYTHON313)" ]; then \

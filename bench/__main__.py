@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problems: list[str] = []
     print(f"bench: {'quick' if args.quick else 'full'} run of {', '.join(args.groups)}; starting services")
     env = BenchEnv()
+    cache_allocator = env.cache_allocator
     try:
         for name in args.groups:
             group_started = time.perf_counter()
@@ -83,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only a full run of every group replaces latest.*; smoke and partial runs go to partial.*.
     stem = "latest" if not args.quick and args.groups == list(GROUPS) else "partial"
     json_path, md_path = report.write(
-        measures, report.environment(quick=args.quick, groups=args.groups, seconds=seconds), problems, stem=stem
+        measures,
+        report.environment(quick=args.quick, groups=args.groups, seconds=seconds, cache_allocator=cache_allocator),
+        problems,
+        stem=stem,
     )
     failed = [m.name for m in measures if m.passed is False]
     print(f"bench: {len(failed)} bar(s) missed{': ' + ', '.join(failed) if failed else ''}")

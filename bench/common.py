@@ -283,6 +283,14 @@ class BenchEnv:
             os.environ.pop(name, None)
         os.environ.update(env)
 
+    @property
+    def cache_allocator(self) -> str:
+        """The allocator the bench's Valkey runs on: the embedded one's, or "external" (``REDIS_URL``)."""
+        from local.services import EmbeddedValkey
+
+        embedded = [server for server in self.services.started if isinstance(server, EmbeddedValkey)]
+        return embedded[0].allocator if embedded else "external"
+
     def connect(self) -> Any:
         import psycopg
 

@@ -19,7 +19,7 @@ RESULTS = ROOT / "bench" / "results"
 EVIDENCE = ("profile", "profile_powertools", "plan", "heaviest_imports", "timeline")
 
 
-def environment(*, quick: bool, groups: Sequence[str], seconds: float) -> dict[str, Any]:
+def environment(*, quick: bool, groups: Sequence[str], seconds: float, cache_allocator: str) -> dict[str, Any]:
     import psutil
 
     return {
@@ -36,6 +36,7 @@ def environment(*, quick: bool, groups: Sequence[str], seconds: float) -> dict[s
         "run_seconds": round(seconds, 1),
         "database": os.environ.get("DATABASE_URL", "").rsplit("@", 1)[-1],
         "cache": os.environ.get("REDIS_URL", "").rsplit("@", 1)[-1],
+        "cache_allocator": cache_allocator,
     }
 
 
@@ -97,6 +98,7 @@ def markdown(measures: Sequence[Measure], env: dict[str, Any], summary: dict[str
         "# such-market benchmarks (ENGINEERING.md §5)",
         "",
         f"{env['date']} · Python {env['python']} · {env['cpu_count']} CPUs ({env['processor']}) · "
+        f"Valkey on {env['cache_allocator']} · "
         f"{'quick' if env['quick'] else 'full'} run of {', '.join(env['groups'])} in {env['run_seconds']} s · "
         f"{summary['passed']}/{summary['bars']} bars passed",
         "",
