@@ -20,11 +20,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, cast
 
 from such_market.observability import logger
 
 _registry: list[PerContainer[Any, Any]] = []
+_ABSENT: Final = object()
+"""No object kept for a key yet (``None`` is a result like any other: "no recorder here" is kept too)."""
 _registry_lock = threading.Lock()
 
 
@@ -62,9 +64,9 @@ class PerContainer[K: Hashable, V]:
 
     def __call__(self, key: K) -> V:
         values = self._values()
-        value = values.get(key)
-        if value is not None and (self._reuse is None or self._reuse(value)):
-            return value
+        value = values.get(key, _ABSENT)
+        if value is not _ABSENT and (self._reuse is None or self._reuse(cast("V", value))):
+            return cast("V", value)
         if self._per_thread:
             # No other thread reads this thread's values: create without the lock, so that one thread's
             # slow creation (a connect to a frozen server) never holds up another's.
@@ -74,11 +76,12 @@ class PerContainer[K: Hashable, V]:
                 self._made.append(value)
             return value
         with self._lock:
-            value = values.get(key)
-            if value is None or (self._reuse is not None and not self._reuse(value)):
-                value = self._create(key)
-                values[key] = value
-                self._made.append(value)
+            kept = values.get(key, _ABSENT)
+            if kept is not _ABSENT and (self._reuse is None or self._reuse(cast("V", kept))):
+                return cast("V", kept)
+            value = self._create(key)
+            values[key] = value
+            self._made.append(value)
             return value
 
     def close_all(self) -> None:
@@ -90,6 +93,8 @@ class PerContainer[K: Hashable, V]:
         if self._close is None:
             return
         for value in reversed(made):
+            if value is None:
+                continue
             try:
                 self._close(value)
             except Exception as error:  # closing is best effort: one failure must not keep others open

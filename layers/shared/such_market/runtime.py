@@ -12,7 +12,7 @@ This module maps no errors: a failing dependency raises its own exception, and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from such_market.cache.client import get_client
@@ -42,15 +42,23 @@ class ReadPathSettings(FunctionSettings):
     alchemy: AlchemySettings
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Runtime:
-    """Lazily created, container-wide dependencies for one function's settings."""
+    """Lazily created, container-wide dependencies for one function's settings.
+
+    The cache front is kept on the runtime after its first use: a cached read asks for it several
+    times, and each ``get_cache`` lookup hashes the settings part (a few µs on the hot path). The
+    runtime itself is per container, so ``close_all`` forgets both together."""
 
     settings: FunctionSettings
+    _cache: ReadThroughCache | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cache(self) -> ReadThroughCache:
-        return get_cache(self.settings.part(CacheSettings))
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = get_cache(self.settings.part(CacheSettings))
+        return cache
 
     @property
     def cache_client(self) -> CacheClient:

@@ -61,10 +61,10 @@ class RouteSpec:
     query: tuple[QueryParameter, ...]
     request_body: type | None = None  # a pydantic model documenting a JSON body (OpenAPI only)
     family: str | None = None  # the endpoint family its cache-fronted answers are recorded under
+    path_parameters: tuple[str, ...] = field(init=False)  # the names in ``path``, read once per request
 
-    @property
-    def path_parameters(self) -> tuple[str, ...]:
-        return tuple(re.findall(r"{(\w+)}", self.path))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_parameters", tuple(re.findall(r"{(\w+)}", self.path)))
 
 
 class Request:
