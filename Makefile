@@ -35,8 +35,9 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 # (local/services.py). Best effort: without root or apt it runs on libc malloc and says so in the bench.
 jemalloc:
 	@$(PY) -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("jemalloc"))' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		{ apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1; }; }; } || \
+		{ timeout 120 apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1 || \
+		{ timeout 300 apt-get update -q >/dev/null 2>&1 && \
+		timeout 120 apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1; }; }; } || \
 		echo "note: libjemalloc2 is not installed: the embedded Valkey runs on libc malloc (README, Benchmarks)" >&2
 
 $(SAM_STAMP):
