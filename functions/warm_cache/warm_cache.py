@@ -2,8 +2,8 @@
 ``{contractAddresses?, topN?}`` (SPEC §5) → ``{warmed, skipped, failed, tookMs, stoppedEarly, collections}``.
 
 One function, two triggers: an HTTP API event (it has a ``routeKey``) goes through the router, with the
-admin check; a scheduled event warms the top collections by recent traffic. Both run within a time budget
-under the invocation's deadline.
+admin check; a scheduled event warms the top collections by recent traffic, then reaps expired entity
+indexes. Both run within a time budget under the invocation's deadline.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from such_market.admin.cache_warm import (
     API_BUDGET_SECONDS,
     SCHEDULED_BUDGET_SECONDS,
     WarmCacheSettings,
-    WarmRequest,
     parse_warm_request,
+    scheduled_run,
     warm_cache,
 )
 from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
@@ -56,8 +56,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if "routeKey" in event:
         return _api_handler(event, context)
     with deadline.invocation(context):
-        return warm_cache(
+        return scheduled_run(
             runtime_for(WarmCacheSettings),
-            WarmRequest(),
             time_budget_seconds=deadline.budget(SCHEDULED_BUDGET_SECONDS, reserve_seconds=0.5),
         )

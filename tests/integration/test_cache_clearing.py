@@ -122,7 +122,7 @@ def test_clear_all_deletes_every_cache_key_and_counts_them_exactly(
     index = KEYS.collection_index(A)
     for page in range(1, 3001):
         client.set(KEYS.nft_page(A, page, 50), b"x")
-    client.sadd(index, *[KEYS.nft_page(A, page, 50) for page in range(1, 3001)])
+    client.zadd(index, {KEYS.nft_page(A, page, 50): 1 for page in range(1, 3001)})
     durable = {name for name in all_names(client) if name.startswith(b"such-market:durable:")}
     before = all_names(client)
     # When everything is cleared

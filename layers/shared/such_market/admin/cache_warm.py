@@ -4,14 +4,16 @@
 warmed once), or the ``topN`` (1 to 100, default 20) by recent traffic. Either way the run is bounded by a
 time budget under the invocation's deadline and answers ``{warmed, skipped, failed, tookMs, stoppedEarly,
 collections}`` (``such_market.collections.warming``). The body is validated strictly (any other field,
-or both selectors at once, is a 400).
+or both selectors at once, is a 400). The scheduled run also reaps expired entity indexes (``reaped``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from such_market.cache.reaping import reap_indexes
 from such_market.collections.warming import DEFAULT_TOP_N, MAX_TOP_N, warm_collections
 from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, FunctionSettings
 from such_market.errors import BadRequestError
@@ -22,6 +24,8 @@ MAX_BODY_BYTES: Final = 8192
 MAX_ADDRESSES: Final = 50
 SCHEDULED_BUDGET_SECONDS: Final = 60.0
 """A scheduled run's budget: far below the 5-minute interval, so runs never overlap."""
+WARM_SHARE: Final = 0.8
+"""The share of a scheduled run's budget the warmer may spend; the reaper has the rest (at least 20 %)."""
 API_BUDGET_SECONDS: Final = 20.0
 """A request's budget: under API Gateway's 30-second integration timeout."""
 
@@ -73,3 +77,13 @@ def warm_cache(runtime: Runtime, request: WarmRequest, *, time_budget_seconds: f
         runtime, addresses=request.addresses, top_n=request.top_n, time_budget_seconds=time_budget_seconds
     )
     return report.as_dict()
+
+
+def scheduled_run(runtime: Runtime, *, time_budget_seconds: float) -> dict[str, Any]:
+    """The 5-minute run: warm the busiest collections, then reap expired entity indexes with the time left
+    (``such_market.cache.reaping``); the warm answer with ``reaped`` added."""
+    started = time.monotonic()
+    body = warm_cache(runtime, WarmRequest(), time_budget_seconds=time_budget_seconds * WARM_SHARE)
+    left = time_budget_seconds - (time.monotonic() - started)
+    body["reaped"] = reap_indexes(runtime.cache, time_budget_seconds=max(left, 0.0)).as_dict()
+    return body

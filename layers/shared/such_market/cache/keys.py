@@ -87,6 +87,11 @@ class CacheKeys:
     def owned_index(self, address: str, wallet: str) -> str:
         return f"{self.prefix}:idx:collections:{{{address}}}:owned:{wallet}"
 
+    def index_registry(self) -> str:
+        """Every entity index, scored with the time (ms) after which all it tracked has expired: the
+        reaper's worklist (``such_market.cache.reaping``). Durable, so a cache clear never orphans an index."""
+        return self.durable("index-registry")
+
     # -- namespaces --------------------------------------------------------------------------------
     def durable(self, *parts: str) -> str:
         """A key in the durable namespace (locks, idempotency, analytics): never cleared as cache."""

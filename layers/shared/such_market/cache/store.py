@@ -33,7 +33,7 @@ from such_market.cache.breaker import CircuitBreaker
 from such_market.cache.client import cache_errors, get_client
 from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys, drain_list_key, lease_key, lease_set_key, tombstone_key
-from such_market.cache.tiers import INDEX_TTL_SECONDS, Tier, effective_tier, fresh_ttl_ms, physical_ttl_ms
+from such_market.cache.tiers import INDEX_CAP, Tier, effective_tier, fresh_ttl_ms, physical_ttl_ms
 from such_market.config import CacheSettings
 from such_market.container import per_container
 from such_market.errors import ServiceUnavailableError
@@ -59,6 +59,9 @@ DRAIN_BATCH = 100
 """Names one ``DRAIN`` call deletes: about 0.15 ms of server time for cached pages (SSCAN + UNLINK +
 SREM), so another client's GET waits about 0.4 ms at worst during a 10,000-key drain (250 names a
 call: 0.75 ms; bench ``invalidation``)."""
+REGISTRY_SLACK_MS = 60_000
+"""Added to an index's horizon in the registry: the reaper judges it on its own clock, the values expire on
+the server's, so clocks a minute apart still never reap an index before what it tracks has expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class _Scripts:
     release: Script
     invalidate_index: Script
     drain: Script
+    prune: Script
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class ReadThroughCache:
                 release=client.register_script(scripts.RELEASE_IF_OWNER),
                 invalidate_index=client.register_script(scripts.INVALIDATE_INDEX),
                 drain=client.register_script(scripts.DRAIN),
+                prune=client.register_script(scripts.PRUNE),
             )
             self._client = client
         return client
@@ -166,9 +171,7 @@ class ReadThroughCache:
         pause = _FIRST_POLL_SECONDS
         while True:
             try:
-                outcome = self.scripts.get_or_lease(
-                    keys=[key, lease, *linked], args=[token, lease_ms, INDEX_TTL_SECONDS, self._now_ms()]
-                )
+                outcome = self.scripts.get_or_lease(keys=[key, lease, *linked], args=[token, lease_ms, self._now_ms()])
             except self._cache_errors as error:
                 self._cache_failed("lease", error)
                 return self._load_or_stale(load, kept, "BYPASS")
@@ -220,22 +223,29 @@ class ReadThroughCache:
         linked: Sequence[str],
         min_fresh_ms: int = 0,
     ) -> bool:
-        """Write ``entry`` while the lease is ours; whether it was written."""
+        """Write ``entry`` while the lease is ours and its indexes have room; whether it was written.
+
+        The indexes are put on the reaper's registry first (``ZADD GT``: a horizon only moves later), so an
+        index never holds a key the registry does not cover, even if this process dies mid-way.
+        """
         found = entry.status < 400
         fresh_ms = fresh_ttl_ms(effective_tier(tier, entry.tier), found=found, scale=self.ttl_scale)
         if found and entry.tier is None:
             fresh_ms = max(fresh_ms, min_fresh_ms)
-        value = entries.encode(entry, self._now_ms() + fresh_ms)
+        now_ms = self._now_ms()
+        value = entries.encode(entry, now_ms + fresh_ms)
+        kept_ms = physical_ttl_ms(fresh_ms, found=found)
         try:
-            return bool(
-                self.scripts.fill(
-                    keys=[key, lease, *linked],
-                    args=[token, value, physical_ttl_ms(fresh_ms, found=found), INDEX_TTL_SECONDS],
-                )
-            )
+            if linked:
+                horizon = now_ms + kept_ms + REGISTRY_SLACK_MS
+                self.client.zadd(self.keys.index_registry(), dict.fromkeys(linked[::2], horizon), gt=True)
+            stored = self.scripts.fill(keys=[key, lease, *linked], args=[token, value, kept_ms, INDEX_CAP])
         except self._cache_errors as error:
             self._cache_failed("fill", error)
             return False
+        if stored == 2:
+            logger.warning("entity index full: answer served, not stored", extra={"cache_key": key})
+        return bool(stored == 1)
 
     def _give_back(self, lease: str, token: str, linked: Sequence[str]) -> None:
         try:
@@ -269,9 +279,7 @@ class ReadThroughCache:
         linked = _with_lease_sets(indexes)
         lease_ms = _lease_within(lease_ms, deadline.remaining())
         try:
-            outcome = self.scripts.get_or_lease(
-                keys=[key, lease, *linked], args=[token, lease_ms, INDEX_TTL_SECONDS, fresh_until_ms]
-            )
+            outcome = self.scripts.get_or_lease(keys=[key, lease, *linked], args=[token, lease_ms, fresh_until_ms])
         except self._cache_errors as error:
             self._cache_failed("lease", error)
             raise
@@ -319,16 +327,18 @@ class ReadThroughCache:
         tag = secrets.token_hex(8)
         drains = drain_list_key(index)
         step_one = [index, lease_set_key(index), drains, tombstone_key(index, tag)]
-        deleted, pending, resume = self.scripts.invalidate_index(keys=step_one, args=[batch, INDEX_TTL_SECONDS])
-        total = int(deleted)
-        for tombstone in pending:
-            # The new tombstone goes on from step 1's cursor; an older one (its drainer died) from the start.
-            cursor = resume if tombstone == step_one[3].encode() else b"0"
-            while True:
-                batch_deleted, cursor = self.scripts.drain(keys=[tombstone, drains], args=[batch, cursor])
-                total += int(batch_deleted)
-                if cursor == b"0":
-                    break
+        deleted, pending, _more = self.scripts.invalidate_index(keys=step_one, args=[batch])
+        # ``pending``: the new tombstone if its first batch did not empty it, and any older one (its drainer died).
+        return int(deleted) + sum(self.drain_tombstone(tombstone, drains, batch=batch) for tombstone in pending)
+
+    def drain_tombstone(self, tombstone: bytes | str, drains: str, *, batch: int = DRAIN_BATCH) -> int:
+        """Drain ``tombstone`` (of the index whose drain list is ``drains``) ``batch`` names a call; returns
+        how many keys were deleted."""
+        total = 0
+        more = 1
+        while more:
+            batch_deleted, more = self.scripts.drain(keys=[tombstone, drains], args=[batch])
+            total += int(batch_deleted)
         return total
 
     # -- helpers -----------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ class Tier(enum.IntEnum):
     COLD = 86400
 
 
-#: Index sets must outlive every key they track: the longest physical TTL there can be.
-INDEX_TTL_SECONDS = int(Tier.COLD * (1 + JITTER) * STALE_FACTOR) + 60
+INDEX_CAP = 25_000
+"""Live keys one entity index tracks at most: a fill past it is served but not stored, so an index (which has
+no TTL and is never evicted; ``such_market.cache.scripts``) stays under about 3 MB whatever a caller asks for."""
 
 _random = random.Random()  # noqa: S311 - jitter, not cryptography
 

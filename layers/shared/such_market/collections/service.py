@@ -281,7 +281,7 @@ def page_answer(
             else None,
             "indexing": indexing,
         },
-        brief=indexing,
+        brief=indexing or not result.nfts,  # an empty page (past the end, a filter matching nothing) is cheap
         cacheable=shared,
     )
 
@@ -487,7 +487,8 @@ def owned_tokens(
                 "hasMore": result.has_more,
                 "indexing": is_indexing(row),
             },
-            brief=is_indexing(row),
+            # Any wallet may be asked for: one holding nothing here is kept as briefly as a not-found.
+            brief=is_indexing(row) or not result.nfts,
         )
 
     keys = runtime.cache.keys
