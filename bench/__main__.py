@@ -28,6 +28,7 @@ GROUPS = {
     "ownership": "bench.ownership",
     "analytics": "bench.analytics",
     "warming": "bench.warming",
+    "flood": "bench.flood",
 }
 
 

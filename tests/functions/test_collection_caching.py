@@ -197,3 +197,30 @@ def test_discovery_stays_bounded_while_the_cache_is_down(
     # Then the container's own buckets bound it the same way
     assert statuses == [404] * 10 + [429] * 5
     assert alchemy_stub.request_count("getContractMetadata") == 10
+
+
+# -- issue 15, item 1: what any caller can vary at will is kept only briefly ------------------------------
+def test_answers_a_caller_can_vary_at_will_are_kept_briefly_and_real_ones_for_their_tier(
+    call: Call, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    # Given an indexed collection whose tokens are all held by one wallet
+    holder = "0x" + "11" * 20
+    seed_indexed_collection(db, address=SEEDED, tokens=30, holder=lambda _: holder)
+    stranger = "0x" + "77" * 20
+    # When a random wallet's tokens, a page past the end and a filter matching nothing are read
+    owned = call("GET", f"/api/collection/{SEEDED}/nfts/owned?userAddress={stranger}")
+    past_end = call("GET", f"/api/collection/{SEEDED}/nfts?page=3")
+    no_match = call("GET", f"/api/collection/{SEEDED}/nfts?trait.Color=Nothing")
+    assert (owned.body["nfts"], past_end.body["nfts"], no_match.body["nfts"]) == ([], [], [])
+    # Then each is kept no longer than a not-found
+    owned_key = f"such-market:collections:{{{SEEDED}}}:owned:{{{stranger}}}:page:0:size:20"
+    assert 0 < cache.pttl(owned_key) <= BRIEF_MAX_MS
+    assert 0 < cache.pttl(page_key(SEEDED, 3, 20)) <= BRIEF_MAX_MS
+    filtered = list(cache.scan_iter(match=f"such-market:collections:{{{SEEDED}}}:nfts:page:0:*:f:*"))
+    assert filtered
+    assert all(0 < cache.pttl(key) <= BRIEF_MAX_MS for key in filtered if not key.endswith(b":lease"))
+    # And the holder's tokens and a real page keep their tiers (hot: 300 s, warm: 1800 s, kept twice as long)
+    call("GET", f"/api/collection/{SEEDED}/nfts/owned?userAddress={holder}")
+    call("GET", f"/api/collection/{SEEDED}/nfts?page=0")
+    assert cache.pttl(f"such-market:collections:{{{SEEDED}}}:owned:{{{holder}}}:page:0:size:20") > BRIEF_MAX_MS
+    assert cache.pttl(page_key(SEEDED, 0, 20)) >= WARM_MIN_MS
