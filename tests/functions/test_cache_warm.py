@@ -100,6 +100,24 @@ def test_the_scheduled_run_warms_the_top_collections(
     assert report["failed"] == 0
 
 
+def test_the_scheduled_run_reaps_indexes_whose_keys_all_expired(
+    lambda_env: dict[str, str], context: FakeContext, cache: redis.Redis
+) -> None:
+    # Given a wallet's index on the registry whose only key expired long ago (its horizon is past)
+    from such_market.cache.keys import CacheKeys
+
+    keys = CacheKeys("such-market")
+    wallet_index = keys.owned_index(QUIET, "0x" + "77" * 20)
+    cache.zadd(wallet_index, {keys.owned(QUIET, "0x" + "77" * 20, 0, 20): 1000})
+    cache.zadd(keys.index_registry(), {wallet_index: 2000})
+    # When the scheduled run goes
+    report = warm_cache.lambda_handler(load_event("warm_cache_scheduled"), context)
+    # Then the index is gone and forgotten, and the run says so
+    assert report["reaped"] == {"indexesVisited": 1, "indexesForgotten": 1, "keysDeleted": 0, "finished": True}
+    assert not cache.exists(wallet_index)
+    assert cache.zscore(keys.index_registry(), wallet_index) is None
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

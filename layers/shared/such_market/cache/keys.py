@@ -1,12 +1,12 @@
 """Cache key names: hierarchical, prefixed, and cluster-safe.
 
 The part in braces is the hash tag, so every key of one collection (metadata, pages, traits, single
-NFTs, token ownership, a wallet's tokens in it, and the index sets that track them) lives in one slot
+NFTs, token ownership, a wallet's tokens in it, and the indexes that track them) lives in one slot
 and can be invalidated by one atomic script, in cluster mode too. Inputs are validated before they get
 here (addresses lower-case, token ids decimal), so key names never carry raw user input.
 
 Two namespaces never mix: cache keys (``<prefix>:collections:…``, ``…:ownership:…``, ``…:wallets:…``,
-``…:users:…``, the ``…:idx:…`` index sets with their lease sets, drain lists and tombstones, and
+``…:users:…``, the ``…:idx:…`` entity indexes with their lease sets, drain lists and tombstones, and
 ``…:lease`` fill leases; ``CACHE_NAMESPACES``) may be deleted at any time; durable state lives under
 ``<prefix>:durable:…`` and no cache operation touches it.
 """
@@ -80,7 +80,7 @@ class CacheKeys:
         """Whether ``key`` (0x + 64 lower-case hex digits) is an app key of ``fid``: Neynar's answer, kept briefly."""
         return f"{self.prefix}:appkeys:{{{fid}}}:{key}"
 
-    # -- index sets: which keys exist for an entity (same slot as the keys they track) ------------
+    # -- entity indexes: which keys exist for an entity (same slot as the keys they track) ------------
     def collection_index(self, address: str) -> str:
         return f"{self.prefix}:idx:collections:{{{address}}}"
 
