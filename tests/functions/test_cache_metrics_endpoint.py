@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 import pytest
 
 from local.alchemy_stub import ERC721_CONTRACT
 from such_market.container import close_all
 from tests.conftest import ADMIN_TOKEN, MotoBus
+from tests.fixtures.seed import seed_indexed_collection
 from tests.functions.conftest import Reply
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 METRICS = "/api/admin/cache/metrics"
+SEEDED = "0x" + "5e" * 20
 
 
 def post(api: Callable[..., Reply], body: object) -> Reply:
@@ -110,3 +114,23 @@ def test_consumers_count_the_events_they_processed_and_failed(api: Callable[...,
         invalidate_cache.lambda_handler(broken, FakeContext())  # type: ignore[arg-type]
     pipeline = api("GET", METRICS, ADMIN).body["analytics"]["eventPipeline"]
     assert (pipeline["eventsProcessed"], pipeline["eventsFailed"]) == (1, 1)
+
+
+def test_never_cached_pages_are_bypass_and_cannot_skew_the_hit_rate(
+    api: Callable[..., Reply], db: psycopg.Connection[Any]
+) -> None:
+    # Given an indexed collection whose first page is read three times (a miss, then two hits)
+    seed_indexed_collection(db, address=SEEDED, tokens=50, holder=lambda _: "0x" + "11" * 20)
+    target = f"/api/collection/{SEEDED}/nfts"
+    assert [api("GET", target).cache for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    # When a caller floods a page size that is never cached (issue 15: 700 pageSize=7 GETs)
+    floods = {api("GET", f"{target}?pageSize=7&page={index % 5}").cache for index in range(150)}
+    close_all()
+    # Then each of those answers says BYPASS, and is recorded so: in the requests, not in the hit rate
+    assert floods == {"BYPASS"}
+    analytics = api("GET", METRICS, ADMIN).body["analytics"]
+    page = analytics["breakdown"]["byEndpoint"]["nfts-page"]
+    assert (page["requests"], page["hits"], page["misses"], page["bypass"], page["cacheable"]) == (153, 2, 1, 150, 3)
+    assert analytics["overview"]["hitRate"] == round(2 / 3, 4)
+    # And no alert opens: three cacheable requests are too few to judge
+    assert analytics["alerts"] == []
