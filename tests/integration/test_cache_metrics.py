@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -248,3 +250,52 @@ def test_a_minute_of_analytics_is_bounded_whatever_the_latencies(cache: redis.Re
     for label, q in (("p95", 0.95), ("p99", 0.99)):
         truth = exact(everything, q)
         assert abs(figures[label] - truth) <= RELATIVE_ACCURACY * truth, label
+
+
+# -- issue 15, item 9: figures written within a bound, EMF per invocation -----------------------------------
+
+
+def test_pending_figures_are_due_one_interval_after_the_first_whatever_comes_after(cache: redis.Redis) -> None:
+    clock = Clock(NOW)
+    lines: list[str] = []
+    traffic = Recorder(client=lambda: cache, keys=KEYS, clock=clock, emf_namespace="SuchMarket", emit=lines.append)
+    # Given two requests 3 s apart, and nothing after them
+    traffic.observe("traits", "HIT", 0.0002)
+    clock.now += 3
+    traffic.observe("traits", "MISS", 0.004)
+    # Then each printed its own EMF line at once (CloudWatch has both, whatever happens next)
+    documents = [json.loads(line) for line in lines]
+    assert [(d["Endpoint"], d.get("CacheHit"), d.get("CacheMiss"), d["Latency"]) for d in documents] == [
+        ("traits", 1, None, 0.2),
+        ("traits", None, 1, 4.0),
+    ]
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+    # And the figures are due for Valkey one interval after the first of them, not after the last flush
+    clock.now = NOW + traffic.flush_interval - 0.001
+    assert not traffic.due()
+    clock.now = NOW + traffic.flush_interval
+    assert traffic.due()
+    traffic.flush_if_due()
+    assert report(cache, now=clock.now)["analytics"]["overview"]["totalRequests"] == 2
+    assert not traffic.due()
+    assert len(lines) == 2  # a flush prints nothing more: CloudWatch counts each invocation once
+
+
+def test_the_flusher_writes_behind_without_a_request(cache: redis.Redis) -> None:
+    # Given a recorder writing behind with a short interval, and three requests
+    minute = int(time.time() // 60)
+    traffic = Recorder(client=lambda: cache, keys=KEYS, flush_interval=0.05, write_behind=True)
+    for _ in range(3):
+        traffic.observe("owner", "HIT", 0.0003)
+    # When nothing else happens, Then its flusher thread writes them (polled: no timing is asserted)
+    names = [store.minute_key(KEYS, m) for m in (minute - 1, minute, minute + 1)]  # a minute may turn
+
+    def written() -> int:
+        return sum(int(cache.hget(name, "n|owner|HIT") or 0) for name in names)
+
+    for _ in range(200):
+        if written() == 3:
+            break
+        time.sleep(0.025)
+    assert written() == 3
+    traffic.close()
