@@ -4,17 +4,23 @@ the admin check, bad input, and the dead-letter depth read from SQS (moto)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 import pytest
+import redis
 
 from local.alchemy_stub import ERC721_CONTRACT
 from such_market.container import close_all
 from tests.conftest import ADMIN_TOKEN, MotoBus
+from tests.fixtures.seed import seed_indexed_collection
 from tests.functions.conftest import Reply
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 METRICS = "/api/admin/cache/metrics"
+SEEDED = "0x" + "5e" * 20
 
 
 def post(api: Callable[..., Reply], body: object) -> Reply:
@@ -110,3 +116,76 @@ def test_consumers_count_the_events_they_processed_and_failed(api: Callable[...,
         invalidate_cache.lambda_handler(broken, FakeContext())  # type: ignore[arg-type]
     pipeline = api("GET", METRICS, ADMIN).body["analytics"]["eventPipeline"]
     assert (pipeline["eventsProcessed"], pipeline["eventsFailed"]) == (1, 1)
+
+
+def test_never_cached_pages_are_bypass_and_cannot_skew_the_hit_rate(
+    api: Callable[..., Reply], db: psycopg.Connection[Any]
+) -> None:
+    # Given an indexed collection whose first page is read three times (a miss, then two hits)
+    seed_indexed_collection(db, address=SEEDED, tokens=50, holder=lambda _: "0x" + "11" * 20)
+    target = f"/api/collection/{SEEDED}/nfts"
+    assert [api("GET", target).cache for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    # When a caller floods a page size that is never cached (issue 15: 700 pageSize=7 GETs)
+    floods = {api("GET", f"{target}?pageSize=7&page={index % 5}").cache for index in range(150)}
+    close_all()
+    # Then each of those answers says BYPASS, and is recorded so: in the requests, not in the hit rate
+    assert floods == {"BYPASS"}
+    analytics = api("GET", METRICS, ADMIN).body["analytics"]
+    page = analytics["breakdown"]["byEndpoint"]["nfts-page"]
+    assert (page["requests"], page["hits"], page["misses"], page["bypass"], page["cacheable"]) == (153, 2, 1, 150, 3)
+    assert analytics["overview"]["hitRate"] == round(2 / 3, 4)
+    # And no alert opens: three cacheable requests are too few to judge
+    assert analytics["alerts"] == []
+
+
+# -- issue 15, item 9: the operator's figures neither lag nor leak ------------------------------------------
+
+
+def test_every_request_reaches_the_metrics_within_the_bound_with_no_request_after_it(
+    api: Callable[..., Reply], cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from such_market.analytics import recorder
+    from such_market.analytics.report import Pipeline, metrics_report
+    from such_market.cache.keys import CacheKeys
+
+    # Given a container whose flusher writes pending figures 0.5 s after they were recorded
+    monkeypatch.setattr(recorder, "FLUSH_INTERVAL_SECONDS", 0.5)
+    close_all()
+    # When 60 requests are served and then nothing more (issue 15: 60 requests showed as 2 for over 20 s)
+    target = f"/api/collection/{ERC721_CONTRACT}"
+    assert [api("GET", target).cache for _ in range(60)] == ["MISS"] + ["HIT"] * 59
+    # Then, with no further request at all, what the metrics endpoint reads (the minute hashes; read
+    # directly, since any request through a handler of this process could flush the container) counts
+    # all 60, and the endpoint answers the same
+    quiet = Pipeline(outbox_backlog=0, oldest_unpublished_age_seconds=0.0, dlq_depth=0)
+    seen = []
+    for _ in range(100):  # up to ~10 s: 20 times the bound, so a slow machine cannot fail it
+        answer = metrics_report(client=cache, keys=CacheKeys("such-market"), window="15m", pipeline=quiet)
+        seen.append(answer["analytics"]["overview"]["totalRequests"])
+        if seen[-1] == 60:
+            break
+        time.sleep(0.1)
+    assert seen[-1] == 60, seen
+    assert api("GET", METRICS, ADMIN).body["analytics"]["overview"]["totalRequests"] == 60
+
+
+def test_each_invocation_prints_its_own_figures_as_emf(
+    api: Callable[..., Reply], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a warm container
+    target = f"/api/collection/{ERC721_CONTRACT}"
+    api("GET", target)
+    capsys.readouterr()
+    # When two invocations are served (a hit each)
+    assert [api("GET", target).cache for _ in range(2)] == ["HIT", "HIT"]
+    # Then each printed one EMF document of its own figures, before any flush
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(documents) == 2
+    for document in documents:
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "SuchMarket"
+        assert directive["Dimensions"] == [["service", "Endpoint"], ["service"]]
+        assert [metric["Name"] for metric in directive["Metrics"]] == ["Requests", "CacheHit", "Latency"]
+        assert (document["Endpoint"], document["Requests"], document["CacheHit"]) == ("metadata", 1, 1)
+        assert 0 < document["Latency"] < 1000
+        assert "CacheMiss" not in document

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from local.services import EmbeddedValkey
+from such_market.analytics import store
 from such_market.analytics.histogram import RELATIVE_ACCURACY
 from such_market.analytics.recorder import Recorder
 from such_market.analytics.report import Pipeline, Thresholds, metrics_report, reset, resolve_alert
@@ -80,8 +83,8 @@ def test_windows_merge_what_two_containers_recorded(cache: redis.Redis) -> None:
 def test_an_alert_opens_dedupes_resolves_by_hand_and_clears_by_itself(cache: redis.Redis) -> None:
     clock = Clock(NOW)
     traffic = recorder(cache, clock)
-    # Given a hit rate of 50 % over 40 requests (the threshold is 80 %)
-    for index in range(40):
+    # Given a hit rate of 50 % over 200 requests (the threshold is 80 %)
+    for index in range(200):
         traffic.observe("nfts-page", "HIT" if index % 2 else "MISS", 0.001)
     traffic.flush()
     # When the metrics are read twice
@@ -100,14 +103,14 @@ def test_an_alert_opens_dedupes_resolves_by_hand_and_clears_by_itself(cache: red
     assert resolved["alert"]["status"] == "resolved"
     assert report(cache, now=NOW + 60)["analytics"]["alerts"] == []
     # When the condition clears (many hits), the alert is gone; when it returns, a new one opens
-    for _ in range(400):
+    for _ in range(2000):
         traffic.observe("nfts-page", "HIT", 0.001)
     traffic.flush()
     cleared = report(cache, now=NOW + 90)
     assert cleared["analytics"]["alerts"] == []
     assert cleared["health"]["status"] == "healthy"
     assert cache.hlen(KEYS.durable("analytics", "alerts")) == 0
-    for _ in range(2000):
+    for _ in range(10_000):
         traffic.observe("nfts-page", "MISS", 0.001)
     traffic.flush()
     returned = report(cache, now=NOW + 120)["analytics"]["alerts"]
@@ -140,7 +143,7 @@ def test_too_few_requests_are_not_judged(cache: redis.Redis) -> None:
 
 def test_reset_forgets_figures_and_alerts_but_nothing_else(cache: redis.Redis) -> None:
     traffic = recorder(cache, Clock(NOW))
-    for _ in range(30):
+    for _ in range(Thresholds().min_requests):
         traffic.observe("metadata", "MISS", 0.001)
     traffic.count_event("invalidator", "processed")
     traffic.flush()
@@ -186,3 +189,113 @@ def test_recording_survives_a_valkey_restart_without_failing(persistent_valkey: 
     profile = report(client)["analytics"]["breakdown"]["byEndpoint"]["profile"]
     assert (profile["hits"], profile["misses"]) == (5, 7)
     client.close()
+
+
+# -- issue 15, item 8: figures nobody can skew ----------------------------------------------------------
+
+
+def test_the_hit_rate_is_over_cacheable_requests_and_judged_from_a_minimum_of_them(cache: redis.Redis) -> None:
+    clock = Clock(NOW)
+    traffic = recorder(cache, clock)
+    minimum = Thresholds().min_requests
+    # Given many never-cached answers (BYPASS) and fewer cacheable ones than the minimum, all misses
+    for _ in range(1000):
+        traffic.observe("nfts-page", "BYPASS", 0.001)
+    for _ in range(minimum - 2):
+        traffic.observe("nfts-page", "MISS", 0.001)
+    traffic.observe("nfts-page", "STALE", 0.001)
+    traffic.flush()
+    # Then the rate is over the cacheable ones only (STALE is a miss: an expired value not refreshed),
+    # and it is not judged: the BYPASS answers count in totalRequests, not towards the minimum
+    answer = report(cache)
+    overview, page = answer["analytics"]["overview"], answer["analytics"]["breakdown"]["byEndpoint"]["nfts-page"]
+    assert (overview["totalRequests"], page["cacheable"], overview["hitRate"]) == (1000 + minimum - 1, minimum - 1, 0.0)
+    assert answer["analytics"]["alerts"] == []
+    # When one more cacheable request comes, the minimum is reached and the low hit rate is an alert
+    traffic.observe("nfts-page", "HIT", 0.001)
+    traffic.flush()
+    answer = report(cache, now=NOW + 1)
+    assert answer["analytics"]["overview"]["hitRate"] == round(1 / minimum, 4)
+    assert [alert["id"] for alert in answer["analytics"]["alerts"]] == ["hit_rate_low"]
+
+
+def test_a_minute_of_analytics_is_bounded_whatever_the_latencies(cache: redis.Redis) -> None:
+    # Given every outcome of one endpoint, each with latencies spread log-uniformly over 1 µs .. 100 s
+    # (a million-fold spread: ~1,800 distinct 1 % buckets each), from 3 containers flushing 4 times each
+    clock = Clock(NOW)
+    rng = random.Random(15)
+    containers = [recorder(cache, clock) for _ in range(3)]
+    latencies: dict[str, list[float]] = {outcome: [] for outcome in ("HIT", "MISS", "BYPASS", "STALE")}
+    for _ in range(4):
+        for container in containers:
+            for outcome, seen in latencies.items():
+                for _ in range(2000):
+                    seconds = 10 ** rng.uniform(-6, 2)
+                    seen.append(seconds)
+                    container.observe("nfts-page", outcome, seconds)
+            assert container.flush()
+    # Then the minute's hash holds 3 fields per outcome, within the stated bound in bytes
+    name = store.minute_key(KEYS, int(NOW // 60))
+    assert cache.hlen(name) == 3 * 4
+    used = cache.memory_usage(name)
+    assert used is not None
+    assert used <= 4 * store.MAX_CELL_MEMORY_BYTES, used
+    for field, value in cache.hgetall(name).items():
+        if field.startswith(b"b|"):
+            assert len(value) <= store.MAX_HISTOGRAM_BYTES
+    # And nothing is lost: every request is counted, and the upper percentiles are still exact to 1 %
+    figures = report(cache)["analytics"]["breakdown"]["byEndpoint"]["nfts-page"]
+    assert figures["requests"] == 4 * 3 * 4 * 2000
+    everything = [s * 1000 for seen in latencies.values() for s in seen]
+    for label, q in (("p95", 0.95), ("p99", 0.99)):
+        truth = exact(everything, q)
+        assert abs(figures[label] - truth) <= RELATIVE_ACCURACY * truth, label
+
+
+# -- issue 15, item 9: figures written within a bound, EMF per invocation -----------------------------------
+
+
+def test_pending_figures_are_due_one_interval_after_the_first_whatever_comes_after(cache: redis.Redis) -> None:
+    clock = Clock(NOW)
+    lines: list[str] = []
+    traffic = Recorder(client=lambda: cache, keys=KEYS, clock=clock, emf_namespace="SuchMarket", emit=lines.append)
+    # Given two requests 3 s apart, and nothing after them
+    traffic.observe("traits", "HIT", 0.0002)
+    clock.now += 3
+    traffic.observe("traits", "MISS", 0.004)
+    # Then each printed its own EMF line at once (CloudWatch has both, whatever happens next)
+    documents = [json.loads(line) for line in lines]
+    assert [(d["Endpoint"], d.get("CacheHit"), d.get("CacheMiss"), d["Latency"]) for d in documents] == [
+        ("traits", 1, None, 0.2),
+        ("traits", None, 1, 4.0),
+    ]
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+    # And the figures are due for Valkey one interval after the first of them, not after the last flush
+    clock.now = NOW + traffic.flush_interval - 0.001
+    assert not traffic.due()
+    clock.now = NOW + traffic.flush_interval
+    assert traffic.due()
+    traffic.flush_if_due()
+    assert report(cache, now=clock.now)["analytics"]["overview"]["totalRequests"] == 2
+    assert not traffic.due()
+    assert len(lines) == 2  # a flush prints nothing more: CloudWatch counts each invocation once
+
+
+def test_the_flusher_writes_behind_without_a_request(cache: redis.Redis) -> None:
+    # Given a recorder writing behind with a short interval, and three requests
+    minute = int(time.time() // 60)
+    traffic = Recorder(client=lambda: cache, keys=KEYS, flush_interval=0.05, write_behind=True)
+    for _ in range(3):
+        traffic.observe("owner", "HIT", 0.0003)
+    # When nothing else happens, Then its flusher thread writes them (polled: no timing is asserted)
+    names = [store.minute_key(KEYS, m) for m in (minute - 1, minute, minute + 1)]  # a minute may turn
+
+    def written() -> int:
+        return sum(int(cache.hget(name, "n|owner|HIT") or 0) for name in names)
+
+    for _ in range(200):
+        if written() == 3:
+            break
+        time.sleep(0.025)
+    assert written() == 3
+    traffic.close()

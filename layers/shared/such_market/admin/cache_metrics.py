@@ -13,7 +13,15 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from such_market.analytics.report import Pipeline, Thresholds, Window, metrics_report, reset, resolve_alert
+from such_market.analytics.report import (
+    MIN_CACHEABLE_REQUESTS,
+    Pipeline,
+    Thresholds,
+    Window,
+    metrics_report,
+    reset,
+    resolve_alert,
+)
 from such_market.analytics.schemas import ALERT_ID_PATTERN
 from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, FunctionSettings, SettingsPart
 from such_market.errors import BadRequestError
@@ -31,12 +39,14 @@ class AlertSettings(SettingsPart):
     alert_hit_rate_min: float = Field(default=0.80, ge=0, le=1)
     alert_p99_max_ms: float = Field(default=100.0, gt=0, le=60_000)
     alert_outbox_age_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    alert_min_cacheable_requests: int = Field(default=MIN_CACHEABLE_REQUESTS, ge=1, le=1_000_000)
 
     def thresholds(self) -> Thresholds:
         return Thresholds(
             hit_rate_min=self.alert_hit_rate_min,
             p99_max_ms=self.alert_p99_max_ms,
             outbox_age_max_seconds=self.alert_outbox_age_max_seconds,
+            min_requests=self.alert_min_cacheable_requests,
         )
 
 

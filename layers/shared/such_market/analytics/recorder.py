@@ -1,24 +1,29 @@
-"""The container's traffic aggregate: recorded in memory on every response, flushed now and then.
+"""The container's traffic aggregate: recorded in memory on every response, written behind, and printed
+as CloudWatch EMF per invocation.
 
 ``Recorder.observe`` runs on every cache-fronted response, HITs included, and costs a few microseconds:
-no I/O, only in-memory counters keyed by (minute, endpoint family, outcome) and a histogram bucket.
-``flush_if_due`` writes the aggregate to Valkey in ONE pipelined call (``analytics.store.write``) at most
-every ``FLUSH_INTERVAL_SECONDS``, after the response was computed, and prints the same figures as
-CloudWatch EMF. Recording is best effort: a failed flush is logged and never fails a request; what it
-could not write is kept for the next flush (at most ``MAX_PENDING_MINUTES`` minutes, oldest dropped first),
-and while the cache front's circuit breaker is open no flush is tried. A container that is frozen or
-killed loses at most the figures of its last interval.
+no round trip, only in-memory counters keyed by (minute, endpoint family, outcome), a histogram bucket,
+and one EMF line of that invocation's own figures (``Requests``, its outcome's ``CacheHit``/``CacheMiss``/
+``CacheBypass``/``CacheStale`` and ``Latency``, dimensions ``service`` + ``Endpoint`` and ``service``), built
+from a prepared template and printed at once: on Lambda stdout is the log stream CloudWatch reads, so every
+invocation reaches CloudWatch whatever happens to the container afterwards (a print, not a round trip).
+
+The figures reach Valkey (and so ``GET /api/admin/cache/metrics``) write-behind: the first figure recorded
+after a flush arms a daemon flusher thread, which writes everything pending in ONE pipelined call
+(``analytics.store.write``) ``FLUSH_INTERVAL_SECONDS`` later, whether or not another request comes. So a
+figure is in Valkey within that bound plus one write while the process runs, and a request never waits
+for the write. On Lambda the process is frozen between invocations: a thread cannot run then, so the
+figures of a container's last interval before a freeze are written when it thaws (at its next
+invocation) — or never, if the platform recycles it frozen; CloudWatch has them all the same (EMF).
+
+Recording is best effort: a failed flush is logged and never fails a request; what it could not write is
+kept for the next flush (at most ``MAX_PENDING_MINUTES`` minutes, oldest dropped first), and while the
+cache front's circuit breaker is open no flush is tried.
 
 A response of a collection route also counts its contract address (and, for a first NFT page, its page
 size): one more dict increment, flushed in the same pipeline to the traffic sets the cache warmer reads
 (``such_market.analytics.traffic``). The counts are kept raw (as requested) and normalized at flush time,
 off the request path; traffic a failed flush could not write is dropped (the next windows have more).
-
-EMF: the counts go through Powertools ``EphemeralMetrics`` (one document per endpoint family, dimension
-``Endpoint``: ``Requests``, ``CacheHit``, ``CacheMiss``, ``CacheBypass``, ``CacheStale``); the latency
-distribution is a ``Latency`` metric in milliseconds written as EMF ``Values``/``Counts`` (the histogram's
-representative values and their counts), which Powertools cannot express, so CloudWatch computes true
-percentiles (p99 alarms) from it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from such_market.analytics import store, traffic
-from such_market.analytics.histogram import bucket_of, value_of
+from such_market.analytics.histogram import bucket_of
 from such_market.analytics.store import Cell, CellKey
 from such_market.cache.keys import CacheKeys
 from such_market.config import CacheSettings
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
     from such_market.cache.client import CacheClient
 
 FLUSH_INTERVAL_SECONDS: Final = 5.0
+"""How long a recorded figure waits at most before the flusher writes it (the endpoint's bound)."""
 MAX_PENDING_MINUTES: Final = 15
 OUTCOMES: Final = ("HIT", "MISS", "BYPASS", "STALE")
 _OUTCOME_METRICS: Final = {"HIT": "CacheHit", "MISS": "CacheMiss", "BYPASS": "CacheBypass", "STALE": "CacheStale"}
@@ -61,6 +67,9 @@ class Recorder:
         clock: Callable[[], float] = time.time,
         emf_namespace: str | None = None,
         service: str = "such-market",
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        write_behind: bool = False,
+        emit: Callable[[str], object] | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -70,17 +79,27 @@ class Recorder:
         self._events: dict[CellKey, int] = {}
         self._traffic: dict[traffic.TrafficKey, int] = {}
         self._lock = threading.Lock()
-        self._last_flush = clock()
+        self._pending_since: float | None = None
+        """When the oldest figure not yet flushed was recorded (``None``: nothing pending)."""
+        self.flush_interval = flush_interval
+        self._write_behind = write_behind
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._closed = threading.Event()
         self._emf_namespace = emf_namespace
         self._service = service
+        self._emit = emit or _print
+        self._emf_lines: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- recording (hot path) -------------------------------------------------------------------------------
     def observe(self, family: str, outcome: str, seconds: float, subject: traffic.TrafficKey | None = None) -> None:
-        """Count one response of ``family`` served as ``outcome`` in ``seconds``; ``subject`` is the
-        (contract address, first-page size or ``None``) of a collection route's answer, as requested."""
+        """Count one response of ``family`` served as ``outcome`` in ``seconds``, and print it as EMF;
+        ``subject`` is the (contract address, first-page size or ``None``) of a collection route's answer,
+        as requested."""
         microseconds = seconds * 1_000_000
         bucket = bucket_of(microseconds)
-        key = (int(self._clock() // 60), family, outcome)
+        now = self._clock()
+        key = (int(now // 60), family, outcome)
         with self._lock:
             cell = self._cells.get(key)
             if cell is None:
@@ -90,30 +109,47 @@ class Recorder:
             cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
             if subject is not None:
                 self._traffic[subject] = self._traffic.get(subject, 0) + 1
+            armed = self._pending_since is None
+            if armed:
+                self._pending_since = now
+        if armed:
+            self._arm()
+        if self._emf_namespace is not None:
+            self._emit_invocation(family, outcome, seconds, now)
 
     def count_event(self, consumer: str, outcome: str) -> None:
         """Count one event handled by ``consumer`` (``processed`` or ``failed``)."""
-        key = (int(self._clock() // 60), consumer, outcome)
+        now = self._clock()
+        key = (int(now // 60), consumer, outcome)
         with self._lock:
             self._events[key] = self._events.get(key, 0) + 1
+            armed = self._pending_since is None
+            if armed:
+                self._pending_since = now
+        if armed:
+            self._arm()
 
     # -- flushing ---------------------------------------------------------------------------------------------
+    def due(self) -> bool:
+        """Whether pending figures are ``flush_interval`` old (the flusher's cue)."""
+        since = self._pending_since
+        return since is not None and self._clock() - since >= self.flush_interval
+
     def flush_if_due(self) -> None:
-        """``flush()`` when the last one is at least ``FLUSH_INTERVAL_SECONDS`` old."""
-        if self._clock() - self._last_flush >= FLUSH_INTERVAL_SECONDS:
+        """``flush()`` when pending figures are ``flush_interval`` old."""
+        if self.due():
             self.flush()
 
     def flush(self) -> bool:
-        """Write what was recorded since the last flush (one pipelined call) and print it as EMF.
-        Returns whether it was written; never raises."""
-        self._last_flush = self._clock()
+        """Write what was recorded since the last flush (one pipelined call). Returns whether it was
+        written; never raises."""
         with self._lock:
             cells, self._cells = self._cells, {}
             events, self._events = self._events, {}
             counted, self._traffic = self._traffic, {}
+            self._pending_since = None
         if not cells and not events:
             return True
-        self._emit_emf(cells)
         if self._flush_allowed():
             try:
                 window = traffic.window_of(self._clock())
@@ -126,8 +162,15 @@ class Recorder:
         self._keep(cells, events)
         return False
 
+    def close(self) -> None:
+        """Stop the flusher and write what is pending (the container ends)."""
+        self._closed.set()
+        self._wake.set()
+        self.flush()
+
     def _keep(self, cells: dict[CellKey, Cell], events: dict[CellKey, int]) -> None:
-        oldest = int(self._clock() // 60) - MAX_PENDING_MINUTES
+        now = self._clock()
+        oldest = int(now // 60) - MAX_PENDING_MINUTES
         with self._lock:
             for key, cell in cells.items():
                 if key[0] > oldest:
@@ -135,64 +178,81 @@ class Recorder:
             for key, count in events.items():
                 if key[0] > oldest:
                     self._events[key] = self._events.get(key, 0) + count
+            if (self._cells or self._events) and self._pending_since is None:
+                self._pending_since = now  # retried one interval later
+        self._arm()
+
+    def _arm(self) -> None:
+        """Wake the flusher (started on first use, so a cold start pays nothing for it)."""
+        if not self._write_behind or self._closed.is_set():
+            return
+        if self._flusher is None:
+            with self._lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_behind, name="analytics-flusher", daemon=True)
+                    self._flusher.start()
+        self._wake.set()
+
+    def _flush_behind(self) -> None:
+        """The flusher: waits for pending figures, then until they are due, then writes them."""
+        while not self._closed.is_set():
+            since = self._pending_since
+            if since is None:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            left = since + self.flush_interval - self._clock()
+            if left > 0:
+                self._closed.wait(left)
+                continue
+            self.flush()
 
     # -- CloudWatch EMF ---------------------------------------------------------------------------------------
-    def _emit_emf(self, cells: dict[CellKey, Cell]) -> None:
-        if self._emf_namespace is None or not cells:
-            return
-        from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+    def _emit_invocation(self, family: str, outcome: str, seconds: float, now: float) -> None:
+        """Print one EMF document of this invocation's figures, from a template prepared once per
+        (family, outcome): only the timestamp and the latency are written per call."""
+        template = self._emf_lines.get((family, outcome))
+        if template is None:
+            template = self._emf_lines[(family, outcome)] = self._emf_template(family, outcome)
+        head, tail = template
+        self._emit(f"{head}{int(now * 1000)}{tail}{seconds * 1000:.3f}}}\n")
 
-        by_family: dict[str, dict[str, Cell]] = {}
-        totals: dict[str, Cell] = {}
-        for (_, name, outcome), cell in cells.items():
-            by_family.setdefault(name, {}).setdefault(outcome, Cell()).add(cell)
-            totals.setdefault(outcome, Cell()).add(cell)
-        # Counts per endpoint (dimensions service, Endpoint) and for the whole service (service): CloudWatch
-        # matches dimensions exactly, and the alarms watch the whole service.
-        groups: list[tuple[str | None, dict[str, Cell]]] = [*sorted(by_family.items()), (None, totals)]
-        for family, outcomes in groups:
-            metrics = EphemeralMetrics(namespace=self._emf_namespace, service=self._service)
-            if family is not None:
-                metrics.add_dimension(name="Endpoint", value=family)
-            requests = sum(cell.requests for cell in outcomes.values())
-            metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=requests)
-            for outcome, cell in outcomes.items():
-                name = _OUTCOME_METRICS.get(outcome, outcome)
-                metrics.add_metric(name=name, unit=MetricUnit.Count, value=cell.requests)
-            metrics.flush_metrics()
-            if family is not None:
-                histogram: dict[int, int] = {}
-                for cell in outcomes.values():
-                    for bucket, count in cell.histogram.items():
-                        histogram[bucket] = histogram.get(bucket, 0) + count
-                self._emit_latency(family, histogram)
-
-    def _emit_latency(self, family: str, histogram: dict[int, int]) -> None:
-        ordered = sorted(histogram.items())
-        for start in range(0, len(ordered), 100):  # EMF takes at most 100 values per metric
-            chunk = ordered[start : start + 100]
-            document = {
-                "_aws": {
-                    "Timestamp": int(self._clock() * 1000),
-                    "CloudWatchMetrics": [
-                        {
-                            "Namespace": self._emf_namespace,
-                            "Dimensions": [["service", "Endpoint"], ["service"]],
-                            "Metrics": [{"Name": "Latency", "Unit": "Milliseconds"}],
-                        }
-                    ],
-                },
-                "service": self._service,
-                "Endpoint": family,
-                "Latency": {
-                    "Values": [round(value_of(bucket) / 1000, 4) for bucket, _ in chunk],
-                    "Counts": [count for _, count in chunk],
-                },
-            }
-            sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    def _emf_template(self, family: str, outcome: str) -> tuple[str, str]:
+        metric = _OUTCOME_METRICS.get(outcome, outcome)
+        document = {
+            "_aws": {
+                "Timestamp": 0,
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": self._emf_namespace,
+                        # Per endpoint and for the whole service: CloudWatch matches dimensions exactly,
+                        # and the alarms watch the whole service.
+                        "Dimensions": [["service", "Endpoint"], ["service"]],
+                        "Metrics": [
+                            {"Name": "Requests", "Unit": "Count"},
+                            {"Name": metric, "Unit": "Count"},
+                            {"Name": "Latency", "Unit": "Milliseconds"},
+                        ],
+                    }
+                ],
+            },
+            "service": self._service,
+            "Endpoint": family,
+            "Requests": 1,
+            metric: 1,
+            "Latency": 0,
+        }
+        text = orjson.dumps(document).decode()
+        head, _, rest = text.partition('"Timestamp":0')
+        middle, _, _ = rest.rpartition('"Latency":0}')
+        return f'{head}"Timestamp":', f'{middle}"Latency":'
 
 
-@per_container(close=lambda recorder: recorder.flush())
+def _print(line: str) -> None:
+    sys.stdout.write(line)  # looked up per call: the runtime (or a test) may replace stdout
+
+
+@per_container(close=lambda recorder: recorder.close())
 def recorder_for(settings: CacheSettings) -> Recorder:
     """The container's recorder for the cache of ``settings`` (flushed when the container is closed)."""
     from such_market.cache.store import get_cache
@@ -204,6 +264,8 @@ def recorder_for(settings: CacheSettings) -> Recorder:
         flush_allowed=lambda: front.breaker.closed,
         emf_namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or None,
         service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "such-market",
+        flush_interval=FLUSH_INTERVAL_SECONDS,
+        write_behind=True,
     )
 
 

@@ -10,7 +10,12 @@ Alerts are evaluated on every read, one per condition (the condition is its id):
 opens the alert, or updates its ``lastSeen`` and ``count``; a condition that no longer holds resolves it
 (the alert is gone). ``resolve-alert`` marks an open alert resolved by an operator: it stays resolved, and
 is not reported, while the condition still holds; it can open again only after the condition cleared.
-``hitRate`` is hits / (hits + misses): BYPASS and STALE answers are counted as requests but are neither.
+``hitRate`` is over cacheable traffic: HIT / (HIT + MISS + STALE). A ``BYPASS`` answer (one the cache never
+holds, such as a page size nobody shares, or one served while the cache is down) counts in
+``totalRequests`` but not in the rate, so requests for never-cached answers cannot lower it. A ``STALE``
+answer was cacheable, but its value had expired and could not be refreshed: it counts as a miss, so the
+rate measures the cache the same whether PostgreSQL is up or down. ``hit_rate_low`` and ``p99_high`` are
+judged only from ``Thresholds.min_requests`` cacheable requests in the window.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ WINDOWS: Final[dict[str, tuple[int, int]]] = {"15m": (15, 1), "1h": (60, 5), "24
 """Window → (minutes, minutes per ``byTimeRange`` point)."""
 OUTCOMES: Final = ("HIT", "MISS", "BYPASS", "STALE")
 RETENTION_MINUTES: Final = store.RETENTION_SECONDS // 60
+MIN_CACHEABLE_REQUESTS: Final = 100
+"""Below this many cacheable requests (HIT + MISS + STALE) in a window the hit rate and p99 are not judged:
+a handful of misses says nothing of the cache (``ALERT_MIN_CACHEABLE_REQUESTS``, the template's
+``AlarmHitRateMinRequests``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +51,7 @@ class Thresholds:
     hit_rate_min: float = 0.80
     p99_max_ms: float = 100.0
     outbox_age_max_seconds: float = 300.0
-    min_requests: int = 20
-    """Below this many hits + misses in the window the hit rate and p99 are not judged."""
+    min_requests: int = MIN_CACHEABLE_REQUESTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +97,15 @@ def _rate(part: int, whole: int) -> float | None:
 def _summary(cells: Mapping[str, Sequence[Cell]]) -> dict[str, Any]:
     """Requests by outcome, hit rate and latency over ``cells`` (grouped by outcome)."""
     counts = {outcome: sum(cell.requests for cell in cells.get(outcome, ())) for outcome in OUTCOMES}
-    decided = counts["HIT"] + counts["MISS"]
+    cacheable = counts["HIT"] + counts["MISS"] + counts["STALE"]
     return {
         "requests": sum(counts.values()),
         "hits": counts["HIT"],
         "misses": counts["MISS"],
         "bypass": counts["BYPASS"],
         "stale": counts["STALE"],
-        "hitRate": _rate(counts["HIT"], decided),
+        "cacheable": cacheable,
+        "hitRate": _rate(counts["HIT"], cacheable),
         **_latency([cell for group in cells.values() for cell in group]),
     }
 
@@ -152,7 +161,7 @@ class _Condition:
 
 def _conditions(overview: Mapping[str, Any], pipeline: Pipeline, limits: Thresholds) -> list[_Condition]:
     found: list[_Condition] = []
-    judged = overview["hits"] + overview["misses"] >= limits.min_requests
+    judged = overview["cacheable"] >= limits.min_requests
     hit_rate, p99 = overview["hitRate"], overview["p99"]
     if judged and hit_rate is not None and hit_rate < limits.hit_rate_min:
         found.append(
@@ -256,7 +265,7 @@ def metrics_report(
                     name: {
                         key: value
                         for key, value in _summary(cells).items()
-                        if key not in {"hits", "misses", "bypass", "stale", "hitRate"}
+                        if key not in {"hits", "misses", "bypass", "stale", "cacheable", "hitRate"}
                     }
                     for name, cells in sorted(_by(minutes, lambda _f, o: o).items())
                 },

@@ -32,6 +32,7 @@ class EndpointFiguresBody(CamelModel):
     misses: int
     bypass: int
     stale: int
+    cacheable: int = Field(description="HIT + MISS + STALE: the requests the hit rate is over (BYPASS is not)")
     hit_rate: float | None
     avg_response_time: float | None
     p50: float | None

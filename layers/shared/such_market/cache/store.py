@@ -12,8 +12,9 @@
 - **not found**: ``load`` may return a 404 entry; it is cached for 30 s (±10 %) and never served stale;
 - **cache down or slow**: short socket timeouts, then the breaker opens and requests go straight to
   ``load`` (``BYPASS``) without waiting on the cache at all;
-- **partial answer**: ``load`` returns an entry marked ``cacheable=False``: it is served (``MISS``), not
-  stored, and the lease is given back;
+- **never-cached answer**: ``load`` returns an entry marked ``cacheable=False`` (a partial answer, a page
+  nobody shares): it is served as ``BYPASS`` (it never came from the cache and never will, so it is no
+  miss of the hit rate), not stored, and the lease is given back;
 - **database down**: ``load`` raises a failure that ``such_market.failures`` classes as "no source can
   answer" (a 503); an expired-but-kept value is served (``STALE``); with nothing kept, the failure
   propagates and the router answers 503 with its ``Retry-After``.
@@ -205,11 +206,12 @@ class ReadThroughCache:
 
     def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus) -> Served:
         try:
-            return Served(load(), status)
+            entry = load()
         except Exception as error:
             if kept is None or not source_unavailable(error):
                 raise
             return Served(kept, "STALE")
+        return Served(entry, status if entry.cacheable else "BYPASS")
 
     def _store(
         self,
