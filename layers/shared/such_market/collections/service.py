@@ -19,8 +19,9 @@ What is cached, and for how long:
 - a collection seen for the first time costs an Alchemy call, so discovery is throttled by token buckets
   shared through the cache (``cache.throttle``): ``DISCOVERY_PER_SOURCE`` per source IP (the HTTP API
   event's ``requestContext.http.sourceIp``) and ``DISCOVERY_GLOBAL`` overall; past them the answer is
-  429 ``discovery_rate_limited`` with ``Retry-After``. Only the discovery path pays for the check: a
-  hit, a known collection or a cached 404 never reaches it;
+  429 ``discovery_rate_limited`` with ``Retry-After``. Token misses (a token the listing lacks, an
+  owner lookup) pay from the same buckets (see ``nft`` and ``token_owner``); a hit, a known collection,
+  a listed token or fresh owners never reach them;
 - NFT pages are cached only when many clients share them (``_shared_page``): page sizes of
   ``CACHED_PAGE_SIZES``, the first ``MAX_CACHED_PAGES`` pages, cursor pages only when the cursor falls
   on a page boundary of their size (the cursor a page-number page hands out), filtered pages only for
