@@ -143,7 +143,9 @@ def test_signed_transfer_moves_owner_updates_both_wallets_and_emits(env: MotoBus
     assert events[0][1]["blockNumber"] == 17
     assert events[1][0] == "ownership.changed"
     assert set(events[1][1]["wallets"]) == {ALICE, BOB}
-    assert {message["detail-type"] for message in env.received()} == {"nft.transferred", "ownership.changed"}
+    # (the mint also listed the token, which the collection did not list: collection.updated)
+    published = {"nft.transferred", "ownership.changed", "collection.updated"}
+    assert {message["detail-type"] for message in env.received()} == published
     # And the same delivery again changes nothing
     count = len(outbox(db))
     assert post(move, sign(move))["body"] == {
@@ -233,7 +235,8 @@ def test_a_cache_outage_does_not_fail_the_webhook(
     reply = post(mint, sign(mint))
     assert (reply["status"], reply["body"]["applied"]) == (200, 1)
     assert ownership(db) == {(C721, 4, ALICE): 1}
-    assert {message["detail-type"] for message in env.received()} == {"nft.transferred", "ownership.changed"}
+    published = {"nft.transferred", "ownership.changed", "collection.updated"}  # the mint listed token 4
+    assert {message["detail-type"] for message in env.received()} == published
 
 
 def test_unusable_activities_are_ignored(env: MotoBus, db: Conn, known: None) -> None:

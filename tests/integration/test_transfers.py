@@ -82,14 +82,16 @@ def test_events_commit_with_the_change(db: Conn, collections: object, moto_bus: 
     publisher = moto_publisher()
     result = apply_transfers(conn=db, transfers=[transfer(C721, 1, ZERO, ALICE)], publisher=publisher)
     kinds = [kind for kind, _ in outbox(db)]
-    assert kinds == ["nft.transferred", "ownership.changed"]
+    # the mint also put the token into the collection's listing (it was not listed): collection.updated
+    assert kinds == ["nft.transferred", "ownership.changed", "collection.updated"]
     changed = outbox(db)[1][1]
     assert changed["contractAddress"] == C721
     assert changed["tokenIds"] == ["1"]
     assert changed["wallets"] == [ALICE]
-    assert len(result.outbox_ids) == 2
+    assert outbox(db)[2][1]["reason"] == "tokens_listed"
+    assert len(result.outbox_ids) == 3
     published = {message["detail-type"] for message in moto_bus.received()}
-    assert published == {"nft.transferred", "ownership.changed"}
+    assert published == {"nft.transferred", "ownership.changed", "collection.updated"}
     assert db.execute("SELECT count(*) FROM cache_events_outbox WHERE published_at IS NULL").fetchone() == (0,)
 
 

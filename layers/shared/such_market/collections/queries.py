@@ -101,10 +101,12 @@ class NftRow:
 
 @dataclass(frozen=True, slots=True)
 class NftDetail(NftRow):
-    """One NFT with its full upstream metadata and the error the upstream reported for it, if any."""
+    """One NFT with its full upstream metadata and the error the upstream reported for it, if any;
+    ``metadata_read`` is False for a token a transfer listed before its metadata was ever read."""
 
     metadata: dict[str, Any] | None
     metadata_error: str | None
+    metadata_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,8 @@ ORDER BY t.trait_type, t.token_count DESC, t.trait_value
 """  # noqa: S608
 
 _GET_NFT = """
-SELECT token_id::text, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error
+SELECT token_id::text, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error,
+       attributes IS NOT NULL
 FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
 """
 
@@ -325,8 +328,10 @@ def get_nft(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> Nft
     row = conn.execute(_GET_NFT, {"collection_id": collection_id, "token_id": token_id}).fetchone()
     if row is None:
         return None
-    token, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error = row
-    return NftDetail(token, title, description, image_url, thumbnail_url, attributes or [], metadata, metadata_error)
+    token, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error, read = row
+    return NftDetail(
+        token, title, description, image_url, thumbnail_url, attributes or [], metadata, metadata_error, read
+    )
 
 
 def get_token_owners(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> list[TokenOwner]:

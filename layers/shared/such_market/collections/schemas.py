@@ -83,7 +83,9 @@ class NftBody(NftSummaryBody):
 
 class OwnerBalanceBody(BaseModel):
     address: str
-    balance: str
+    balance: str | None = Field(
+        description="units held (1 for ERC-721); null for an ERC-1155 holder whose balance we do not hold yet"
+    )
 
 
 class TokenOwnerBody(CamelModel):

@@ -19,8 +19,9 @@ What is cached, and for how long:
 - a collection seen for the first time costs an Alchemy call, so discovery is throttled by token buckets
   shared through the cache (``cache.throttle``): ``DISCOVERY_PER_SOURCE`` per source IP (the HTTP API
   event's ``requestContext.http.sourceIp``) and ``DISCOVERY_GLOBAL`` overall; past them the answer is
-  429 ``discovery_rate_limited`` with ``Retry-After``. Only the discovery path pays for the check: a
-  hit, a known collection or a cached 404 never reaches it;
+  429 ``discovery_rate_limited`` with ``Retry-After``. Token misses (a token the listing lacks, an
+  owner lookup) pay from the same buckets (see ``nft`` and ``token_owner``); a hit, a known collection,
+  a listed token or fresh owners never reach them;
 - NFT pages are cached only when many clients share them (``_shared_page``): page sizes of
   ``CACHED_PAGE_SIZES``, the first ``MAX_CACHED_PAGES`` pages, cursor pages only when the cursor falls
   on a page boundary of their size (the cursor a page-number page hands out), filtered pages only for
@@ -44,6 +45,7 @@ from such_market.cache.store import Served
 from such_market.cache.tiers import Tier
 from such_market.collections.queries import (
     CollectionRow,
+    NftDetail,
     NftRow,
     TokenOwner,
     get_collection,
@@ -54,7 +56,13 @@ from such_market.collections.queries import (
     get_token_position,
     get_traits,
 )
-from such_market.collections.writes import set_ingestion_state, set_token_owners, upsert_collection, upsert_nfts
+from such_market.collections.writes import (
+    NftRecord,
+    set_ingestion_state,
+    set_token_owners,
+    upsert_collection,
+    upsert_nfts,
+)
 from such_market.errors import NotFoundError, TooManyRequestsError, error_body
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
@@ -110,8 +118,9 @@ def _source_ip(requester: Requester | None) -> str | None:
         return None
 
 
-def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
-    """Take a discovery token for the caller's source IP and one overall, or answer 429 with Retry-After."""
+def _discovery_wait(runtime: Runtime, requester: Requester | None) -> float:
+    """Take a discovery token for the caller's source IP and one overall: 0.0 when taken, else the
+    seconds until both buckets could give one (nothing taken)."""
     from such_market.cache.throttle import Bucket, take
 
     keys = runtime.cache.keys
@@ -119,10 +128,17 @@ def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
     source = _source_ip(requester)
     if source is not None:
         buckets.insert(0, Bucket(keys.durable("throttle", "{discovery}", "ip", source), *DISCOVERY_PER_SOURCE))
-    wait = take(runtime.cache, buckets)
+    return take(runtime.cache, buckets)
+
+
+def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
+    """Take a discovery token (``_discovery_wait``), or answer 429 ``discovery_rate_limited`` with
+    Retry-After. Every Alchemy call a public read makes for something we do not hold (a collection, a
+    token, a token's owners) pays one."""
+    wait = _discovery_wait(runtime, requester)
     if wait > 0:
         raise TooManyRequestsError(
-            "too many collections seen for the first time; try again shortly",
+            "too many collections or tokens looked up for the first time; try again shortly",
             code="discovery_rate_limited",
             retry_after=max(1, math.ceil(wait)),
         )
@@ -399,69 +415,143 @@ def traits(runtime: Runtime, address: str, *, requester: Requester | None = None
     )
 
 
+def nft_detail_body(address: str, detail: NftDetail) -> dict[str, object]:
+    return {
+        "contractAddress": address,
+        **nft_row_body(detail),
+        "metadata": detail.metadata,
+        "metadataError": METADATA_ERROR if detail.metadata_error else None,
+    }
+
+
+def _fetched_detail(record: NftRecord) -> NftDetail:
+    """A token as Alchemy describes it, shaped like a stored one (what ``upsert_nfts`` would store)."""
+    return NftDetail(
+        str(record.token_id),
+        record.title,
+        record.description,
+        record.image_url,
+        record.thumbnail_url,
+        list(record.attributes),
+        record.metadata,
+        record.metadata_error,
+    )
+
+
 def nft(runtime: Runtime, address: str, token_id: int, *, requester: Requester | None = None) -> Served:
-    """GET /api/collection/{address}/nfts/{tokenId} — one NFT with its full metadata."""
+    """GET /api/collection/{address}/nfts/{tokenId} — one NFT with its full metadata.
+
+    A token the listing does not hold is read from Alchemy within the discovery throttle, answered and
+    cached, but not stored: it joins the listing (pages, totals, facets) only through ingestion or a
+    transfer (``ownership.transfers``), never because someone asked for an id. A token a transfer listed
+    before its metadata was read gets it read (within the throttle) and stored.
+    """
 
     def answer(row: CollectionRow) -> Entry:
         from such_market.collections.from_alchemy import nft_record
 
         detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
-        if detail is None:
+        if detail is None or not detail.metadata_read:
+            _throttle_discovery(runtime, requester)
             fetched = runtime.alchemy.get_nft_metadata(contract=address, token_id=token_id)
-            if fetched is None:
-                return _not_found(f"no token {token_id} in {address}")
-            upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=[nft_record(fetched)])
-            detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
-            if detail is None:
-                return _not_found(f"no token {token_id} in {address}")
+            if fetched is not None and detail is None:
+                detail = _fetched_detail(nft_record(fetched))
+            elif fetched is not None:
+                upsert_nfts(conn=runtime.conn, collection_id=row.id, nfts=[nft_record(fetched)])
+                detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id) or detail
+        if detail is None:
+            return _not_found(f"no token {token_id} in {address}")
         return _json(
             200,
-            {
-                "contractAddress": address,
-                **nft_row_body(detail),
-                "metadata": detail.metadata,
-                "metadataError": METADATA_ERROR if detail.metadata_error else None,
-            },
-            brief=detail.metadata_error is not None,  # the upstream may read it soon (SPEC §7)
+            nft_detail_body(address, detail),
+            # the upstream may read it soon (SPEC §7); a listed token without metadata yet, too
+            brief=detail.metadata_error is not None or not detail.metadata_read,
         )
 
     key = runtime.cache.keys.nft(address, token_id)
     return _collection_read(runtime, address, key, Tier.WARM, answer, requester=requester)
 
 
+def _owners_answer(
+    row: CollectionRow,
+    token_id: int,
+    owners: Sequence[tuple[str, str | None]],
+    verified_at: datetime,
+    *,
+    cached: bool,
+    brief: bool = False,
+) -> Entry:
+    """The owner answer: ``owners`` as (address, balance) pairs, largest holding first (a balance of
+    None: held, amount not known to us)."""
+    return _json(
+        200,
+        {
+            "contractAddress": row.contract_address,
+            "tokenId": str(token_id),
+            "owner": owners[0][0] if owners else None,
+            "owners": [{"address": address, "balance": balance} for address, balance in owners],
+            "tokenType": row.token_type,
+            "cached": cached,
+            "verifiedAt": iso_utc_or_none(verified_at),
+        },
+        brief=brief,
+    )
+
+
+def _stored_answer(row: CollectionRow, token_id: int, owners: Sequence[TokenOwner], *, brief: bool = False) -> Entry:
+    pairs = [(owner.owner_address, owner.balance) for owner in owners]
+    oldest = min(owner.last_verified_at for owner in owners)
+    return _owners_answer(row, token_id, pairs, oldest, cached=True, brief=brief)
+
+
 def token_owner(runtime: Runtime, address: str, token_id: int, *, requester: Requester | None = None) -> Served:
-    """GET /api/collection/{address}/nfts/{tokenId}/owner — from nft_ownership when fresh, else Alchemy."""
+    """GET /api/collection/{address}/nfts/{tokenId}/owner — from nft_ownership when fresh, else Alchemy.
+
+    A lookup costs one getOwnersForNFT listing (its pages) and nothing per holder: getOwnersForNFT
+    names holders only, and reading each ERC-1155 holder's balance cost one getNFTsForOwner call per
+    holder (1 + 4.4 calls a token on the stub's collection). Balances come from what we hold instead:
+    ERC-721 is 1; an ERC-1155 holder's balance is its stored one. An answer with a holder whose balance
+    we do not know says ``balance: null``, is not stored (no guessed balance enters the summaries) and
+    is cached briefly; ingestion's owner listing (with balances) or a transfer fills it in. A complete
+    answer is stored and then fresh for ``OWNERSHIP_FRESH_FOR``, so repeated misses do not call again.
+
+    Every lookup pays a discovery token (per source IP and overall); when they are spent, a token
+    whose stale owners we hold is served from them (``cached: true``, ``verifiedAt`` says how old),
+    any other gets 429.
+    """
 
     def answer(row: CollectionRow) -> Entry:
-        owners = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
-        fresh = bool(owners) and all(
-            owner.last_verified_at > datetime.now(UTC) - OWNERSHIP_FRESH_FOR for owner in owners
+        stored = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
+        now = datetime.now(UTC)
+        if stored and all(owner.last_verified_at > now - OWNERSHIP_FRESH_FOR for owner in stored):
+            return _stored_answer(row, token_id, stored)
+        if stored and _discovery_wait(runtime, requester) > 0:
+            return _stored_answer(row, token_id, stored, brief=True)
+        if not stored:
+            _throttle_discovery(runtime, requester)
+        holders = runtime.alchemy.get_owners_for_nft(
+            contract=address, token_id=token_id, token_type=row.token_type, balance_lookup_limit=0
         )
-        from_store = fresh
-        if not fresh:
-            holders = runtime.alchemy.get_owners_for_nft(contract=address, token_id=token_id, token_type=row.token_type)
-            if not holders:
-                return _not_found(f"token {token_id} of {address} has no owner")
-            observed = [(holder.address, int(holder.balance or 1)) for holder in holders]
-            try:
-                owners = set_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id, owners=observed)
-            except ValueError:
-                # Alchemy names several holders of an ERC-721 token (a re-org in flight, bad data):
-                # answer what it says, but do not store an impossible state.
-                logger.warning("ERC-721 token with several holders upstream", extra={"token_id": str(token_id)})
-                now = datetime.now(UTC)
-                owners = [TokenOwner(address, str(balance), now) for address, balance in observed]
-        return _json(
-            200,
-            {
-                "contractAddress": address,
-                "tokenId": str(token_id),
-                "owner": owners[0].owner_address if owners else None,
-                "owners": [{"address": owner.owner_address, "balance": owner.balance} for owner in owners],
-                "tokenType": row.token_type,
-                "cached": from_store,
-                "verifiedAt": iso_utc_or_none(min(owner.last_verified_at for owner in owners)) if owners else None,
-            },
+        if not holders:
+            return _not_found(f"token {token_id} of {address} has no owner")
+        known = {owner.owner_address: owner.balance for owner in stored}
+        observed = [(holder.address, holder.balance or known.get(holder.address)) for holder in holders]
+        balances = [(holder, int(balance)) for holder, balance in observed if balance is not None]
+        if len(balances) < len(observed):
+            return _owners_answer(row, token_id, observed, now, cached=False, brief=True)
+        try:
+            owners = set_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id, owners=balances)
+        except ValueError:
+            # Alchemy names several holders of an ERC-721 token (a re-org in flight, bad data):
+            # answer what it says, but do not store an impossible state.
+            logger.warning("ERC-721 token with several holders upstream", extra={"token_id": str(token_id)})
+            return _owners_answer(row, token_id, observed, now, cached=False)
+        return _owners_answer(
+            row,
+            token_id,
+            [(owner.owner_address, owner.balance) for owner in owners],
+            min(owner.last_verified_at for owner in owners),
+            cached=False,
         )
 
     key = runtime.cache.keys.ownership(address, token_id)

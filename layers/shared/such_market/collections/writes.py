@@ -173,6 +173,15 @@ WHERE n.collection_id = %(collection_id)s
   AND NOT EXISTS (SELECT 1 FROM unnest(%(token_ids)s::numeric[]) AS l(token_id) WHERE l.token_id = n.token_id)
 """
 
+# The attributes stay NULL: "listed, metadata never read" (ingestion always writes a list).
+_LIST_TOKENS = """
+INSERT INTO nfts (collection_id, token_id)
+SELECT %(collection_id)s, token_id FROM unnest(%(token_ids)s::numeric[]) AS l(token_id)
+ORDER BY token_id
+ON CONFLICT (collection_id, token_id) DO NOTHING
+RETURNING token_id
+"""
+
 _REBUILD_TRAITS = """
 WITH vanished AS (
     DELETE FROM collection_traits AS ct
@@ -499,6 +508,23 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
     return len(batch)
 
 
+def list_tokens(*, conn: Connection, collection_id: uuid.UUID, token_ids: Iterable[int]) -> list[int]:
+    """Add the tokens a transfer showed to exist (minted or moved) to the collection's listing when it
+    does not hold them yet, ranked; returns the ids added (sorted). Their rows carry no metadata and
+    ``attributes`` NULL (``NftDetail.metadata_read`` False) until ingestion, or a read of the token, fills
+    them in. Rows already listed are left alone."""
+    ids = sorted(set(token_ids))
+    if not ids:
+        return []
+    params: dict[str, object] = {"collection_id": collection_id, "token_ids": ids}
+    with conn.transaction():
+        conn.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})  # the module's lock order
+        rows = conn.execute(_LIST_TOKENS, params).fetchall()
+        if rows:
+            assign_positions(conn=conn, collection_id=collection_id)
+    return sorted(int(token_id) for (token_id,) in rows)
+
+
 def delete_unlisted_nfts(*, conn: Connection, collection_id: uuid.UUID, listed_token_ids: Iterable[int]) -> int:
     """Delete the collection's tokens that are not in ``listed_token_ids``; returns how many were deleted.
 
@@ -792,6 +818,7 @@ __all__ = [
     "assign_positions",
     "claim_due_ingestion_retries",
     "delete_unlisted_nfts",
+    "list_tokens",
     "mark_refresh",
     "rebuild_trait_bitmaps",
     "rebuild_traits",

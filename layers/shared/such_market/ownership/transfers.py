@@ -376,6 +376,7 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
 
     events = [_transferred_event(record, by_key[record.key]) for record in recorded]
     events.extend(ownership_events(changes))
+    events.extend(_list_transferred_tokens(conn, [(record, kind) for record, kind, sign in steps if sign > 0]))
     result = TransferResult(
         received=len(transfers),
         applied=took_effect[1],
@@ -386,6 +387,27 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
         stale=len(steps) - took_effect[1] - took_effect[-1],
     )
     return result, events
+
+
+def _list_transferred_tokens(
+    conn: Connection, applied: Sequence[tuple[RecordedTransfer, KnownCollection]]
+) -> list[Event]:
+    """Add the tokens that applied transfers show to exist (a mint or a move, not a burn) to their
+    collection's listing when it lacks them (a token minted since the last ingestion), and say so with
+    ``collection.updated`` per collection whose listing grew: its pages and totals changed. This and
+    ingestion are the only ways into the listing (a single-token read never adds one)."""
+    from such_market.collections.writes import list_tokens
+    from such_market.events.models import CollectionUpdated
+
+    tokens: dict[KnownCollection, set[int]] = defaultdict(set)
+    for record, kind in applied:
+        if record.to_address != ZERO_ADDRESS:
+            tokens[kind].add(record.token_id)
+    events: list[Event] = []
+    for kind in sorted(tokens, key=lambda known: known.contract):
+        if list_tokens(conn=conn, collection_id=kind.id, token_ids=tokens[kind]):
+            events.append(Event(CollectionUpdated(contract_address=kind.contract, reason="tokens_listed")))
+    return events
 
 
 def _negated(position: Position) -> Position:
