@@ -200,10 +200,10 @@ def test_token_lifecycle_and_replays(env: MotoBus, db: Conn) -> None:
     # A later "enabled" re-enables the row with the new token
     assert post(envelope(3, enabled("t2")))["status"] == 200
     assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, True, None)]
-    # Removing the app disables it again; a replay of the removal is harmless
+    # Removing the app disables it again; the same removal again is harmless
     removed = envelope(3, {"event": "miniapp_removed"})
     assert post(removed)["status"] == 200
-    assert post(removed)["body"]["replay"] is True
+    assert post(removed)["body"]["replay"] is False
     assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, "miniapp_removed")]
     events = db.execute("SELECT event FROM notification_webhook_events ORDER BY received_at").fetchall()
     assert [event for (event,) in events] == [
@@ -212,6 +212,29 @@ def test_token_lifecycle_and_replays(env: MotoBus, db: Conn) -> None:
         "notifications_enabled",
         "miniapp_removed",
     ]
+
+
+@pytest.mark.parametrize("turning_off", ["notifications_disabled", "miniapp_removed", "frame_removed"])
+def test_a_second_genuine_opt_out_is_applied_like_the_first(env: MotoBus, db: Conn, turning_off: str) -> None:
+    # Given fid 3 turned notifications on and off once
+    assert post(envelope(3, enabled("t1")))["status"] == 200
+    off = envelope(3, {"event": turning_off})
+    assert post(off)["body"]["replay"] is False
+    # When they turn them on again (a new token) and off again: signatures are deterministic and the payload
+    # has no nonce, so the second opt-out is byte-identical to the first
+    assert post(envelope(3, enabled("t2")))["body"]["replay"] is False
+    second_off = envelope(3, {"event": turning_off})
+    assert second_off == off
+    reply = post(second_off)
+    # Then it is applied, not taken for a replay: the new token is off and gets nothing more
+    assert reply["status"] == 200
+    assert reply["body"]["replay"] is False
+    reason = "notifications_disabled" if turning_off == "notifications_disabled" else "miniapp_removed"
+    assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, reason)]
+    # And a replay of the old enable still cannot revive a token
+    replayed = post(envelope(3, enabled("t1")))
+    assert replayed["body"]["replay"] is True
+    assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, reason)]
 
 
 def test_neynar_down_is_503_and_stores_nothing(env: MotoBus, db: Conn, neynar_stub: NeynarStub) -> None:

@@ -4,10 +4,12 @@
   parsed further or stored — the JSON Farcaster Signature envelope (malformed → 400 ``invalid_envelope``),
   the Ed25519 signature (401 ``invalid_signature``), the header's key as an active app key of its fid
   through Neynar (401 ``invalid_app_key``), only then the payload (400 ``invalid_event``). The event and
-  its token change commit together; the envelope's digest makes a replay a no-op (``replay: true``).
-  ``miniapp_added``/``notifications_enabled`` with details store or re-enable the token of (fid, client
-  URL); ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid)
-  gave. A user who turns notifications on is looked up (Neynar, stored in ``fc_users`` with their
+  its token change commit together. ``miniapp_added``/``notifications_enabled`` with details store or
+  re-enable the token of (fid, client URL), once per envelope: the envelope's digest makes a replayed
+  enable a no-op (``replay: true``), so it cannot revive a token turned off since.
+  ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid) gave, every
+  time they arrive: signatures are deterministic and the payload has no nonce, so a user's second genuine
+  opt-out is byte-identical to the first and must not be mistaken for a replay. A user who turns notifications on is looked up (Neynar, stored in ``fc_users`` with their
   verified wallets) so transfers of their wallets reach them; that lookup is best effort.
 - ``record_transfer_news`` (``nft.transferred``): for each user with notifications on who verified the
   sending or the receiving wallet (not both: a move between one's own wallets is no news), the transfer
@@ -51,6 +53,7 @@ from such_market.notifications.signatures import (
     verify,
 )
 from such_market.notifications.writes import (
+    DisabledReason,
     TransferNews,
     create_announcement,
     disable_client_tokens,
@@ -80,6 +83,11 @@ _EVENTS: Final[tuple[EventName, ...]] = (
     "notifications_enabled",
     "notifications_disabled",
 )
+_TURNING_OFF: Final[dict[str, DisabledReason]] = {
+    "miniapp_removed": "miniapp_removed",
+    "notifications_disabled": "notifications_disabled",
+}
+"""Events that disable the client's tokens, with the reason recorded: applied every time they arrive."""
 MAX_WEBHOOK_BODY_BYTES: Final = 64 * 1024
 MAX_ADMIN_BODY_BYTES: Final = 64 * 1024
 MAX_ANNOUNCEMENT_FIDS: Final = 10_000
@@ -195,12 +203,13 @@ def receive_miniapp_event(
         first = record_webhook_event(
             conn=conn, digest=envelope.digest, fid=envelope.fid, app_fid=app_fid, event=event.event
         )
-        if first and event.url is not None and event.token is not None:
+        # Ed25519 is deterministic and the payload has no nonce: a user's second genuine opt-out is
+        # byte-identical to their first. Turning off is therefore applied every time it arrives (a replayed
+        # one only turns off what its signer may turn off); only an old enable is kept from reviving a token.
+        if event.event in _TURNING_OFF:
+            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason=_TURNING_OFF[event.event])
+        elif first and event.url is not None and event.token is not None:
             enable_token(conn=conn, fid=envelope.fid, url=event.url, token=event.token, app_fid=app_fid)
-        elif first and event.event == "miniapp_removed":
-            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason="miniapp_removed")
-        elif first and event.event == "notifications_disabled":
-            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason="notifications_disabled")
     enabled = event.token is not None
     if first and enabled:
         learn_user(envelope.fid)
@@ -209,7 +218,7 @@ def receive_miniapp_event(
         "fid": envelope.fid,
         "appFid": app_fid,
         "notificationsEnabled": enabled,
-        "replay": not first,
+        "replay": not first and event.event not in _TURNING_OFF,
     }
 
 
