@@ -9,8 +9,9 @@
   enable a no-op (``replay: true``), so it cannot revive a token turned off since.
   ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid) gave, every
   time they arrive: signatures are deterministic and the payload has no nonce, so a user's second genuine
-  opt-out is byte-identical to the first and must not be mistaken for a replay. A user who turns notifications on is looked up (Neynar, stored in ``fc_users`` with their
-  verified wallets) so transfers of their wallets reach them; that lookup is best effort.
+  opt-out is byte-identical to the first and must not be mistaken for a replay. A user who turns
+  notifications on is looked up (Neynar, stored in ``fc_users`` with their verified wallets) so transfers
+  of their wallets reach them; that lookup is best effort.
 - ``record_transfer_news`` (``nft.transferred``): for each user with notifications on who verified the
   sending or the receiving wallet (not both: a move between one's own wallets is no news), the transfer
   joins the user's open digest, whose ``notificationId`` is ``transfer-<eventId>-<fid>`` of the event
@@ -145,7 +146,7 @@ def _event_name(text: str) -> EventName:
     raise BadRequestError("unknown mini-app event", code="invalid_event")
 
 
-def parse_event(payload: bytes, *, allow_http: bool) -> MiniAppEvent:
+def parse_event(payload: bytes, *, allow_local_stub: bool) -> MiniAppEvent:
     """The (verified) payload as an event; ``BadRequestError`` (400 ``invalid_event``) when it is not one."""
     try:
         raw = orjson.loads(payload)
@@ -165,7 +166,7 @@ def parse_event(payload: bytes, *, allow_http: bool) -> MiniAppEvent:
     url, token = details.get("url"), details.get("token")
     if not isinstance(url, str) or not isinstance(token, str) or not 0 < len(token) <= 1024:
         raise BadRequestError("notificationDetails must be {url, token}", code="invalid_event")
-    if not acceptable_client_url(url, allow_http=allow_http):
+    if not acceptable_client_url(url, allow_local_stub=allow_local_stub):
         raise BadRequestError("the notification url is not an acceptable https URL", code="invalid_event")
     return MiniAppEvent(event=name, url=url, token=token)
 
@@ -197,7 +198,7 @@ def receive_miniapp_event(
         payload = envelope.payload_bytes()
     except ValueError:
         raise BadRequestError("the event payload is not base64url", code="invalid_event") from None
-    event = parse_event(payload, allow_http=settings.notification_allow_http)
+    event = parse_event(payload, allow_local_stub=settings.notification_allow_loopback_for_local_stub)
     conn = connect()
     with conn.transaction():
         first = record_webhook_event(
