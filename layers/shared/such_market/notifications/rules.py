@@ -22,6 +22,9 @@ MAX_NOTIFICATION_ID_CHARS: Final = 128
 MAX_TOKENS_PER_REQUEST: Final = 100
 TOKEN_MIN_INTERVAL: Final = timedelta(seconds=30)
 TOKEN_DAILY_LIMIT: Final = 100
+MAX_CLIENT_URLS_PER_FID: Final = 4
+"""Enabled client URLs one fid keeps (ours, not Farcaster's: users have a client or two; each URL costs the
+sender a request, so one account must not make it wait on many)."""
 DEDUPLICATION_WINDOW: Final = timedelta(hours=24)
 """How long clients deduplicate a notificationId: a delivery not made within it is given up (expired)."""
 
