@@ -3,10 +3,12 @@
 - ``receive_miniapp_event`` (``POST /api/webhook``): in this order, so nothing unauthenticated is
   parsed further or stored — the JSON Farcaster Signature envelope (malformed → 400 ``invalid_envelope``),
   the Ed25519 signature (401 ``invalid_signature``), the header's key as an active app key of its fid
-  through Neynar (401 ``invalid_app_key``), only then the payload (400 ``invalid_event``). The event and
-  its token change commit together. ``miniapp_added``/``notifications_enabled`` with details store or
-  re-enable the token of (fid, client URL), once per envelope: the envelope's digest makes a replayed
-  enable a no-op (``replay: true``), so it cannot revive a token turned off since.
+  through Neynar (401 ``invalid_app_key``; a lookup Neynar must answer is throttled per source IP, per
+  fid and overall: 429 ``app_key_lookups_rate_limited`` with Retry-After), only then the payload (400
+  ``invalid_event``). The event and its token change commit together. ``miniapp_added``/
+  ``notifications_enabled`` with details store or re-enable the token of (fid, client URL), once per
+  envelope: the envelope's digest makes a replayed enable a no-op (``replay: true``), so it cannot
+  revive a token turned off since.
   ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid) gave, every
   time they arrive: signatures are deterministic and the payload has no nonce, so a user's second genuine
   opt-out is byte-identical to the first and must not be mistaken for a replay. A user who turns
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from such_market.cache.client import CacheClient
+    from such_market.cache.store import ReadThroughCache
     from such_market.notifications.client import NotificationClient
     from such_market.upstream.neynar import NeynarClient
 
@@ -180,8 +183,11 @@ def receive_miniapp_event(
     connect: Callable[[], Connection],
     settings: NotificationSettings,
     learn_user: Callable[[int], object],
+    throttle: Callable[[], ReadThroughCache] | None = None,
+    source_ip: str | None = None,
 ) -> dict[str, object]:
-    """Verify and apply one signed mini-app event (see the module doc); the 200 answer's body."""
+    """Verify and apply one signed mini-app event (see the module doc); the 200 answer's body. Neynar
+    lookups are throttled per ``source_ip``, per fid and overall through ``throttle`` (429 past them)."""
     if len(body) > MAX_WEBHOOK_BODY_BYTES:
         raise BadRequestError("the request body is too large", code="invalid_envelope")
     try:
@@ -191,7 +197,15 @@ def receive_miniapp_event(
         raise BadRequestError(f"not a JSON Farcaster Signature: {error}", code="invalid_envelope") from None
     except InvalidSignatureError as error:
         raise UnauthorizedError(str(error), code="invalid_signature") from None
-    app_fid = app_fid_of(neynar=neynar(), cache=cache(), keys=keys, fid=envelope.fid, key=envelope.key)
+    app_fid = app_fid_of(
+        neynar=neynar(),
+        cache=cache(),
+        keys=keys,
+        fid=envelope.fid,
+        key=envelope.key,
+        throttle=None if throttle is None else throttle(),
+        source=source_ip,
+    )
     if app_fid is None:
         raise UnauthorizedError("the signing key is not an active app key of the fid", code="invalid_app_key")
     try:
