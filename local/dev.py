@@ -96,7 +96,7 @@ def function_environment(
         **LOCAL_DEFAULTS,
         "ADMIN_TOKEN": admin_token,
         "ALCHEMY_WEBHOOK_SIGNING_KEY": webhook_signing_key,
-        "NOTIFICATION_ALLOW_HTTP": "true",  # the local notification-client stub speaks plain http
+        "NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB": "true",  # the local notification-client stub: http on 127.0.0.1
     }
     return local_environment(template, {**shell, **controlled}, defaults=defaults)
 

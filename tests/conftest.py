@@ -227,7 +227,7 @@ def lambda_env(
         "NEYNAR_API_KEY": neynar_stub.api_key,
         "NEYNAR_BASE_URL": neynar_stub.base_url,
         "NEYNAR_HUB_URL": neynar_stub.base_url,
-        "NOTIFICATION_ALLOW_HTTP": "true",
+        "NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB": "true",
         "NEYNAR_MAX_ATTEMPTS": "2",
         "NEYNAR_RETRY_BUDGET_SECONDS": "3",
         "POWERTOOLS_SERVICE_NAME": "such-market",

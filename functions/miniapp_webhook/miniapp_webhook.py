@@ -2,7 +2,7 @@
 
 The JSON Farcaster Signature is verified (Ed25519, then the key as an active app key of the fid through
 Neynar) before the event is read; then its token change is stored. 400 malformed, 401 bad signature or
-key; 200 ``{event, fid, appFid, notificationsEnabled, replay}``.
+key, 429 too many app-key lookups (Retry-After); 200 ``{event, fid, appFid, notificationsEnabled, replay}``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from such_market.config import CacheSettings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
+from such_market.notifications.app_keys import source_ip
 from such_market.notifications.schemas import MiniAppEventReceiptBody, MiniAppEventRequestBody
 from such_market.notifications.service import MiniAppWebhookSettings, receive_miniapp_event
 from such_market.notifications.settings import NotificationSettings
@@ -27,7 +28,7 @@ app = create_api()
     summary="Farcaster mini-app events (JSON Farcaster Signature): app added/removed, notifications on/off",
     tags=["webhooks"],
     request_body=MiniAppEventRequestBody,
-    responses=responses(MiniAppEventReceiptBody, errors=(400, 401, 503)),
+    responses=responses(MiniAppEventReceiptBody, errors=(400, 401, 429, 503)),
 )
 def post_miniapp_event() -> Response:
     runtime = runtime_for(MiniAppWebhookSettings)
@@ -39,6 +40,8 @@ def post_miniapp_event() -> Response:
         connect=lambda: runtime.conn,
         settings=runtime.settings.part(NotificationSettings),
         learn_user=lambda fid: learn_user(runtime, fid),
+        throttle=lambda: runtime.cache,
+        source_ip=source_ip(app.current_event.raw_event),
     )
     return json_response(200, receipt, headers={"Cache-Control": "no-store"})
 

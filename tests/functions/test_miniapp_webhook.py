@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any
 
 import miniapp_webhook
@@ -11,6 +12,7 @@ import pytest
 
 from local.neynar_stub import CLIENT_APP_FID, NeynarStub, app_private_key, wallet_address
 from such_market.container import close_all
+from such_market.notifications.app_keys import LOOKUPS_PER_FID, LOOKUPS_PER_SOURCE
 from such_market.notifications.signatures import sign
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
@@ -200,10 +202,10 @@ def test_token_lifecycle_and_replays(env: MotoBus, db: Conn) -> None:
     # A later "enabled" re-enables the row with the new token
     assert post(envelope(3, enabled("t2")))["status"] == 200
     assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, True, None)]
-    # Removing the app disables it again; a replay of the removal is harmless
+    # Removing the app disables it again; the same removal again is harmless
     removed = envelope(3, {"event": "miniapp_removed"})
     assert post(removed)["status"] == 200
-    assert post(removed)["body"]["replay"] is True
+    assert post(removed)["body"]["replay"] is False
     assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, "miniapp_removed")]
     events = db.execute("SELECT event FROM notification_webhook_events ORDER BY received_at").fetchall()
     assert [event for (event,) in events] == [
@@ -214,9 +216,70 @@ def test_token_lifecycle_and_replays(env: MotoBus, db: Conn) -> None:
     ]
 
 
+@pytest.mark.parametrize("turning_off", ["notifications_disabled", "miniapp_removed", "frame_removed"])
+def test_a_second_genuine_opt_out_is_applied_like_the_first(env: MotoBus, db: Conn, turning_off: str) -> None:
+    # Given fid 3 turned notifications on and off once
+    assert post(envelope(3, enabled("t1")))["status"] == 200
+    off = envelope(3, {"event": turning_off})
+    assert post(off)["body"]["replay"] is False
+    # When they turn them on again (a new token) and off again: signatures are deterministic and the payload
+    # has no nonce, so the second opt-out is byte-identical to the first
+    assert post(envelope(3, enabled("t2")))["body"]["replay"] is False
+    second_off = envelope(3, {"event": turning_off})
+    assert second_off == off
+    reply = post(second_off)
+    # Then it is applied, not taken for a replay: the new token is off and gets nothing more
+    assert reply["status"] == 200
+    assert reply["body"]["replay"] is False
+    reason = "notifications_disabled" if turning_off == "notifications_disabled" else "miniapp_removed"
+    assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, reason)]
+    # And a replay of the old enable still cannot revive a token
+    replayed = post(envelope(3, enabled("t1")))
+    assert replayed["body"]["replay"] is True
+    assert tokens(db) == [(3, CLIENT_URL, "t2", CLIENT_APP_FID, False, reason)]
+
+
 def test_neynar_down_is_503_and_stores_nothing(env: MotoBus, db: Conn, neynar_stub: NeynarStub) -> None:
     neynar_stub.server_error_every = 1
     close_all()
     reply = post(envelope(3, enabled("tok")))
     assert reply["status"] == 503
+    assert stored_nothing(db)
+
+
+def test_app_key_lookups_are_throttled_per_source_ip_and_per_fid(
+    env: MotoBus, db: Conn, neynar_stub: NeynarStub
+) -> None:
+    # Given signed envelopes each with a fresh random key (each misses the per-(fid, key) cache)
+    def random_key_envelope(fid: int) -> dict[str, str]:
+        return sign(fid=fid, private_key=os.urandom(32), payload=enabled("tok"))
+
+    def post_from(body: dict[str, str], source: str) -> dict[str, Any]:
+        event = load_event("miniapp_webhook")
+        event["body"] = json.dumps(body)
+        event["isBase64Encoded"] = False
+        event["requestContext"]["http"]["sourceIp"] = source
+        response: dict[str, Any] = miniapp_webhook.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
+        return {"status": response["statusCode"], "body": json.loads(response["body"]), "headers": response["headers"]}
+
+    before = neynar_stub.request_count("onChainSignersByFid")
+    # When one source IP sends 200 of them, spread over many fids
+    replies = [post_from(random_key_envelope(100 + index), "203.0.113.7") for index in range(200)]
+    # Then our code asks Neynar only as often as the per-source bucket allows, and answers the rest 429
+    lookups = neynar_stub.request_count("onChainSignersByFid") - before
+    per_source = LOOKUPS_PER_SOURCE[0]
+    assert per_source <= lookups <= per_source + 2  # the bucket refills 0.2 a second while the test runs
+    limited = [reply for reply in replies if reply["status"] == 429]
+    assert len(limited) == 200 - lookups
+    assert limited[0]["body"] == {
+        "error": "too many app-key checks; try again shortly",
+        "code": "app_key_lookups_rate_limited",
+    }
+    assert int(limited[0]["headers"]["Retry-After"]) >= 1
+    # And one fid's events, from many source IPs, are held to the per-fid bucket
+    before = neynar_stub.request_count("onChainSignersByFid")
+    replies = [post_from(random_key_envelope(3), f"198.51.100.{index}") for index in range(1, 41)]
+    lookups = neynar_stub.request_count("onChainSignersByFid") - before
+    assert LOOKUPS_PER_FID[0] <= lookups <= LOOKUPS_PER_FID[0] + 2
+    assert sum(reply["status"] == 429 for reply in replies) == 40 - lookups
     assert stored_nothing(db)

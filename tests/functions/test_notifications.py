@@ -109,6 +109,7 @@ def time_passes(db: Conn, seconds: int, stub: NotificationClientStub) -> None:
     db.execute(
         "UPDATE notification_deliveries SET next_attempt_at = next_attempt_at - make_interval(secs => %(s)s)", shift
     )
+    db.execute("UPDATE notification_url_backoff SET until = until - make_interval(secs => %(s)s)", shift)
 
 
 @pytest.fixture

@@ -134,8 +134,8 @@ def test_an_unreadable_hub_answer_is_a_protocol_error() -> None:
     ],
 )
 def test_client_urls_must_be_public_https(url: str, strict: bool, local: bool) -> None:
-    assert acceptable_client_url(url, allow_http=False) is strict
-    assert acceptable_client_url(url, allow_http=True) is local
+    assert acceptable_client_url(url, allow_local_stub=False) is strict
+    assert acceptable_client_url(url, allow_local_stub=True) is local
 
 
 def test_messages_obey_farcasters_limits() -> None:

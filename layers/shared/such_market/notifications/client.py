@@ -8,7 +8,10 @@ redirects, bounded jittered retries of 429 (honouring ``Retry-After``), 5xx and 
 — safe for a POST because clients deduplicate on the notification id — and failures raised as the
 ``UpstreamError`` tree (``upstream="Farcaster client"``), so the sender can tell "retry later"
 (``UpstreamUnavailable``/``UpstreamRateLimited``) from "never" (``UpstreamBadRequest``) and the edge maps
-them like any upstream's. A URL the rules refuse (``rules.acceptable_client_url``) is never called.
+them like any upstream's. A URL the rules refuse (``rules.acceptable_client_url``) is never called, and
+connections go only to public addresses, checked after resolution (``notifications.addresses``): a host
+that leads anywhere else is refused before any byte is sent (``UpstreamBadRequest``), redirects are never
+followed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Final
 import httpx
 
 from such_market.container import per_container
+from such_market.notifications.addresses import ForbiddenAddressError, Resolver, guarded_transport, resolve
 from such_market.notifications.rules import MAX_TOKENS_PER_REQUEST, Message, acceptable_client_url
 from such_market.notifications.settings import NotificationSettings
 from such_market.upstream.errors import UpstreamBadRequest, UpstreamProtocolError
@@ -69,25 +73,27 @@ def parse_result(payload: dict[str, Any]) -> SendResult:
 class NotificationClient(JsonUpstream):
     """POSTs notifications to the clients' URLs. Thread-safe; create once per container.
 
-    ``transport``, ``sleep`` and ``jitter`` are seams for tests.
+    ``transport`` (which replaces the address guard), ``resolver``, ``sleep`` and ``jitter`` are seams for
+    tests; ``allow_local_stub`` admits plain http and loopback addresses (``NotificationSettings``).
     """
 
     def __init__(
         self,
         *,
-        allow_http: bool = False,
+        allow_local_stub: bool = False,
         request_attempts: int = 2,
         connect_timeout_seconds: float = 2.0,
         read_timeout_seconds: float = 5.0,
         transport: httpx.BaseTransport | None = None,
+        resolver: Resolver = resolve,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.allow_http = allow_http
+        self.allow_local_stub = allow_local_stub
         super().__init__(
             upstream=UPSTREAM,
             base_url="",
-            transport=transport or httpx.HTTPTransport(),
+            transport=transport or guarded_transport(allow_loopback=allow_local_stub, resolver=resolver),
             secrets=(),
             policy=RetryPolicy(max_attempts=request_attempts, budget_seconds=8.0, backoff_cap_seconds=2.0),
             connect_timeout_seconds=connect_timeout_seconds,
@@ -100,7 +106,7 @@ class NotificationClient(JsonUpstream):
     def from_settings(cls, settings: NotificationSettings) -> NotificationClient:
         """A client bounded as ``settings`` say."""
         return cls(
-            allow_http=settings.notification_allow_http,
+            allow_local_stub=settings.notification_allow_loopback_for_local_stub,
             request_attempts=settings.notification_request_attempts,
             connect_timeout_seconds=settings.notification_connect_timeout_seconds,
             read_timeout_seconds=settings.notification_read_timeout_seconds,
@@ -110,7 +116,7 @@ class NotificationClient(JsonUpstream):
         """Send one notification to ``tokens`` (1 … 100, all of ``url``)."""
         if not 0 < len(tokens) <= MAX_TOKENS_PER_REQUEST:
             raise ValueError(f"a request carries 1 to {MAX_TOKENS_PER_REQUEST} tokens")
-        if not acceptable_client_url(url, allow_http=self.allow_http):
+        if not acceptable_client_url(url, allow_local_stub=self.allow_local_stub):
             raise UpstreamBadRequest(_METHOD, "the notification URL is not acceptable", upstream=UPSTREAM)
         body = {
             "notificationId": notification_id,
@@ -119,7 +125,12 @@ class NotificationClient(JsonUpstream):
             "targetUrl": message.target_url,
             "tokens": list(tokens),
         }
-        return parse_result(self._requester.post(_METHOD, body, path=url))
+        try:
+            return parse_result(self._requester.post(_METHOD, body, path=url))
+        except ForbiddenAddressError as error:
+            raise UpstreamBadRequest(_METHOD, str(error), upstream=UPSTREAM) from None
+        except httpx.InvalidURL:  # e.g. a host httpx reads as a malformed IPv4 address (0177.0.0.1)
+            raise UpstreamBadRequest(_METHOD, "the notification URL is not a valid URL", upstream=UPSTREAM) from None
 
 
 @per_container(close=NotificationClient.close)

@@ -22,6 +22,9 @@ MAX_NOTIFICATION_ID_CHARS: Final = 128
 MAX_TOKENS_PER_REQUEST: Final = 100
 TOKEN_MIN_INTERVAL: Final = timedelta(seconds=30)
 TOKEN_DAILY_LIMIT: Final = 100
+MAX_CLIENT_URLS_PER_FID: Final = 4
+"""Enabled client URLs one fid keeps (ours, not Farcaster's: users have a client or two; each URL costs the
+sender a request, so one account must not make it wait on many)."""
 DEDUPLICATION_WINDOW: Final = timedelta(hours=24)
 """How long clients deduplicate a notificationId: a delivery not made within it is given up (expired)."""
 
@@ -41,9 +44,11 @@ def same_site(url: str, base_url: str) -> bool:
     return target.scheme == "https" and target.netloc.lower() == base.netloc.lower() and " " not in url
 
 
-def acceptable_client_url(url: str, *, allow_http: bool) -> bool:
-    """Whether we may POST notifications to ``url``: https on a host name (no IP literal, no localhost,
-    no credentials), ≤ 1024 characters; plain http and loopback too when ``allow_http`` (local stubs)."""
+def acceptable_client_url(url: str, *, allow_local_stub: bool) -> bool:
+    """Whether ``url`` may be stored and posted to: https on a host name (no IP literal, no localhost,
+    no credentials), ≤ 1024 characters; plain http and any host too when ``allow_local_stub``. This is the
+    early refusal of what is plainly wrong; the address actually connected to is checked at connection
+    time (``notifications.addresses``), since a host name proves nothing about where it leads."""
     if len(url) > MAX_TARGET_URL_CHARS or any(character.isspace() or character == "\x00" for character in url):
         return False
     try:
@@ -52,7 +57,7 @@ def acceptable_client_url(url: str, *, allow_http: bool) -> bool:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         return False
-    if allow_http:
+    if allow_local_stub:
         return parts.scheme in {"http", "https"} and bool(host)
     if parts.scheme != "https" or not host or parts.username or parts.password:
         return False

@@ -29,7 +29,8 @@ class MiniAppEventRequestBody(BaseModel):
 
 
 class MiniAppEventReceiptBody(CamelModel):
-    """The 200 answer: the event applied (or recognized as a replay) for the fid, by the client app."""
+    """The 200 answer: the event applied for the fid, by the client app. ``replay`` is true for an enable
+    whose envelope was applied before (it changes nothing); turning off is applied every time."""
 
     event: Literal["miniapp_added", "miniapp_removed", "notifications_enabled", "notifications_disabled"]
     fid: int

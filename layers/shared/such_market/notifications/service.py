@@ -3,12 +3,17 @@
 - ``receive_miniapp_event`` (``POST /api/webhook``): in this order, so nothing unauthenticated is
   parsed further or stored — the JSON Farcaster Signature envelope (malformed → 400 ``invalid_envelope``),
   the Ed25519 signature (401 ``invalid_signature``), the header's key as an active app key of its fid
-  through Neynar (401 ``invalid_app_key``), only then the payload (400 ``invalid_event``). The event and
-  its token change commit together; the envelope's digest makes a replay a no-op (``replay: true``).
-  ``miniapp_added``/``notifications_enabled`` with details store or re-enable the token of (fid, client
-  URL); ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid)
-  gave. A user who turns notifications on is looked up (Neynar, stored in ``fc_users`` with their
-  verified wallets) so transfers of their wallets reach them; that lookup is best effort.
+  through Neynar (401 ``invalid_app_key``; a lookup Neynar must answer is throttled per source IP, per
+  fid and overall: 429 ``app_key_lookups_rate_limited`` with Retry-After), only then the payload (400
+  ``invalid_event``). The event and its token change commit together. ``miniapp_added``/
+  ``notifications_enabled`` with details store or re-enable the token of (fid, client URL), once per
+  envelope: the envelope's digest makes a replayed enable a no-op (``replay: true``), so it cannot
+  revive a token turned off since.
+  ``miniapp_removed``/``notifications_disabled`` disable the tokens that client (the app fid) gave, every
+  time they arrive: signatures are deterministic and the payload has no nonce, so a user's second genuine
+  opt-out is byte-identical to the first and must not be mistaken for a replay. A user who turns
+  notifications on is looked up (Neynar, stored in ``fc_users`` with their verified wallets) so transfers
+  of their wallets reach them; that lookup is best effort.
 - ``record_transfer_news`` (``nft.transferred``): for each user with notifications on who verified the
   sending or the receiving wallet (not both: a move between one's own wallets is no news), the transfer
   joins the user's open digest, whose ``notificationId`` is ``transfer-<eventId>-<fid>`` of the event
@@ -51,6 +56,7 @@ from such_market.notifications.signatures import (
     verify,
 )
 from such_market.notifications.writes import (
+    DisabledReason,
     TransferNews,
     create_announcement,
     disable_client_tokens,
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from such_market.cache.client import CacheClient
+    from such_market.cache.store import ReadThroughCache
     from such_market.notifications.client import NotificationClient
     from such_market.upstream.neynar import NeynarClient
 
@@ -80,6 +87,11 @@ _EVENTS: Final[tuple[EventName, ...]] = (
     "notifications_enabled",
     "notifications_disabled",
 )
+_TURNING_OFF: Final[dict[str, DisabledReason]] = {
+    "miniapp_removed": "miniapp_removed",
+    "notifications_disabled": "notifications_disabled",
+}
+"""Events that disable the client's tokens, with the reason recorded: applied every time they arrive."""
 MAX_WEBHOOK_BODY_BYTES: Final = 64 * 1024
 MAX_ADMIN_BODY_BYTES: Final = 64 * 1024
 MAX_ANNOUNCEMENT_FIDS: Final = 10_000
@@ -137,7 +149,7 @@ def _event_name(text: str) -> EventName:
     raise BadRequestError("unknown mini-app event", code="invalid_event")
 
 
-def parse_event(payload: bytes, *, allow_http: bool) -> MiniAppEvent:
+def parse_event(payload: bytes, *, allow_local_stub: bool) -> MiniAppEvent:
     """The (verified) payload as an event; ``BadRequestError`` (400 ``invalid_event``) when it is not one."""
     try:
         raw = orjson.loads(payload)
@@ -157,7 +169,7 @@ def parse_event(payload: bytes, *, allow_http: bool) -> MiniAppEvent:
     url, token = details.get("url"), details.get("token")
     if not isinstance(url, str) or not isinstance(token, str) or not 0 < len(token) <= 1024:
         raise BadRequestError("notificationDetails must be {url, token}", code="invalid_event")
-    if not acceptable_client_url(url, allow_http=allow_http):
+    if not acceptable_client_url(url, allow_local_stub=allow_local_stub):
         raise BadRequestError("the notification url is not an acceptable https URL", code="invalid_event")
     return MiniAppEvent(event=name, url=url, token=token)
 
@@ -171,8 +183,11 @@ def receive_miniapp_event(
     connect: Callable[[], Connection],
     settings: NotificationSettings,
     learn_user: Callable[[int], object],
+    throttle: Callable[[], ReadThroughCache] | None = None,
+    source_ip: str | None = None,
 ) -> dict[str, object]:
-    """Verify and apply one signed mini-app event (see the module doc); the 200 answer's body."""
+    """Verify and apply one signed mini-app event (see the module doc); the 200 answer's body. Neynar
+    lookups are throttled per ``source_ip``, per fid and overall through ``throttle`` (429 past them)."""
     if len(body) > MAX_WEBHOOK_BODY_BYTES:
         raise BadRequestError("the request body is too large", code="invalid_envelope")
     try:
@@ -182,25 +197,34 @@ def receive_miniapp_event(
         raise BadRequestError(f"not a JSON Farcaster Signature: {error}", code="invalid_envelope") from None
     except InvalidSignatureError as error:
         raise UnauthorizedError(str(error), code="invalid_signature") from None
-    app_fid = app_fid_of(neynar=neynar(), cache=cache(), keys=keys, fid=envelope.fid, key=envelope.key)
+    app_fid = app_fid_of(
+        neynar=neynar(),
+        cache=cache(),
+        keys=keys,
+        fid=envelope.fid,
+        key=envelope.key,
+        throttle=None if throttle is None else throttle(),
+        source=source_ip,
+    )
     if app_fid is None:
         raise UnauthorizedError("the signing key is not an active app key of the fid", code="invalid_app_key")
     try:
         payload = envelope.payload_bytes()
     except ValueError:
         raise BadRequestError("the event payload is not base64url", code="invalid_event") from None
-    event = parse_event(payload, allow_http=settings.notification_allow_http)
+    event = parse_event(payload, allow_local_stub=settings.notification_allow_loopback_for_local_stub)
     conn = connect()
     with conn.transaction():
         first = record_webhook_event(
             conn=conn, digest=envelope.digest, fid=envelope.fid, app_fid=app_fid, event=event.event
         )
-        if first and event.url is not None and event.token is not None:
+        # Ed25519 is deterministic and the payload has no nonce: a user's second genuine opt-out is
+        # byte-identical to their first. Turning off is therefore applied every time it arrives (a replayed
+        # one only turns off what its signer may turn off); only an old enable is kept from reviving a token.
+        if event.event in _TURNING_OFF:
+            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason=_TURNING_OFF[event.event])
+        elif first and event.url is not None and event.token is not None:
             enable_token(conn=conn, fid=envelope.fid, url=event.url, token=event.token, app_fid=app_fid)
-        elif first and event.event == "miniapp_removed":
-            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason="miniapp_removed")
-        elif first and event.event == "notifications_disabled":
-            disable_client_tokens(conn=conn, fid=envelope.fid, app_fid=app_fid, reason="notifications_disabled")
     enabled = event.token is not None
     if first and enabled:
         learn_user(envelope.fid)
@@ -209,7 +233,7 @@ def receive_miniapp_event(
         "fid": envelope.fid,
         "appFid": app_fid,
         "notificationsEnabled": enabled,
-        "replay": not first,
+        "replay": not first and event.event not in _TURNING_OFF,
     }
 
 

@@ -6,13 +6,20 @@ collected into one notification (``NOTIFICATION_DIGEST_SECONDS``), and the bound
 posts to the Farcaster clients' notification URLs: timeouts, attempts per request and per delivery.
 
 The notification URLs come from signed events, that is from any Farcaster account: only ``https`` URLs
-on a host name (no IP literal, no ``localhost``) are accepted, so the functions cannot be pointed at
-the VPC. ``NOTIFICATION_ALLOW_HTTP=true`` lifts that for the local client stub (``make dev``, tests).
+on a host name (no IP literal, no ``localhost``) are accepted, and connections go only to public addresses
+(``notifications.addresses``), so the functions cannot be pointed at the VPC.
+``NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB=true`` lets them post to the local client stub instead
+(plain http, loopback addresses; never private or link-local ones): ``make dev`` and the tests set it, the
+template never does, and a deployed function (``AWS_LAMBDA_FUNCTION_NAME`` set, not under ``sam local``)
+refuses to start with it.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from such_market.config import SettingsPart
 
@@ -28,8 +35,20 @@ class NotificationSettings(SettingsPart):
         description="the mini-app's base URL: targetUrls must be on its host",
     )
     notification_digest_seconds: float = Field(default=10.0, ge=0, le=600)
-    notification_allow_http: bool = False
+    notification_allow_loopback_for_local_stub: bool = Field(
+        default=False, description="make dev and tests only: post to the local client stub over http on loopback"
+    )
     notification_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     notification_read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     notification_request_attempts: int = Field(default=2, ge=1, le=5)
     notification_max_delivery_attempts: int = Field(default=8, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _local_stub_only_locally(self) -> Self:
+        deployed = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.environ.get("AWS_SAM_LOCAL") != "true"
+        if self.notification_allow_loopback_for_local_stub and deployed:
+            raise ValueError(
+                "NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB is for make dev and tests only; a deployed function"
+                " never posts to loopback"
+            )
+        return self

@@ -4,10 +4,14 @@ Every function is keyword-only and takes a psycopg connection; callers that need
 commit together open the transaction. The sender's queue is ``notification_deliveries``:
 ``claim_deliveries`` takes due deliveries whose tokens Farcaster's limits allow (1 per 30 s, 100 per
 day, not rate limited by the client), at most one per token and each token locked while it is claimed,
-so two senders never pick the same token at once; claiming counts the send against the token's limits
-and moves the delivery's ``next_attempt_at`` a lease ahead, so a sender that dies mid-send leaves it to
-be retried once the lease ends (the client deduplicates on the notification id). The outcome of each
-request then settles its deliveries: sent, invalid (token disabled), rescheduled, failed or expired.
+so two senders never pick the same token at once; claiming leases the token (``claimed_until``) and
+moves the delivery's ``next_attempt_at`` a lease ahead, so a sender that dies mid-send leaves it to be
+retried once the lease ends (the client deduplicates on the notification id). Only a send the client
+accepted counts against the token's limits (``mark_sent``): a claimed but unsent delivery costs its
+token nothing. Tokens of a client URL that is backed off (``back_off_url``) are not claimed. The outcome
+of each request then settles its deliveries: sent, invalid (token disabled), rescheduled, failed or
+expired; settling releases the tokens' lease. A fid keeps at most ``MAX_CLIENT_URLS_PER_FID`` enabled
+client URLs: enabling one more supersedes its oldest.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from such_market.notifications.rules import DEDUPLICATION_WINDOW, TOKEN_DAILY_LIMIT, TOKEN_MIN_INTERVAL, Message
+from such_market.notifications.rules import (
+    DEDUPLICATION_WINDOW,
+    MAX_CLIENT_URLS_PER_FID,
+    TOKEN_DAILY_LIMIT,
+    TOKEN_MIN_INTERVAL,
+    Message,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -25,7 +35,7 @@ if TYPE_CHECKING:
     Connection = psycopg.Connection[tuple[Any, ...]]
 
 Direction = Literal["received", "sent"]
-DisabledReason = Literal["miniapp_removed", "notifications_disabled", "invalid_token"]
+DisabledReason = Literal["miniapp_removed", "notifications_disabled", "invalid_token", "superseded"]
 CLAIM_LEASE_SECONDS: Final = 120
 
 
@@ -58,9 +68,26 @@ ON CONFLICT (fid, url) DO UPDATE SET
 """
 
 
-def enable_token(*, conn: Connection, fid: int, url: str, token: str, app_fid: int) -> None:
-    """Store (or replace and re-enable) the token a client gave for ``fid`` at ``url``."""
-    conn.execute(_ENABLE_TOKEN, {"fid": fid, "url": url, "token": token, "app_fid": app_fid})
+_SUPERSEDE_OLDEST = """
+UPDATE notification_tokens SET enabled = false, disabled_at = now(), disabled_reason = 'superseded'
+WHERE id IN (
+    SELECT id FROM notification_tokens WHERE fid = %(fid)s AND enabled
+    ORDER BY added_at DESC, id DESC OFFSET %(keep)s
+)
+"""
+
+
+def enable_token(*, conn: Connection, fid: int, url: str, token: str, app_fid: int) -> int:
+    """Store (or replace and re-enable) the token a client gave for ``fid`` at ``url``; beyond
+    ``MAX_CLIENT_URLS_PER_FID`` enabled URLs the fid's oldest are superseded (how many were)."""
+    with conn.transaction():
+        # One fid's enables take turns, so two at once cannot both stay under the bound.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('such_market.notification_tokens.fid', %(fid)s))",
+            {"fid": fid},
+        )
+        conn.execute(_ENABLE_TOKEN, {"fid": fid, "url": url, "token": token, "app_fid": app_fid})
+        return conn.execute(_SUPERSEDE_OLDEST, {"fid": fid, "keep": MAX_CLIENT_URLS_PER_FID}).rowcount
 
 
 def disable_client_tokens(*, conn: Connection, fid: int, app_fid: int, reason: DisabledReason) -> int:
@@ -185,10 +212,12 @@ def create_announcement(*, conn: Connection, notification_id: str) -> int:
 _MIN_INTERVAL_SECONDS: Final = int(TOKEN_MIN_INTERVAL.total_seconds())
 _TOKEN_ALLOWED = f"""
     t.enabled
+    AND (t.claimed_until IS NULL OR t.claimed_until <= now())
+    AND NOT EXISTS (SELECT 1 FROM notification_url_backoff AS b WHERE b.url = t.url AND b.until > now())
     AND (t.last_used_at IS NULL OR t.last_used_at <= now() - interval '{_MIN_INTERVAL_SECONDS} seconds')
     AND (t.day_started_at IS NULL OR t.day_started_at <= now() - interval '1 day' OR t.day_count < {TOKEN_DAILY_LIMIT})
     AND (t.rate_limited_until IS NULL OR t.rate_limited_until <= now())
-"""
+"""  # noqa: S608 - constants only
 
 _NEW_DAY = "t.day_started_at IS NULL OR t.day_started_at <= now() - interval '1 day'"
 
@@ -206,10 +235,7 @@ WITH candidates AS (
     WHERE {_TOKEN_ALLOWED}
     FOR UPDATE OF t SKIP LOCKED
 ), used AS (
-    UPDATE notification_tokens AS t SET
-        last_used_at = now(),
-        day_count = CASE WHEN {_NEW_DAY} THEN 1 ELSE t.day_count + 1 END,
-        day_started_at = CASE WHEN {_NEW_DAY} THEN now() ELSE t.day_started_at END
+    UPDATE notification_tokens AS t SET claimed_until = now() + make_interval(secs => %(lease)s)
     FROM locked WHERE t.id = locked.token_pk
     RETURNING t.id, t.url, t.token
 ), claimed AS (
@@ -279,12 +305,31 @@ def expire_deliveries(*, conn: Connection) -> int:
     return cursor.rowcount
 
 
-def mark_sent(*, conn: Connection, delivery_ids: Sequence[int]) -> None:
-    """The client accepted these deliveries."""
+_COUNT_SENT = f"""
+UPDATE notification_tokens AS t SET
+    last_used_at = now(),
+    day_count = CASE WHEN {_NEW_DAY} THEN 1 ELSE t.day_count + 1 END,
+    day_started_at = CASE WHEN {_NEW_DAY} THEN now() ELSE t.day_started_at END,
+    claimed_until = NULL
+WHERE t.id = ANY(%(ids)s)
+"""  # noqa: S608 - constants only
+
+
+def mark_sent(*, conn: Connection, delivery_ids: Sequence[int], token_pks: Sequence[int]) -> None:
+    """The client accepted these deliveries: each counts against its token's limits (and only now)."""
     conn.execute(
         "UPDATE notification_deliveries SET state = 'sent', sent_at = now(), last_outcome = 'sent'"
         " WHERE id = ANY(%(ids)s)",
         {"ids": list(delivery_ids)},
+    )
+    conn.execute(_COUNT_SENT, {"ids": list(token_pks)})
+
+
+def release_tokens(*, conn: Connection, token_pks: Sequence[int]) -> None:
+    """End the claim lease of these tokens (their deliveries are settled)."""
+    conn.execute(
+        "UPDATE notification_tokens SET claimed_until = NULL WHERE id = ANY(%(ids)s) AND claimed_until IS NOT NULL",
+        {"ids": list(token_pks)},
     )
 
 
@@ -309,16 +354,48 @@ def mark_failed(*, conn: Connection, delivery_ids: Sequence[int], outcome: str) 
     )
 
 
-def reschedule(*, conn: Connection, delays: Sequence[tuple[int, float]], outcome: str) -> None:
-    """Try these deliveries again later: ``[(delivery id, seconds from now)]``."""
+def reschedule(
+    *, conn: Connection, delays: Sequence[tuple[int, float]], outcome: str, not_attempted: bool = False
+) -> None:
+    """Try these deliveries again later: ``[(delivery id, seconds from now)]``. ``not_attempted``: they were
+    claimed but never sent (out of time, or their URL failed first), so the claim's attempt is given back."""
     if not delays:
         return
     conn.execute(
         "UPDATE notification_deliveries AS d"
-        " SET next_attempt_at = now() + make_interval(secs => r.delay), last_outcome = %(outcome)s"
+        " SET next_attempt_at = now() + make_interval(secs => r.delay), last_outcome = %(outcome)s,"
+        " attempts = CASE WHEN %(refund)s THEN greatest(d.attempts - 1, 0) ELSE d.attempts END"
         " FROM unnest(%(ids)s::bigint[], %(delays)s::float8[]) AS r(id, delay) WHERE d.id = r.id",
-        {"ids": [i for i, _ in delays], "delays": [d for _, d in delays], "outcome": outcome[:200]},
+        {
+            "ids": [i for i, _ in delays],
+            "delays": [d for _, d in delays],
+            "outcome": outcome[:200],
+            "refund": not_attempted,
+        },
     )
+
+
+_BACK_OFF_URL = """
+INSERT INTO notification_url_backoff AS b (url, failures, until)
+VALUES (%(url)s, 1, now() + make_interval(secs => %(first)s))
+ON CONFLICT (url) DO UPDATE SET
+    failures = b.failures + 1,
+    until = now() + make_interval(secs => least(%(cap)s, %(first)s * power(2, b.failures)))
+RETURNING extract(epoch FROM until - now())
+"""
+
+
+def back_off_url(*, conn: Connection, url: str, first_seconds: float, cap_seconds: float) -> float:
+    """Claim nothing for ``url`` for a while: ``first_seconds`` doubling per consecutive failure, at most
+    ``cap_seconds``; returns the seconds it is backed off for."""
+    row = conn.execute(_BACK_OFF_URL, {"url": url[:1024], "first": first_seconds, "cap": cap_seconds}).fetchone()
+    assert row is not None  # noqa: S101 - INSERT … RETURNING returns its row
+    return float(row[0])
+
+
+def clear_url_backoff(*, conn: Connection, url: str) -> None:
+    """``url`` answered: its failures are forgotten."""
+    conn.execute("DELETE FROM notification_url_backoff WHERE url = %(url)s", {"url": url[:1024]})
 
 
 def hold_tokens(*, conn: Connection, token_pks: Sequence[int], seconds: float) -> None:
