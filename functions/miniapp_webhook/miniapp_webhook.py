@@ -12,13 +12,13 @@ from such_market.config import CacheSettings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.notifications.app_keys import source_ip
 from such_market.notifications.schemas import MiniAppEventReceiptBody, MiniAppEventRequestBody
 from such_market.notifications.service import MiniAppWebhookSettings, receive_miniapp_event
 from such_market.notifications.settings import NotificationSettings
 from such_market.ownership.webhook import raw_body
 from such_market.runtime import runtime_for
 from such_market.users.service import learn_user
+from such_market.validation import source_ip
 
 app = create_api()
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 from collections.abc import Collection, Mapping
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -229,3 +230,11 @@ def parse_cursor(value: str | None) -> int | None:
         return token_id_value(decoded[2:], allow_hex=False)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadRequestError("invalid cursor: use the nextCursor of a previous page", code="invalid_cursor") from None
+
+
+def source_ip(raw_event: Mapping[str, Any]) -> str | None:
+    """The caller's address from an HTTP API v2 event, normalized; ``None`` when absent or malformed."""
+    try:
+        return str(ipaddress.ip_address(raw_event["requestContext"]["http"]["sourceIp"]))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -32,7 +32,6 @@ What is cached, and for how long:
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -67,7 +66,7 @@ from such_market.errors import NotFoundError, TooManyRequestsError, error_body
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.runtime import Runtime
-from such_market.validation import encode_cursor, filter_hash
+from such_market.validation import encode_cursor, filter_hash, source_ip
 
 OWNERSHIP_FRESH_FOR = timedelta(hours=1)
 UPSTREAM_LEASE_MS = 30_000  # a first-seen collection waits on Alchemy: hold the fill lease long enough
@@ -109,13 +108,8 @@ def _not_found(message: str) -> Entry:
 
 # -- collection rows ---------------------------------------------------------------------------------
 def _source_ip(requester: Requester | None) -> str | None:
-    """The caller's address from the HTTP API v2 event, normalized; None when absent or malformed."""
-    if requester is None:
-        return None
-    try:
-        return str(ipaddress.ip_address(requester.raw_event["requestContext"]["http"]["sourceIp"]))
-    except (KeyError, TypeError, ValueError):
-        return None
+    """The caller's address (``None`` without a requester, or when absent or malformed)."""
+    return None if requester is None else source_ip(requester.raw_event)
 
 
 def _discovery_wait(runtime: Runtime, requester: Requester | None) -> float:

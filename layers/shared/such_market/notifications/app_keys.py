@@ -18,16 +18,14 @@ cached answer costs no token.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from such_market.cache.keys import CacheKeys
 from such_market.errors import TooManyRequestsError
 from such_market.observability import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from such_market.cache.client import CacheClient
     from such_market.cache.store import ReadThroughCache
@@ -42,14 +40,6 @@ LOOKUPS_PER_FID: Final = (5, 0.1)
 """Neynar lookups one fid's events may cause: 5 at once, then one per 10 s (a user has a client or two)."""
 LOOKUPS_GLOBAL: Final = (200, 5.0)
 """Neynar lookups overall: 200 at once, then 5 a second."""
-
-
-def source_ip(raw_event: Mapping[str, Any]) -> str | None:
-    """The caller's address from an HTTP API v2 event, normalized; ``None`` when absent or malformed."""
-    try:
-        return str(ipaddress.ip_address(raw_event["requestContext"]["http"]["sourceIp"]))
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _throttle_lookup(throttle: ReadThroughCache, keys: CacheKeys, *, fid: int, source: str | None) -> None:
