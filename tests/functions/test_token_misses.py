@@ -265,3 +265,18 @@ def test_owner_misses_pay_the_discovery_throttle(call: Call, seeded: None, db: C
     stale = call(f"/api/collection/{ERC721_CONTRACT}/nfts/3/owner")
     assert (stale.status, stale.body["owner"], stale.body["cached"]) == (200, HOLDER, True)
     assert alchemy_stub.request_counts() == {"getOwnersForNFT": 10}
+
+
+# -- pages of a collection not indexed yet ----------------------------------------------------------------
+def test_pages_read_from_alchemy_while_indexing_pay_the_discovery_throttle(
+    call: Call, alchemy_stub: AlchemyStub
+) -> None:
+    # Given the stub's collection seen for the first time (one discovery token spent; ingestion not run)
+    assert call(f"/api/collection/{ERC721_CONTRACT}").body["indexing"] is True
+    # When one source asks for 30 distinct pages the ingestion has not committed
+    replies = [call(f"/api/collection/{ERC721_CONTRACT}/nfts?page={100 + index}") for index in range(30)]
+    # Then only the rest of its burst reached Alchemy; the others were refused with 429 and Retry-After
+    assert alchemy_stub.request_count("getNFTsForContract") == 9
+    assert [reply.status for reply in replies[:9]] == [200] * 9
+    assert {(reply.status, reply.body["code"]) for reply in replies[9:]} == {(429, "discovery_rate_limited")}
+    assert all(int(reply.headers["retry-after"]) >= 1 for reply in replies[9:])

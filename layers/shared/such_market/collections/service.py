@@ -249,7 +249,15 @@ def nft_page(
         key = keys.nft_cursor_page(address, after_token_id, page_size, digest)
 
     def answer(row: CollectionRow) -> Entry:
-        return page_answer(runtime, row, page=page, page_size=page_size, filters=filters, after_token_id=after_token_id)
+        return page_answer(
+            runtime,
+            row,
+            page=page,
+            page_size=page_size,
+            filters=filters,
+            after_token_id=after_token_id,
+            before_upstream=lambda: _throttle_discovery(runtime, requester),
+        )
 
     return _collection_read(runtime, address, key, Tier.WARM, answer, requester=requester)
 
@@ -262,9 +270,11 @@ def page_answer(
     page_size: int,
     filters: Mapping[str, tuple[str, ...]],
     after_token_id: int | None,
+    before_upstream: Callable[[], None] | None = None,
 ) -> Entry:
     """The answer of one NFT page of a stored collection (also what the cache warmer stores); from
-    Alchemy only while the collection is not indexed and the page lies beyond what a run committed."""
+    Alchemy only while the collection is not indexed and the page lies beyond what a run committed.
+    ``before_upstream`` runs first then: a reader's page pays the discovery throttle (429 past it)."""
     indexing = is_indexing(row)
     result = get_nft_page(
         conn=runtime.conn,
@@ -275,6 +285,8 @@ def page_answer(
         after_token_id=after_token_id,
     )
     if not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
+        if before_upstream is not None:
+            before_upstream()
         return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
     shared = _shared_page(runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id)
     total = int(row.total_supply) if not row.indexed and not filters and row.total_supply else result.total

@@ -26,7 +26,6 @@ from such_market.errors import TooManyRequestsError
 from such_market.observability import logger
 
 if TYPE_CHECKING:
-
     from such_market.cache.client import CacheClient
     from such_market.cache.store import ReadThroughCache
     from such_market.upstream.neynar import NeynarClient
