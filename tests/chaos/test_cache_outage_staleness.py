@@ -19,6 +19,7 @@ import dataclasses
 import signal
 import time
 
+import pytest
 import redis
 
 from local.invoker import Invoker
@@ -26,6 +27,10 @@ from local.scheduler import LocalScheduler
 from such_market.events.redrive import POLL_SECONDS
 from tests.chaos.conftest import REPORTS, Answer, ScenarioReport, Stage
 from tests.chaos.test_faults import ALICE, BOB, SEEDED, _owner, _seed, _webhook
+
+# Each scenario waits for the schedule's first run (one minute) and, across a run, for its watch after
+# the recovery: more than the suite's default 120 s on a busy machine.
+pytestmark = pytest.mark.timeout(240)
 
 BOUND_SECONDS = 90.0
 PERIOD_SECONDS = 60.0  # the redrive's schedule, rate(1 minute)
