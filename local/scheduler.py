@@ -229,6 +229,7 @@ class LocalScheduler:
         """Schedules that do not run automatically, by name, with the reason."""
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -264,6 +265,12 @@ class LocalScheduler:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no scheduled run is going (a run that waits for the cache may take its whole
+        budget); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(slot.running for slot in self._slots), timeout)
 
     def run_now(self, function_id: str) -> JsonValue:
         """Run ``function_id``'s (first) schedule once, now, in this thread; returns its result.
@@ -322,8 +329,9 @@ class LocalScheduler:
             detail = "".join(traceback.format_exception(error)).rstrip()
             self._log(f"{slot.schedule.name} → {slot.schedule.function_id} failed:\n{detail}")
         finally:
-            with self._lock:
+            with self._idle:
                 slot.running = False
+                self._idle.notify_all()
 
     def _log(self, message: str) -> None:
         if not self.quiet:

@@ -59,6 +59,9 @@ class ScenarioReport:
     baseline: list[float] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     stale_after_recovery: int = 0
+    stale_seconds: float | None = None
+    """How long after recovery the cache still held a value older than a change committed during the
+    outage, when the scenario measures it (shown beside the stale answers)."""
     events_lost: int = 0
 
     def add(self, answers: Sequence[Answer]) -> None:
@@ -95,8 +98,11 @@ class ScenarioReport:
         return (
             f"| {self.name} | {len(self.answers)} | {errors} | {self.added_latency(0.5) * 1000:.0f} / "
             f"{self.added_latency(0.99) * 1000:.0f} ms | {self.longest:.2f} s (deadline {self.deadline_seconds:.1f} s)"
-            f" | {self.stale_after_recovery} | {self.events_lost} | {self.bad_5xx} |"
+            f" | {self.stale_after_recovery}{self._stale_window()} | {self.events_lost} | {self.bad_5xx} |"
         )
+
+    def _stale_window(self) -> str:
+        return "" if self.stale_seconds is None else f" (old value cached {self.stale_seconds:.1f} s after recovery)"
 
 
 REPORTS: list[ScenarioReport] = []

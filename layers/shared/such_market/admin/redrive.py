@@ -1,10 +1,12 @@
 """The scheduled redrive of dead letters (``RedriveDeadLettersFunction``): ``events.redrive`` wired to the
-real queue, bus and cache."""
+real queue, bus and cache; what a run did goes to CloudWatch as EMF (``DeadLettersRedriven``,
+``DeadLettersRejected``: messages left in the queue because they carry no event of ours)."""
 
 from __future__ import annotations
 
 from typing import Final
 
+from such_market.analytics.recorder import emit_gauges
 from such_market.config import CacheSettings, EventSettings, FunctionSettings
 from such_market.events import dead_letters
 from such_market.events.dead_letters import DeadLetterSettings
@@ -25,7 +27,7 @@ class RedriveSettings(FunctionSettings):
 
 
 def redrive_dead_letters(runtime: Runtime, *, time_budget_seconds: float) -> RedriveReport:
-    """One run: redrive what the dead-letter queue holds, if the cache answers."""
+    """One run: redrive our events from the dead-letter queue as soon as the cache answers."""
     from such_market.cache.client import cache_errors
 
     queue = runtime.settings.part(DeadLetterSettings)
@@ -47,7 +49,7 @@ def redrive_dead_letters(runtime: Runtime, *, time_budget_seconds: float) -> Red
     def publish(event: Event) -> bool:
         return runtime.publisher.publish([event]).ok
 
-    return redrive(
+    report = redrive(
         receive=lambda n: dead_letters.receive(
             queue, max_messages=n, visibility_timeout_seconds=VISIBILITY_TIMEOUT_SECONDS
         ),
@@ -55,5 +57,13 @@ def redrive_dead_letters(runtime: Runtime, *, time_budget_seconds: float) -> Red
         publish=publish,
         cache_ready=cache_ready,
         count_redrive=count,
+        source=runtime.settings.part(EventSettings).event_source,
         time_budget_seconds=time_budget_seconds,
     )
+    emit_gauges(
+        {
+            "DeadLettersRedriven": (float(report.redriven), "Count"),
+            "DeadLettersRejected": (float(sum(report.rejected.values())), "Count"),
+        }
+    )
+    return report
