@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from such_market import deadline
+from such_market import deadline, post_invoke
 from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.analytics.traffic import TrafficKey
 from such_market.config import CacheSettings, FunctionSettings, load_settings
@@ -183,11 +183,21 @@ def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[d
     """The ``lambda_handler`` of an API function: validate its settings (a misconfigured container
     fails at its first invocation with a message naming the variable), dispatch the event under the
     invocation's deadline (every wait stops in time to answer before Lambda's timeout), and record a
-    cache-fronted answer in the container's analytics (no round trip: an EMF line, and the recorder's
-    flusher writes it to Valkey behind the response)."""
+    cache-fronted answer in the container's analytics (no round trip: an EMF line; on Lambda the
+    post-invoke extension writes it to Valkey after the response, before the container can freeze;
+    elsewhere the recorder's flusher writes behind)."""
     app.settings_model = settings_model
+    post_invoke.enable()  # init phase: the only time Lambda accepts an extension's registration
 
     def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+        try:
+            return _record(app, event, context)
+        finally:
+            extension = post_invoke.enabled()
+            if extension is not None:
+                extension.finished()
+
+    def _record(app: Api, event: dict[str, Any], context: object) -> dict[str, Any]:
         recorder = _recorder_for(settings_model)
         started = time.perf_counter()
         token = deadline.begin(context)
@@ -227,4 +237,10 @@ def _traffic_subject(family: str, event: Mapping[str, Any], response: Mapping[st
 def _recorder_for(settings_model: type[FunctionSettings]) -> Recorder | None:
     """The analytics recorder of a function whose settings have a cache with analytics on, else ``None``."""
     cache = load_settings(settings_model).optional_part(CacheSettings)
-    return recorder_for(cache) if cache is not None and cache.cache_analytics else None
+    if cache is None or not cache.cache_analytics:
+        return None
+    recorder = recorder_for(cache)
+    extension = post_invoke.enabled()
+    if extension is not None:
+        extension.add(recorder.flush)  # every invocation's figures are written before the container freezes
+    return recorder
