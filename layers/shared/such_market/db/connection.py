@@ -3,9 +3,12 @@
 Lambda runs one request at a time per container, on one thread, so this is a single connection
 (multiplexed by RDS Proxy in AWS): the fastest and the simplest choice. Where one process serves
 several requests at once (the local runtime, tests with threads), each thread gets its own, so one
-request's open transaction is never shared with another's. The DSN comes from ``DATABASE_URL`` locally or from
-the RDS credentials secret named by ``DB_SECRET_ARN``. Connections use autocommit; code that writes
-opens an explicit ``conn.transaction()`` block so a change and its outbox event commit together.
+request's open transaction is never shared with another's; when the thread ends, its connection goes to
+the next new thread if it is idle and usable, or is closed (``such_market.container``), so a process
+holds about as many connections as it runs threads at once, however many threads it starts. The DSN
+comes from ``DATABASE_URL`` locally or from the RDS credentials secret named by ``DB_SECRET_ARN``.
+Connections use autocommit; code that writes opens an explicit ``conn.transaction()`` block so a change
+and its outbox event commit together.
 """
 
 from __future__ import annotations
@@ -70,7 +73,14 @@ def _usable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     return not conn.closed and not conn.broken
 
 
-@per_container(close=lambda conn: conn.close(), reuse=_usable, per_thread=True)
+def _idle(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    """Whether an ended thread's connection may serve another thread: usable and outside any transaction."""
+    from psycopg.pq import TransactionStatus
+
+    return _usable(conn) and conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@per_container(close=lambda conn: conn.close(), reuse=_usable, per_thread=True, handover=_idle)
 def get_connection(settings: DatabaseSettings) -> psycopg.Connection[tuple[object, ...]]:
     """This thread's connection for ``settings``, re-opened when it was closed or broke."""
     return connect(settings)
