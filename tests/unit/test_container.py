@@ -165,3 +165,18 @@ def test_a_replaced_per_thread_object_is_closed() -> None:
     kept.broken = True
     assert connect("db") is not kept
     assert closed == [kept]
+
+
+def test_close_all_closes_the_objects_of_running_threads_once() -> None:
+    # Given an object of this (still running) thread
+    closed: list[object] = []
+
+    @per_container(close=closed.append, per_thread=True, handover=lambda _: True)
+    def connect(key: str) -> object:
+        return object()
+
+    mine = connect("db")
+    # When the container is closed (its thread slots are dropped with it), Then it is closed once
+    connect.close_all()
+    assert closed == [mine]
+    assert connect("db") is not mine

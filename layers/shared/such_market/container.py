@@ -69,7 +69,9 @@ class PerContainer[K: Hashable, V]:
         self._local = threading.local()
         self._made: dict[int, V] = {}  # id → every live object made, on any thread, oldest first, for close_all
         self._handed_over: dict[K, list[V]] = {}  # objects of ended threads, waiting for a new thread
-        self._lock = threading.Lock()
+        # Re-entrant: a thread's slot may be finalized by a garbage collection that runs while this
+        # thread holds the lock, and its finalizer takes the lock too.
+        self._lock = threading.RLock()
         self.__doc__ = create.__doc__
         self.__name__ = getattr(create, "__name__", "per_container")
         with _registry_lock:
@@ -162,7 +164,9 @@ class PerContainer[K: Hashable, V]:
             made, self._made = self._made, {}
             self._shared.clear()
             self._handed_over.clear()
-            self._local = threading.local()
+            forgotten, self._local = self._local, threading.local()
+        # Dropped outside the lock: its threads' slots die with it, and their finalizers take the lock.
+        del forgotten
         for value in reversed(made.values()):
             self._close_quietly(value)
 
