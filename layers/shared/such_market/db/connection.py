@@ -14,6 +14,8 @@ and its outbox event commit together.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -49,24 +51,69 @@ def resolve_dsn(settings: DatabaseSettings) -> str:
 def connect(settings: DatabaseSettings, *, dsn: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
     """Open a new autocommit connection with the configured connect and statement timeouts.
 
-    The connect timeout is cut to the invocation's deadline (libpq counts whole seconds, at least 2), and
+    The connect timeout is cut to the current database bound (``deadline.database_remaining()``), and
     GSSAPI encryption is not negotiated: each negotiation libpq tries (GSS, then SSL, then plain) waits the
-    whole timeout on a server that does not answer, which tripled a connect to a frozen server.
+    whole timeout on a server that does not answer, which tripled a connect to a frozen server. psycopg
+    counts the timeout in whole seconds, at least 2: a shorter bound waits for the connect on a helper
+    thread (``_connect_within``).
     """
     import psycopg
 
     timeout = settings.db_connect_timeout_seconds
-    left = deadline.remaining()
+    left = deadline.database_remaining()
     if left is not None:
         timeout = max(MIN_CONNECT_TIMEOUT_SECONDS, min(timeout, math.floor(left)))
-    return psycopg.connect(
-        dsn or resolve_dsn(settings),
-        autocommit=True,
-        connect_timeout=timeout,
-        gssencmode="disable",
-        options=f"-c statement_timeout={settings.db_statement_timeout_ms}",
-        application_name=APPLICATION_NAME,
-    )
+
+    def open_connection() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            dsn or resolve_dsn(settings),
+            autocommit=True,
+            connect_timeout=timeout,
+            gssencmode="disable",
+            options=f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            application_name=APPLICATION_NAME,
+        )
+
+    if left is not None and left < timeout:
+        return _connect_within(left, open_connection)
+    return open_connection()
+
+
+def _connect_within(
+    seconds: float, open_connection: Callable[[], psycopg.Connection[tuple[object, ...]]]
+) -> psycopg.Connection[tuple[object, ...]]:
+    """``open_connection()`` on a helper thread, waited for ``seconds``; then ``ConnectionTimeout``, and
+    the helper closes the connection if it comes later (it gives up by itself at psycopg's timeout)."""
+    import psycopg
+
+    lock = threading.Lock()
+    finished = threading.Event()
+    outcome: list[psycopg.Connection[tuple[object, ...]] | Exception] = []
+    abandoned = False
+
+    def attempt() -> None:
+        try:
+            result: psycopg.Connection[tuple[object, ...]] | Exception = open_connection()
+        except Exception as error:  # handed to the caller, who raises it
+            result = error
+        with lock:
+            late = abandoned
+            if not late:
+                outcome.append(result)
+        if late and not isinstance(result, Exception):
+            result.close()
+        finished.set()
+
+    threading.Thread(target=attempt, name="db-connect", daemon=True).start()
+    finished.wait(seconds)
+    with lock:
+        if not outcome:
+            abandoned = True
+            raise psycopg.errors.ConnectionTimeout("connection timeout expired (the database bound)")
+    result = outcome[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _usable(conn: psycopg.Connection[tuple[object, ...]]) -> bool:

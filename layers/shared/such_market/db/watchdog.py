@@ -10,7 +10,9 @@ per-statement bound would cut those). One daemon thread per process watches
 the armed connections; when one passes its time it shuts the connection's socket down, which wakes the
 blocked call at once with ``psycopg.OperationalError`` (a 503 at the edge, or a STALE answer from the
 cache front) and leaves the connection broken, so the next use opens a new one. When the invocation
-ends, its connections are disarmed; connections used outside an invocation are never armed.
+ends, its connections are disarmed; connections used outside an invocation are never armed. Within a
+shorter database bound (``deadline.database_until``: a cache fill with a kept value to fall back on)
+a connection is armed until that bound instead, and back to the enclosing one when the block ends.
 """
 
 from __future__ import annotations
@@ -90,11 +92,23 @@ _watchdog = _Watchdog()
 
 
 def guard(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Arm ``conn`` until the current invocation's deadline, if one runs; it is disarmed when the
-    invocation ends (see the module doc)."""
-    running = deadline.current()
-    if running is None or running.ends is None:
+    """Arm ``conn`` until the current database bound (``deadline.database_scope()``: the invocation's
+    deadline, or a shorter block within it), if any; when that ends, ``conn`` is armed again for the
+    enclosing bound that armed it, or disarmed (see the module doc)."""
+    scope = deadline.database_scope()
+    if scope is None or scope.ends is None:
         return
     key = ("db-watchdog", id(conn))
-    if running.once(key, lambda: _watchdog.disarm(conn)):
-        _watchdog.arm(conn, running.ends)
+    if scope.once(key, lambda: _rearm_for(conn, key, scope.outer)):
+        _watchdog.arm(conn, scope.ends)
+
+
+def _rearm_for(
+    conn: psycopg.Connection[tuple[object, ...]], key: tuple[str, int], outer: deadline.Invocation | None
+) -> None:
+    while outer is not None and not outer.holds(key):
+        outer = outer.outer
+    if outer is None or outer.ends is None or conn.closed or conn.broken:
+        _watchdog.disarm(conn)
+    else:
+        _watchdog.arm(conn, outer.ends)
