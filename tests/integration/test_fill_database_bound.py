@@ -9,6 +9,7 @@ The times live in the fault suite (``tests/chaos/test_database_freeze.py``); her
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -162,3 +163,24 @@ def test_a_reader_with_a_kept_value_does_not_wait_out_another_callers_slow_fill(
     with deadline.invocation(_Context()):
         served = cache.fetch(METADATA, Tier.HOT, load)
     assert (served.cache, served.entry.body, loads) == ("STALE", b'{"v":"kept"}', [])
+
+
+def test_time_spent_upstream_between_database_calls_does_not_count(client, settings):
+    # Given a kept value, and a fill that queries, then waits on an upstream longer than the database
+    # bound, then queries again (a profile refresh: read the row, ask Neynar, store the answer)
+    clock = _Clock()
+    cache = ReadThroughCache(lambda: client, KEYS, clock=clock)
+    _kept(cache, clock)
+
+    def load() -> Entry:
+        _conn(settings).execute("SELECT 1")
+        time.sleep(FALLBACK_DATABASE_SECONDS * 2)  # the upstream call
+        _conn(settings).execute("SELECT 2")
+        return Entry(200, b'{"v":"new"}')
+
+    # When it is read, Then the fill completes and its value is served and stored: the bound is per
+    # database call, and an idle connection is not cut
+    with deadline.invocation(_Context()):
+        served = cache.fetch(METADATA, Tier.HOT, load)
+    assert (served.cache, served.entry.body) == ("MISS", b'{"v":"new"}')
+    assert get_connection(settings).execute("SELECT 3").fetchone() == (3,)
