@@ -20,7 +20,9 @@ Besides what a route declares, each operation documents every answer it can real
 
 What API Gateway answers for a request that matches no route (404 ``{"message": "Not Found"}``, also for a
 method the document does not list, where a plain HTTP server would say 405) is stated in the document's
-description.
+description, as is that an undeclared query parameter is ignored; an exploded object parameter
+(``trait.<type>=…``) therefore allows any other name (``_exploded_object``), so that the document and
+schemathesis agree with API Gateway on it.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from such_market.config import FunctionSettings
     from such_market.http.api import Api, QueryParameter, RouteSpec
 
@@ -50,7 +55,8 @@ DESCRIPTION = (
     "such-market's NFT-data API (HTTP API payload v2). Errors are {error, code}, except the answers of API "
     'Gateway itself, which are {"message": ...}: the admin authorizer\'s 401 and 403 (declared on the admin '
     'routes), 404 {"message": "Not Found"} for a path or method no route serves (API Gateway never answers '
-    "405), 413 for a body over 10 MB, and 500/503 when a function crashes or cannot be run."
+    "405), 413 for a body over 10 MB, and 500/503 when a function crashes or cannot be run. A query parameter "
+    "a route does not declare is ignored, as API Gateway passes it on: such requests are answered as without it."
 )
 
 
@@ -105,8 +111,26 @@ def _query_parameter(parameter: QueryParameter) -> dict[str, Any]:
         "schema": dict(parameter.schema),
     }
     if parameter.schema.get("type") == "object":  # one query parameter per property (trait.<type>=…)
-        described |= {"style": "form", "explode": True}
+        described |= {"style": "form", "explode": True, "schema": _exploded_object(parameter.schema)}
     return described
+
+
+def _exploded_object(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """An exploded object's schema as the query string sees it: its property names are query parameter
+    names, so every parameter the route does not declare lands in it. API Gateway passes those through and
+    the handler ignores them (it reads only ``trait.<type>`` names), so the document allows any name but
+    those with the prefix, which keep their name and value schemas; a ``maxProperties``, which would count
+    the ignored names too, stays in the parameter's description only."""
+    from such_market.validation import TRAIT_PREFIX
+
+    prefix = f"^{re.escape(TRAIT_PREFIX)}"
+    exploded = {key: value for key, value in schema.items() if key not in {"propertyNames", "maxProperties"}}
+    names = schema.get("propertyNames")
+    if names is not None:
+        exploded["propertyNames"] = {"anyOf": [{"not": {"pattern": prefix}}, names]}
+    exploded["patternProperties"] = {prefix: schema.get("additionalProperties", True)}
+    exploded["additionalProperties"] = True
+    return exploded
 
 
 def _edge_failures(settings_model: type[FunctionSettings] | None) -> dict[int, str]:

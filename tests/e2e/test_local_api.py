@@ -23,6 +23,8 @@ from local.api import LocalApi
 from local.invoker import Invoker
 from local.services import free_port
 from local.template import Template, parse_template
+from such_market.container import MAX_HANDED_OVER
+from such_market.db.connection import APPLICATION_NAME
 from tests.conftest import ADMIN_TOKEN
 from tests.fixtures.handlers.recorder import DELIVERIES
 
@@ -98,6 +100,26 @@ def test_admin_route_with_the_admin_token_is_served(local_api):
     status, _, body = _request(local_api.url, "GET", "/api/admin/ownership/stats", headers=headers)
     assert status == 200, body
     assert isinstance(json.loads(body), dict)
+
+
+def _our_sessions(db) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+        (APPLICATION_NAME,),
+    ).fetchone()
+    return int(row[0])
+
+
+def test_requests_on_new_tcp_connections_leave_the_database_connection_count_flat(local_api, db):
+    # Given the local API, warmed by a few requests (a thread per TCP connection, like a curl loop)
+    for _ in range(5):
+        assert _request(local_api.url, "GET", "/api/health")[0] == 200
+    # When many more requests come, each on a new TCP connection (more than PostgreSQL's client limit
+    # would allow if each thread kept its own connection open)
+    statuses = {_request(local_api.url, "GET", "/api/health")[0] for _ in range(300)}
+    # Then every one was served, and our sessions stay as many as threads ran at once (a few), not 300
+    assert statuses == {200}
+    assert _our_sessions(db) <= MAX_HANDED_OVER + 1
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis.strategies as st
+import jsonschema_rs
 import psycopg
 import pytest
 import schemathesis
@@ -164,3 +166,32 @@ def test_every_answer_is_what_the_document_says(case: schemathesis.Case[Any], ap
     described = f"{case.as_curl_command()}\n-> {response.status_code} {response.text[:2000]}"
     if (case.method.upper(), case.path) == WEBHOOK:
         assert response.status_code == 401, described
+
+
+def _trait_filters_schema() -> dict[str, Any]:
+    operation = json.loads((ROOT / "openapi.json").read_text())["paths"]["/api/collection/{contractAddress}/nfts"][
+        "get"
+    ]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "traitFilters"]
+    assert (parameter["style"], parameter["explode"]) == ("form", True)
+    schema: dict[str, Any] = parameter["schema"]
+    return schema
+
+
+def test_an_undeclared_query_parameter_is_allowed_by_the_document_and_ignored(api_url: str) -> None:
+    # Given the trait filters, an exploded object: every query name the route does not declare lands in it
+    valid = jsonschema_rs.validator_for(_trait_filters_schema()).is_valid
+    # Then the document allows names other than trait.<type> (API Gateway passes them on) and still
+    # refuses a malformed trait filter, as the handler does
+    assert valid({"utm_source": "x", "trait.Color": "Red"})
+    assert valid({"utm_source": "x"})
+    assert not valid({"trait.": "Red"})
+    assert not valid({"trait.Color": ""})
+    # And the API answers a request with an undeclared parameter as it answers it without
+    page = f"/api/collection/{SEEDED}/nfts?pageSize=5&trait.Color={COLORS[0]}"
+    plain = httpx.get(api_url + page, timeout=30)
+    extra = httpx.get(api_url + page + "&utm_source=x&x-unknown=%00", timeout=30)
+    assert plain.status_code == 200, plain.text
+    assert (extra.status_code, extra.json()) == (plain.status_code, plain.json())
+    refused = httpx.get(api_url + f"/api/collection/{SEEDED}/nfts?trait.=Red", timeout=30)
+    assert refused.status_code == 400

@@ -8,6 +8,13 @@ that the function still answers its JSON error (503 with ``Retry-After``) before
 it. What must be undone when the invocation ends (the database watchdog's arming) registers with
 ``Invocation.once``.
 
+Database work may get a shorter bound than the invocation (``database_within``): a read with a kept value
+to fall back on, or none, should not wait the whole deadline on a frozen database, while upstream work of
+the same fill may rightly take longer. The bound is per database call (each connect, each use of the
+connection), so time spent upstream between two calls never counts against it. ``database_scope()`` is
+what bounds database work now (the innermost such block, else the invocation); the watchdog and the
+connect timeout follow it.
+
 The invocation lives in a context variable: each thread of the local runtime (and each invocation) has its
 own. Without one (tests calling use cases directly, the local scripts) ``remaining()`` answers ``None`` and
 the callers keep their own bounds. ``begin``/``end`` cost one context-variable set and reset: they run on
@@ -28,13 +35,28 @@ MINIMUM_SECONDS: Final = 0.5
 
 
 class Invocation:
-    """One invocation: its deadline (a ``time.monotonic()`` instant, or ``None``) and what to undo at its end."""
+    """One invocation (or one ``database_within`` block within it, ``outer`` being what encloses it): its
+    deadline (a ``time.monotonic()`` instant, or ``None``), a block's per-call ``seconds``, and what to undo
+    at its end."""
 
-    __slots__ = ("_at_end", "ends")
+    __slots__ = ("_at_end", "ends", "outer", "seconds")
 
-    def __init__(self, ends: float | None) -> None:
+    def __init__(self, ends: float | None, outer: Invocation | None = None, seconds: float | None = None) -> None:
         self.ends = ends
+        self.outer = outer
+        self.seconds = seconds
         self._at_end: dict[Hashable, Callable[[], None]] | None = None
+
+    def bound(self) -> float | None:
+        """When a database call started now must end: ``seconds`` from now, never after ``ends``."""
+        if self.seconds is None:
+            return self.ends
+        soon = time.monotonic() + self.seconds
+        return soon if self.ends is None else min(soon, self.ends)
+
+    def holds(self, key: Hashable) -> bool:
+        """Whether something registered under ``key`` (and is not undone yet)."""
+        return self._at_end is not None and key in self._at_end
 
     def once(self, key: Hashable, at_end: Callable[[], None]) -> bool:
         """Register ``at_end`` under ``key`` unless something already is; returns whether it was new."""
@@ -52,6 +74,7 @@ class Invocation:
 
 
 _current: ContextVar[Invocation | None] = ContextVar("such_market_invocation", default=None)
+_database: ContextVar[Invocation | None] = ContextVar("such_market_database_bound", default=None)
 
 
 def _seconds_from(context: object) -> float | None:
@@ -121,3 +144,31 @@ def budget(cap_seconds: float, *, reserve_seconds: float = 0.0, minimum_seconds:
     if left is None:
         return cap_seconds
     return max(minimum_seconds, min(cap_seconds, left - reserve_seconds))
+
+
+@contextlib.contextmanager
+def database_within(seconds: float) -> Iterator[None]:
+    """Bound each database call of a block to ``seconds`` (never past the enclosing bound); what registers
+    with the block's ``once`` is undone when it ends (the watchdog re-arms a connection to the enclosing
+    bound). Other waits keep the invocation's deadline."""
+    outer = database_scope()
+    scope = Invocation(None if outer is None else outer.bound(), outer, seconds)
+    token = _database.set(scope)
+    try:
+        yield
+    finally:
+        _database.reset(token)
+        scope.finish()
+
+
+def database_scope() -> Invocation | None:
+    """What bounds database work now: the innermost ``database_within`` block, else the invocation."""
+    scope = _database.get()
+    return scope if scope is not None else _current.get()
+
+
+def database_remaining() -> float | None:
+    """Seconds a database call started now may take (never negative), or ``None`` when nothing bounds it."""
+    scope = database_scope()
+    ends = None if scope is None else scope.bound()
+    return None if ends is None else max(0.0, ends - time.monotonic())

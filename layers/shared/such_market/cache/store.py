@@ -8,7 +8,10 @@
   script that succeeds only while the lease is still held, so a fill that raced an invalidation
   never stores its stale value (memcache-style leases). Under an invocation's deadline
   (``such_market.deadline``) a lease lasts no longer than the time left, since its fill cannot outlive
-  the invocation, and a waiter whose deadline comes first answers the kept value (``STALE``) or 503;
+  the invocation, and a waiter whose deadline comes first answers the kept value (``STALE``) or 503.
+  Each database call of a fill is bounded shorter than the deadline (``deadline.database_within``):
+  ``FALLBACK_DATABASE_SECONDS`` when a kept value can be served instead (a waiter with one waits no
+  longer either), ``UNCACHED_DATABASE_SECONDS`` otherwise; upstream work keeps the deadline;
 - **not found**: ``load`` may return a 404 entry; it is cached for 30 s (±10 %) and never served stale;
 - **cache down or slow**: short socket timeouts, then the breaker opens and requests go straight to
   ``load`` (``BYPASS``) without waiting on the cache at all;
@@ -54,6 +57,12 @@ LEASE_MS = 3000
 _WAIT_BEYOND_LEASE_SECONDS = 0.5
 _ANSWER_RESERVE_SECONDS = 0.2  # kept back from the deadline to answer STALE or 503 after waiting
 MIN_LEASE_MS = 200
+FALLBACK_DATABASE_SECONDS = 0.5
+"""A miss with a kept value: each database call of its fill, and its wait for another caller's fill, ends
+within this; then the kept value is served ``STALE`` (a frozen database costs a reader half a second)."""
+UNCACHED_DATABASE_SECONDS = 2.0
+"""A miss with nothing kept: each database call of its fill ends within this (then 503), not at the
+deadline."""
 _FIRST_POLL_SECONDS = 0.001
 _MAX_POLL_SECONDS = 0.008
 DRAIN_BATCH = 100
@@ -140,12 +149,12 @@ class ReadThroughCache:
         lease that expires mid-fill lets a second caller fill too).
         """
         if not self.breaker.allow():
-            return Served(load(), "BYPASS")
+            return self._load_or_stale(load, None, "BYPASS", UNCACHED_DATABASE_SECONDS)
         try:
             raw: bytes | None = self.client.get(key)  # type: ignore[assignment]
         except self._cache_errors as error:
             self._cache_failed("get", error)
-            return Served(load(), "BYPASS")
+            return self._load_or_stale(load, None, "BYPASS", UNCACHED_DATABASE_SECONDS)
         self.breaker.record_success()
         kept: Entry | None = None
         if raw is not None:
@@ -161,40 +170,55 @@ class ReadThroughCache:
         token = secrets.token_hex(8)
         lease = lease_key(key)
         linked = _with_lease_sets(indexes)
+        started = time.monotonic()
+        # A frozen database must cost a reader little: each database call of its fill gets this long, and
+        # with a kept value a wait for another caller's fill ends as soon (that fill is slow or stuck).
+        database_seconds = FALLBACK_DATABASE_SECONDS if kept is not None else UNCACHED_DATABASE_SECONDS
         left = deadline.remaining()
         lease_ms = _lease_within(lease_ms, left)
         wait = lease_ms / 1000 + _WAIT_BEYOND_LEASE_SECONDS
-        cut_short = left is not None and left - _ANSWER_RESERVE_SECONDS < wait
-        if cut_short and left is not None:
-            wait = max(0.0, left - _ANSWER_RESERVE_SECONDS)
-        wait_until = time.monotonic() + wait
+        cut_short = False
+        if kept is not None and wait > FALLBACK_DATABASE_SECONDS:
+            wait, cut_short = FALLBACK_DATABASE_SECONDS, True
+        if left is not None and left - _ANSWER_RESERVE_SECONDS < wait:
+            wait, cut_short = max(0.0, left - _ANSWER_RESERVE_SECONDS), True
+        wait_until = started + wait
         pause = _FIRST_POLL_SECONDS
         while True:
             try:
                 outcome = self.scripts.get_or_lease(keys=[key, lease, *linked], args=[token, lease_ms, self._now_ms()])
             except self._cache_errors as error:
                 self._cache_failed("lease", error)
-                return self._load_or_stale(load, kept, "BYPASS")
+                return self._load_or_stale(load, kept, "BYPASS", database_seconds)
             if isinstance(outcome, bytes):
                 return Served(entries.decode(outcome)[0], "HIT")  # another caller filled it meanwhile
             if outcome == 1:
-                return self._fill_as_lease_holder(key, lease, token, tier, load, linked, kept)
+                return self._fill_as_lease_holder(key, lease, token, tier, load, linked, kept, database_seconds)
             if time.monotonic() >= wait_until:
                 if cut_short:
-                    # The invocation's deadline comes before the fill: answer what is kept, or 503.
+                    # The fallback's bound or the invocation's deadline comes before the fill: answer
+                    # what is kept, or 503.
                     if kept is not None:
                         return Served(kept, "STALE")
                     raise ServiceUnavailableError("the answer is being prepared, try again shortly", retry_after=1)
                 # The lease holder is neither done nor dead: answer, but leave the key to it.
-                return self._load_or_stale(load, kept, "MISS")
+                return self._load_or_stale(load, kept, "MISS", database_seconds)
             self._sleep(pause)
             pause = min(pause * 2, _MAX_POLL_SECONDS)
 
     def _fill_as_lease_holder(  # noqa: PLR0917 - private step of _miss, all positional for speed
-        self, key: str, lease: str, token: str, tier: Tier, load: Loader, linked: Sequence[str], kept: Entry | None
+        self,
+        key: str,
+        lease: str,
+        token: str,
+        tier: Tier,
+        load: Loader,
+        linked: Sequence[str],
+        kept: Entry | None,
+        database_seconds: float,
     ) -> Served:
         try:
-            served = self._load_or_stale(load, kept, "MISS")
+            served = self._load_or_stale(load, kept, "MISS", database_seconds)
         except BaseException:
             self._give_back(lease, token, linked)
             raise
@@ -204,9 +228,12 @@ class ReadThroughCache:
             self._store(key, lease=lease, token=token, entry=served.entry, tier=tier, linked=linked)
         return served
 
-    def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus) -> Served:
+    def _load_or_stale(self, load: Loader, kept: Entry | None, status: CacheStatus, database_seconds: float) -> Served:
+        """``load()`` with each of its database calls bounded to ``database_seconds``; the kept value when
+        no source can answer."""
         try:
-            entry = load()
+            with deadline.database_within(database_seconds):
+                entry = load()
         except Exception as error:
             if kept is None or not source_unavailable(error):
                 raise
