@@ -176,6 +176,25 @@ def test_a_reader_with_a_kept_value_does_not_wait_out_another_callers_slow_fill(
     assert (served.cache, served.entry.body, loads) == ("STALE", b'{"v":"kept"}', [])
 
 
+def test_a_reader_taking_over_a_failed_fill_has_only_the_rest_of_its_bound(client, settings):
+    # Given nothing kept, and another caller holding the fill's lease that gives up after 1 s
+    cache = ReadThroughCache(lambda: client, KEYS)
+    client.set(lease_key(METADATA), "someone-else", px=1000)
+    bounds: list[float | None] = []
+
+    def load() -> Entry:
+        bounds.append(deadline.database_remaining())
+        return Entry(200, b'{"v":"new"}')
+
+    # When it is read, waits for that fill and takes the lease over once it is released
+    with deadline.invocation(_Context()):
+        served = cache.fetch(METADATA, Tier.HOT, load)
+    # Then its own database calls get what is left of the 2 s bound, not a whole bound again
+    assert served.cache == "MISS"
+    assert bounds[0] is not None
+    assert bounds[0] <= UNCACHED_DATABASE_SECONDS - 0.9
+
+
 def test_time_spent_upstream_between_database_calls_does_not_count(client, settings):
     # Given a kept value, and a fill that queries, then waits on an upstream longer than the database
     # bound, then queries again (a profile refresh: read the row, ask Neynar, store the answer)

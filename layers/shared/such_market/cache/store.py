@@ -63,6 +63,9 @@ within this; then the kept value is served ``STALE`` (a frozen database costs a 
 UNCACHED_DATABASE_SECONDS = 2.0
 """A miss with nothing kept: each database call of its fill ends within this (then 503), not at the
 deadline."""
+MIN_TAKEOVER_DATABASE_SECONDS = 0.25
+"""The database bound of a reader that takes over another caller's fill after waiting for it: what is left of
+its own bound, at least this (so an uncached read on a frozen database answers 503 within about 2.3 s)."""
 _FIRST_POLL_SECONDS = 0.001
 _MAX_POLL_SECONDS = 0.008
 DRAIN_BATCH = 100
@@ -193,7 +196,8 @@ class ReadThroughCache:
             if isinstance(outcome, bytes):
                 return Served(entries.decode(outcome)[0], "HIT")  # another caller filled it meanwhile
             if outcome == 1:
-                return self._fill_as_lease_holder(key, lease, token, tier, load, linked, kept, database_seconds)
+                left_for_database = _database_left(database_seconds, started)
+                return self._fill_as_lease_holder(key, lease, token, tier, load, linked, kept, left_for_database)
             if time.monotonic() >= wait_until:
                 if cut_short:
                     # The fallback's bound or the invocation's deadline comes before the fill: answer
@@ -202,7 +206,7 @@ class ReadThroughCache:
                         return Served(kept, "STALE")
                     raise ServiceUnavailableError("the answer is being prepared, try again shortly", retry_after=1)
                 # The lease holder is neither done nor dead: answer, but leave the key to it.
-                return self._load_or_stale(load, kept, "MISS", database_seconds)
+                return self._load_or_stale(load, kept, "MISS", _database_left(database_seconds, started))
             self._sleep(pause)
             pause = min(pause * 2, _MAX_POLL_SECONDS)
 
@@ -379,6 +383,13 @@ class ReadThroughCache:
             "cache unavailable; serving without it",
             extra={"cache_operation": operation, "error_type": type(error).__name__, "error": str(error)[:200]},
         )
+
+
+def _database_left(database_seconds: float, started: float) -> float:
+    """What is left of a miss's database bound after waiting since ``started`` for another caller's fill
+    (at least ``MIN_TAKEOVER_DATABASE_SECONDS``): a reader that takes over a fill which failed on a frozen
+    database does not spend a whole bound again."""
+    return max(MIN_TAKEOVER_DATABASE_SECONDS, database_seconds - (time.monotonic() - started))
 
 
 def _lease_within(lease_ms: int, left: float | None) -> int:
