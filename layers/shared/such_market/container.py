@@ -128,3 +128,11 @@ def close_all() -> None:
         functions = list(reversed(_registry))
     for function in functions:
         function.close_all()
+
+
+# Every function imports this module during init: the one place to register the SnapStart restore hook
+# (which calls close_all above), before Lambda takes the snapshot. Imported here, at the end, because the
+# hook module imports this one on use.
+from such_market import snapstart  # noqa: E402
+
+snapstart.register_hooks()
