@@ -17,6 +17,7 @@ from local.secrets_extension import SecretsExtension
 from such_market import snapstart
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, DatabaseSettings, load_settings
+from such_market.container import close_all
 from such_market.db.connection import get_connection
 from such_market.secrets import get_secret_string
 from such_market.upstream.alchemy import get_alchemy_client
@@ -42,12 +43,15 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[], None]]:
 def test_the_hook_is_registered_only_for_a_snapshot_init(
     runtime: list[Callable[[], None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    restores: list[str] = []
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-    assert snapstart.register_hooks() is False
+    assert snapstart.register_hooks(lambda: restores.append("restored")) is False
     assert runtime == []
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
-    assert snapstart.register_hooks() is True
-    assert runtime == [snapstart.after_restore]
+    assert snapstart.register_hooks(lambda: restores.append("restored")) is True
+    (callback,) = runtime
+    callback()
+    assert restores == ["restored"]
 
 
 def test_a_function_init_registers_the_hook(tmp_path: Path) -> None:
@@ -79,7 +83,7 @@ def extension(lambda_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 def test_after_restore_connections_are_reopened_and_secrets_read_again(
     runtime: list[Callable[[], None]], extension: SecretsExtension, cache: redis.Redis
 ) -> None:
-    assert snapstart.register_hooks()
+    assert snapstart.register_hooks(close_all)
     # Given a container initialised before the snapshot: database, cache and Alchemy clients open, key read
     conn = get_connection(load_settings(DatabaseSettings))
     conn.execute("SELECT 1")

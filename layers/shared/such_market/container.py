@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
+from such_market import snapstart
 from such_market.observability import logger
 
 _registry: list[PerContainer[Any, Any]] = []
@@ -130,9 +131,6 @@ def close_all() -> None:
         function.close_all()
 
 
-# Every function imports this module during init: the one place to register the SnapStart restore hook
-# (which calls close_all above), before Lambda takes the snapshot. Imported here, at the end, because the
-# hook module imports this one on use.
-from such_market import snapstart  # noqa: E402
-
-snapstart.register_hooks()
+# Every function imports this module during init: the one place to register the SnapStart restore hook,
+# before Lambda takes the snapshot. After a restore, close_all drops every connection and the secret cache.
+snapstart.register_hooks(close_all)

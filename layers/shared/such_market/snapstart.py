@@ -15,6 +15,7 @@ runtime, and only when Lambda says this init is for a snapshot (``AWS_LAMBDA_INI
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Final
 
 from such_market.observability import logger
@@ -22,22 +23,20 @@ from such_market.observability import logger
 SNAPSTART_INITIALIZATION: Final = "snap-start"
 
 
-def after_restore() -> None:
-    """Forget every per-container object: connections reopen and secrets are read again on next use."""
-    from such_market.container import close_all
-
-    close_all()
-    logger.info("restored from a SnapStart snapshot: per-container connections and secrets dropped")
-
-
-def register_hooks() -> bool:
-    """Register ``after_restore`` with the runtime when this init is for a SnapStart snapshot (the
-    container module does, once, at import); returns whether the hook is registered."""
+def register_hooks(restore: Callable[[], object]) -> bool:
+    """Have the runtime call ``restore`` after each restore when this init is for a SnapStart snapshot;
+    returns whether it is registered. ``container`` registers its ``close_all`` once, at import (passed in,
+    so that this module does not import the one that imports it)."""
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAPSTART_INITIALIZATION:
         return False
     try:
         from snapshot_restore_py import register_after_restore  # type: ignore[import-not-found]
     except ImportError:  # a runtime without SnapStart support: nothing will be restored
         return False
+
+    def after_restore() -> None:
+        restore()
+        logger.info("restored from a SnapStart snapshot: per-container connections and secrets dropped")
+
     register_after_restore(after_restore)
     return True
