@@ -61,6 +61,13 @@ class SecretsExtension(StubServer):
         self.refused = 0
         self._lock = threading.Lock()
 
+    def lambda_environment(self) -> dict[str, str]:
+        """The variables under which a function (or the cold-start bench's child process) uses this
+        stand-in as its extension: the port the template sets with the layer, and the session token."""
+        if not self.running:
+            raise RuntimeError("the secrets extension stand-in is not running")
+        return {"PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(self.port), "AWS_SESSION_TOKEN": self.api_key}
+
     def reset_counters(self) -> None:
         with self._lock:
             self.requests.clear()
@@ -138,7 +145,7 @@ class SecretsExtension(StubServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=2773)
+    parser.add_argument("--port", type=int, default=2773, help="the extension's default port")
     parser.add_argument("--token", required=True, help="the AWS_SESSION_TOKEN the function will send")
     parser.add_argument("--latency-ms", type=float, default=DEFAULT_LATENCY_MS)
     parser.add_argument("--secret", action="append", default=[], metavar="REFERENCE=VALUE")
@@ -154,8 +161,7 @@ def main() -> None:
         latency_ms=arguments.latency_ms,
     )
     run_in_foreground(
-        extension,
-        f"set PARAMETERS_SECRETS_EXTENSION_HTTP_PORT={extension.port} and AWS_SESSION_TOKEN={arguments.token}",
+        extension, f"set PARAMETERS_SECRETS_EXTENSION_HTTP_PORT to that port and AWS_SESSION_TOKEN={arguments.token}"
     )
 
 

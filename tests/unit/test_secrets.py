@@ -45,7 +45,8 @@ def secret_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 def extension(secret_env: pytest.MonkeyPatch) -> Iterator[SecretsExtension]:
     """The extension's stand-in, attached as the template attaches the layer (the port variable set)."""
     with SecretsExtension(token=TOKEN, secrets={f"{ARN}db": '{"password": "p"}', "/app/key": "ssm-value"}) as stub:
-        secret_env.setenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", str(stub.port))
+        for name, value in stub.lambda_environment().items():
+            secret_env.setenv(name, value)
         yield stub
 
 

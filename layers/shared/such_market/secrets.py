@@ -19,7 +19,6 @@ after-restore hook) forgets it, so secrets are read again. Values are never logg
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import socket
@@ -54,10 +53,10 @@ EXTENSION_TIMEOUT_SECONDS: Final = 2.0
 """The extension answers from its cache in about a millisecond; a miss is one Secrets Manager call."""
 BATCH_SECRETS_LIMIT: Final = 20  # BatchGetSecretValue's SecretIdList maximum
 BATCH_PARAMETERS_LIMIT: Final = 10  # GetParameters' Names maximum
+MINIMUM_TIMEOUT_SECONDS: Final = 0.1
+"""Never less, even past the deadline: a zero timeout would make a socket non-blocking, not fail fast."""
 AWS_CONNECT_TIMEOUT_SECONDS: Final = 2.0
 AWS_READ_TIMEOUT_SECONDS: Final = 5.0
-
-_reference = re.compile(SECRET_REFERENCE_PATTERN)
 
 
 class ExtensionUnavailableError(Exception):
@@ -107,7 +106,7 @@ def environment_secret_references(environ: Mapping[str, str] | None = None) -> l
         {
             value.strip()
             for name, value in environ.items()
-            if name.endswith(SECRET_REFERENCE_SUFFIX) and _reference.match(value.strip())
+            if name.endswith(SECRET_REFERENCE_SUFFIX) and re.match(SECRET_REFERENCE_PATTERN, value.strip())
         }
     )
 
@@ -148,13 +147,18 @@ def _is_secrets_manager(reference: str) -> bool:
     return reference.startswith("arn:") and ":secretsmanager:" in reference
 
 
+def _timeout(seconds: float) -> float:
+    """``seconds``, cut to the invocation's deadline."""
+    return max(MINIMUM_TIMEOUT_SECONDS, deadline.bounded(seconds))
+
+
 def _http_get(port: int, path: str, token: str) -> tuple[int, bytes]:
     """``GET path`` from the extension: an HTTP/1.0 request on a plain socket (``http.client`` and the
     ``email`` package it pulls in cost ~25 ms of import), so the answer is never chunked and ends at EOF."""
     request = (
         f"GET {path} HTTP/1.0\r\nHost: {EXTENSION_HOST}:{port}\r\n{EXTENSION_TOKEN_HEADER}: {token}\r\n\r\n"
     ).encode()
-    with socket.create_connection((EXTENSION_HOST, port), timeout=deadline.bounded(EXTENSION_TIMEOUT_SECONDS)) as sock:
+    with socket.create_connection((EXTENSION_HOST, port), timeout=_timeout(EXTENSION_TIMEOUT_SECONDS)) as sock:
         sock.sendall(request)
         chunks = []
         while chunk := sock.recv(65536):
@@ -187,6 +191,8 @@ def read_from_extension(reference: str, *, port: int, token: str) -> str:
     if _is_secrets_manager(reference):
         if answer.get("SecretString") is not None:
             return _text(answer["SecretString"], reference)
+        import base64  # only binary secrets need it
+
         binary = answer.get("SecretBinary")
         return _text(base64.b64decode(binary) if isinstance(binary, str) else None, reference)
     return _text((answer.get("Parameter") or {}).get("Value"), reference)
@@ -197,8 +203,8 @@ def _aws_config() -> Config:
     from botocore.config import Config
 
     return Config(
-        connect_timeout=deadline.bounded(AWS_CONNECT_TIMEOUT_SECONDS),
-        read_timeout=deadline.bounded(AWS_READ_TIMEOUT_SECONDS),
+        connect_timeout=_timeout(AWS_CONNECT_TIMEOUT_SECONDS),
+        read_timeout=_timeout(AWS_READ_TIMEOUT_SECONDS),
         retries={"max_attempts": 2, "mode": "standard"},
     )
 
