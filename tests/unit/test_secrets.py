@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,17 @@ def test_without_the_extension_one_batch_call_reads_every_secret_of_the_environm
     assert aws.operations == Counter({"BatchGetSecretValue": 1, "GetParameters": 1})
     batch = next(params for params in aws.parameters if "SecretIdList" in params)
     assert sorted(batch["SecretIdList"]) == sorted(arns)
+
+
+def test_concurrent_first_lookups_make_one_batch_call(aws: AwsCalls, secret_env: pytest.MonkeyPatch) -> None:
+    arns = _create_secrets(6)
+    for i, arn in enumerate(arns):
+        secret_env.setenv(f"PART{i}_SECRET_ARN", arn)
+    aws.operations.clear()
+    with ThreadPoolExecutor(max_workers=len(arns)) as pool:
+        values = list(pool.map(get_secret_string, arns))
+    assert values == [f"value-{i}" for i in range(len(arns))]
+    assert aws.operations == Counter({"BatchGetSecretValue": 1})
 
 
 def test_an_absent_extension_falls_back_to_the_batch_call(aws: AwsCalls, secret_env: pytest.MonkeyPatch) -> None:
