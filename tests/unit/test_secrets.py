@@ -146,6 +146,14 @@ def test_concurrent_first_lookups_make_one_batch_call(aws: AwsCalls, secret_env:
     assert aws.operations == Counter({"BatchGetSecretValue": 1})
 
 
+def test_a_partial_arn_reads_its_own_secret_not_one_whose_name_extends_it(aws: AwsCalls) -> None:
+    client = boto3.client("secretsmanager", region_name=REGION)
+    admin = client.create_secret(Name="db-admin", SecretString="admin")["ARN"]
+    database = client.create_secret(Name="db", SecretString="db")["ARN"]
+    partial = database[: -len("-AbCdEf")]  # the ARN without Secrets Manager's random suffix
+    assert prefetch_secrets([admin, partial]) == {admin: "admin", partial: "db"}
+
+
 def test_an_absent_extension_falls_back_to_the_batch_call(aws: AwsCalls, secret_env: pytest.MonkeyPatch) -> None:
     (arn,) = _create_secrets(1)
     with SecretsExtension(token=TOKEN) as stub:

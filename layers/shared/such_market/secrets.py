@@ -225,9 +225,20 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     return (items[start : start + size] for start in range(0, len(items), size))
 
 
+SECRET_ARN_SUFFIX_LENGTH: Final = 7  # "-" and the 6 random characters Secrets Manager appends to a name
+
+
 def _matching(reference: str, *names: object) -> bool:
-    # A reference may be a full ARN, a partial one (without Secrets Manager's 6-character suffix) or a name.
-    return any(isinstance(name, str) and (name == reference or name.startswith(reference + "-")) for name in names)
+    # A reference may be a full ARN, a partial one (without the random suffix) or a name; a partial "db"
+    # must not match the ARN of "db-admin" (its suffix would not be 6 characters).
+    return any(
+        isinstance(name, str)
+        and (
+            name == reference
+            or (name.startswith(reference + "-") and len(name) == len(reference) + SECRET_ARN_SUFFIX_LENGTH)
+        )
+        for name in names
+    )
 
 
 def batch_read(references: Iterable[str]) -> dict[str, str]:
