@@ -372,13 +372,14 @@ def _http_api_auth(api_id: object, resources: Mapping[str, Any]) -> dict[str, An
 
 
 def _function_of_arn(arn: object) -> str | None:
-    """The logical id of ``!GetAtt Function.Arn`` (or ``!Ref Function``)."""
+    """The logical id of ``!GetAtt Function.Arn``, ``!Ref Function`` or ``!Ref Function.Alias`` (SAM's
+    reference to the function's ``AutoPublishAlias``)."""
     if isinstance(arn, dict):
         get_att = arn.get("Fn::GetAtt")
         if isinstance(get_att, list) and get_att:
             return str(get_att[0])
         if isinstance(arn.get("Ref"), str):
-            return str(arn["Ref"])
+            return str(arn["Ref"]).removesuffix(".Alias")
     return None
 
 

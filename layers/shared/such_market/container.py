@@ -28,6 +28,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
+from such_market import snapstart
 from such_market.observability import logger
 
 _registry: list[PerContainer[Any, Any]] = []
@@ -203,3 +204,8 @@ def close_all() -> None:
         functions = list(reversed(_registry))
     for function in functions:
         function.close_all()
+
+
+# Every function imports this module during init: the one place to register the SnapStart restore hook,
+# before Lambda takes the snapshot. After a restore, close_all drops every connection and the secret cache.
+snapstart.register_hooks(close_all)
