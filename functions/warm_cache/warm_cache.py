@@ -21,7 +21,6 @@ from such_market.admin.cache_warm import (
     scheduled_run,
     warm_cache,
 )
-from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
@@ -36,8 +35,8 @@ app.use(middlewares=[require_admin(WarmCacheSettings)])
     "/api/admin/cache/warm",
     summary="Warm the cache now: the named collections, or the top N by recent traffic",
     tags=["admin"],
-    request_body=CacheWarmRequestBody,
-    responses=responses(CacheWarmBody, errors=(400, 401, 403, 503)),
+    request_body="such_market.admin.schemas:CacheWarmRequestBody",
+    responses=responses("such_market.admin.schemas:CacheWarmBody", errors=(400, 401, 403, 503)),
 )
 def post_cache_warm() -> Response:
     request = parse_warm_request(app.current_event.decoded_body)
