@@ -8,9 +8,7 @@ indexes. Both run within a time budget under the invocation's deadline.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market import deadline
 from such_market.admin.cache_warm import (
@@ -26,6 +24,9 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 app = create_api()
 app.use(middlewares=[require_admin(WarmCacheSettings)])
