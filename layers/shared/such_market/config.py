@@ -171,7 +171,7 @@ class SettingsPart(metaclass=_SettingsType):
         dataclasses.dataclass(frozen=True, kw_only=True, init=False)(cls)
 
     def __init__(self, **given: object) -> None:
-        """Build the part from ``given`` values and, for the other fields, the environment; an
+        """Build the part from ``given`` values and, for the other fields, the environment; a
         ``SettingsError`` names every bad or missing variable."""
         environment = {name.upper(): value for name, value in os.environ.items() if value != ""}
         problems: list[str] = []
