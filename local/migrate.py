@@ -9,6 +9,7 @@ the files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from such_market.errors import ConfigurationError
 
     try:
-        settings = load_settings(DatabaseSettings).model_copy(
-            update={"db_statement_timeout_ms": MIGRATION_STATEMENT_TIMEOUT_MS}
+        settings = dataclasses.replace(
+            load_settings(DatabaseSettings), db_statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS
         )
         with connect(settings) as conn:
             report = migrate(conn, MIGRATIONS, target=target)

@@ -28,6 +28,7 @@ schemathesis agree with API Gateway on it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import re
@@ -38,8 +39,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from pydantic import BaseModel
+
     from such_market.config import FunctionSettings
-    from such_market.http.api import Api, QueryParameter, RouteSpec
+    from such_market.http.api import Api, ModelRef, QueryParameter, RouteSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -66,6 +69,7 @@ def _load_app(module_path: Path) -> object:
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {module_path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # settings classes resolve their annotations in their module
     spec.loader.exec_module(module)
     return getattr(module, "app", None)
 
@@ -82,6 +86,17 @@ def routers() -> list[Api]:
             if isinstance(app, Api):
                 found.append(app)
     return found
+
+
+def _model(reference: ModelRef) -> type[BaseModel]:
+    """The pydantic model a route names by reference (``"package.module:Name"``); handlers never import it."""
+    from pydantic import BaseModel
+
+    module, _, name = reference.partition(":")
+    model = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise RuntimeError(f"{reference!r} does not name a pydantic model")
+    return model
 
 
 def _path_parameter(route: RouteSpec, name: str) -> dict[str, Any]:
@@ -135,14 +150,10 @@ def _exploded_object(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 def _edge_failures(settings_model: type[FunctionSettings] | None) -> dict[int, str]:
     """The statuses ``such_market.failures`` can answer for a function with these settings parts."""
-    from such_market.config import CacheSettings, DatabaseSettings, SettingsPart
+    from such_market.config import CacheSettings, DatabaseSettings
     from such_market.http.schemas import ERROR_DESCRIPTIONS
 
-    parts = [
-        field.annotation
-        for field in (settings_model.model_fields.values() if settings_model is not None else ())
-        if isinstance(field.annotation, type) and issubclass(field.annotation, SettingsPart)
-    ]
+    parts = list(settings_model.parts().values()) if settings_model is not None else []
     upstream = any(part.__module__.startswith("such_market.upstream.") for part in parts)
     failures: dict[int, str] = {}
     if upstream:
@@ -155,37 +166,39 @@ def _edge_failures(settings_model: type[FunctionSettings] | None) -> dict[int, s
 def _operation(
     route: RouteSpec, settings_model: type[FunctionSettings] | None, schemas: dict[str, Any]
 ) -> dict[str, Any]:
-    from pydantic import BaseModel
     from pydantic.json_schema import models_json_schema
 
-    from such_market.http.schemas import ErrorBody, GatewayMessageBody
+    from such_market.http.schemas import ERROR_MODEL, GATEWAY_MESSAGE_MODEL
 
     parameters = [_path_parameter(route, name) for name in route.path_parameters]
     parameters += [_query_parameter(q) for q in route.query]
 
-    def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    def schema_of(reference: ModelRef) -> dict[str, Any]:
+        model = _model(reference)
         (refs, definitions) = models_json_schema([(model, "validation")], ref_template=REF_TEMPLATE, by_alias=True)
         schemas.update(definitions.get("$defs", {}))
         return dict(refs[(model, "validation")])
 
     declared: dict[int, Any] = dict(route.responses)
     for status, description in _edge_failures(settings_model).items():
-        declared.setdefault(status, {"description": description, "content": {"application/json": {"model": ErrorBody}}})
+        declared.setdefault(
+            status, {"description": description, "content": {"application/json": {"model": ERROR_MODEL}}}
+        )
     admin = route.path.startswith("/api/admin/")
     responses: dict[str, Any] = {}
     for status, described in sorted(declared.items()):
         content: dict[str, Any] = {}
         for media, body in described.get("content", {}).items():
             model = body.get("model")
-            if isinstance(model, type) and issubclass(model, BaseModel):
+            if model is not None:
                 schema = schema_of(model)
                 if admin and status in GATEWAY_AUTH_ANSWERS:
-                    schema = {"oneOf": [schema_of(GatewayMessageBody), schema]}
+                    schema = {"oneOf": [schema_of(GATEWAY_MESSAGE_MODEL), schema]}
                 content[media] = {"schema": schema}
         responses[str(status)] = {"description": described.get("description", ""), "content": content}
         if status in GATEWAY_AUTH_ANSWERS and admin:
             responses[str(status)]["description"] += f" ({GATEWAY_AUTH_ANSWERS[status]})"
-        if status in {429, 503} and content.get("application/json", {}).get("schema") == schema_of(ErrorBody):
+        if status in {429, 503} and content.get("application/json", {}).get("schema") == schema_of(ERROR_MODEL):
             responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER}
     operation: dict[str, Any] = {
         "tags": list(route.tags),
@@ -196,7 +209,7 @@ def _operation(
     if parameters:
         operation["parameters"] = parameters
     body = route.request_body
-    if isinstance(body, type) and issubclass(body, BaseModel):
+    if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(body)}}}
     if route.path.startswith("/api/admin/"):
         operation["security"] = [{"adminBearer": []}]

@@ -7,7 +7,6 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.notifications.client import get_notification_client
-from such_market.notifications.schemas import AnnouncementBody, AnnouncementRequestBody
 from such_market.notifications.service import AdminNotificationSettings, parse_announcement, send_announcement
 from such_market.notifications.settings import NotificationSettings
 from such_market.runtime import runtime_for
@@ -20,8 +19,8 @@ app.use(middlewares=[require_admin(AdminNotificationSettings)])
     "/api/admin/notifications/send",
     summary="Send an announcement {fids?, title, body, targetUrl} to users with notifications on",
     tags=["admin"],
-    request_body=AnnouncementRequestBody,
-    responses=responses(AnnouncementBody, errors=(400, 401, 403, 503)),
+    request_body="such_market.notifications.schemas:AnnouncementRequestBody",
+    responses=responses("such_market.notifications.schemas:AnnouncementBody", errors=(400, 401, 403, 503)),
 )
 def post_announcement() -> Response:
     runtime = runtime_for(AdminNotificationSettings)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.ownership.schemas import AlchemyWebhookRequestBody, WebhookReceiptBody
 from such_market.ownership.webhook import (
     AlchemyWebhookSettings,
     WebhookSigningSettings,
@@ -28,8 +27,8 @@ app = create_api()
     "/api/webhooks/alchemy",
     summary="Alchemy NFT-activity webhook (signed with X-Alchemy-Signature)",
     tags=["webhooks"],
-    request_body=AlchemyWebhookRequestBody,
-    responses=responses(WebhookReceiptBody, errors=(400, 401, 503)),
+    request_body="such_market.ownership.schemas:AlchemyWebhookRequestBody",
+    responses=responses("such_market.ownership.schemas:WebhookReceiptBody", errors=(400, 401, 503)),
 )
 def post_alchemy_webhook() -> Response:
     runtime = runtime_for(AlchemyWebhookSettings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from such_market.admin.cache_clear import CacheClearSettings, clear_cache, parse_clear_request
-from such_market.admin.schemas import CacheClearBody, CacheClearRequestBody
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
@@ -18,8 +17,8 @@ app.use(middlewares=[require_admin(CacheClearSettings)])
     "/api/admin/cache/clear",
     summary="Clear cache keys by scope (all, collection, wallet or user); durable state is never touched",
     tags=["admin"],
-    request_body=CacheClearRequestBody,
-    responses=responses(CacheClearBody, errors=(400, 401, 403, 503)),
+    request_body="such_market.admin.schemas:CacheClearRequestBody",
+    responses=responses("such_market.admin.schemas:CacheClearBody", errors=(400, 401, 403, 503)),
 )
 def post_cache_clear() -> Response:
     runtime = runtime_for(CacheClearSettings)

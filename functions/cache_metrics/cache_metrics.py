@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from such_market.admin.cache_metrics import CacheMetricsSettings, metrics, metrics_action
 from such_market.analytics.report import parse_window
-from such_market.analytics.schemas import CacheMetricsActionBody, CacheMetricsActionRequestBody, CacheMetricsBody
 from such_market.http.admin import require_admin
 from such_market.http.api import QueryParameter, api_handler, create_api
 from such_market.http.responses import Response, json_response
@@ -26,7 +25,7 @@ NO_STORE = {"Cache-Control": "no-store"}
     summary="Cache analytics from real traffic: hit rate, latency percentiles, breakdowns, alerts, health",
     tags=["admin"],
     query=(WINDOW,),
-    responses=responses(CacheMetricsBody, errors=(400, 401, 403, 503)),
+    responses=responses("such_market.analytics.schemas:CacheMetricsBody", errors=(400, 401, 403, 503)),
 )
 def get_cache_metrics() -> Response:
     window = parse_window(app.current_event.query_string_parameters.get("window"))
@@ -37,8 +36,8 @@ def get_cache_metrics() -> Response:
     "/api/admin/cache/metrics",
     summary="Reset the recorded analytics, or resolve an alert",
     tags=["admin"],
-    request_body=CacheMetricsActionRequestBody,
-    responses=responses(CacheMetricsActionBody, errors=(400, 401, 403, 404, 503)),
+    request_body="such_market.analytics.schemas:CacheMetricsActionRequestBody",
+    responses=responses("such_market.analytics.schemas:CacheMetricsActionBody", errors=(400, 401, 403, 404, 503)),
 )
 def post_cache_metrics() -> Response:
     body = metrics_action(runtime_for(CacheMetricsSettings), app.current_event.decoded_body)

@@ -10,7 +10,6 @@ from such_market.http.admin import require_admin
 from such_market.http.api import QueryParameter, api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.perftest.schemas import PerformanceActionRequestBody, PerformanceRunBody, ResetBody, RunQueuedBody
 from such_market.perftest.service import (
     RUN_ID_PATTERN,
     PerformanceAdminSettings,
@@ -33,8 +32,13 @@ PATH = "/api/admin/cache/test/performance"
 
 
 def _post_responses() -> dict[int, Any]:
-    documented = responses(RunQueuedBody, status=202, description="Run queued", errors=(400, 401, 403, 409, 503))
-    documented[200] = responses(ResetBody, description="Runs forgotten")[200]
+    documented = responses(
+        "such_market.perftest.schemas:RunQueuedBody",
+        status=202,
+        description="Run queued",
+        errors=(400, 401, 403, 409, 503),
+    )
+    documented[200] = responses("such_market.perftest.schemas:ResetBody", description="Runs forgotten")[200]
     return documented
 
 
@@ -43,7 +47,7 @@ def _post_responses() -> dict[int, Any]:
     summary="A live cache performance run: health, basic operations, concurrency, stress ladder, recovery, advice",
     tags=["admin"],
     query=(RUN_ID,),
-    responses=responses(PerformanceRunBody, errors=(400, 401, 403, 404, 503)),
+    responses=responses("such_market.perftest.schemas:PerformanceRunBody", errors=(400, 401, 403, 404, 503)),
 )
 def get_performance() -> Response:
     run_id = parse_run_id(app.current_event.query_string_parameters.get("runId"))
@@ -54,7 +58,7 @@ def get_performance() -> Response:
     PATH,
     summary="Start a live cache performance run (one at a time), or forget the stored runs",
     tags=["admin"],
-    request_body=PerformanceActionRequestBody,
+    request_body="such_market.perftest.schemas:PerformanceActionRequestBody",
     responses=_post_responses(),
 )
 def post_performance() -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from such_market.collections.schemas import CollectionBody
 from such_market.collections.service import collection_metadata
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -18,7 +17,7 @@ app = create_api()
     summary="Collection metadata; a collection seen for the first time is queued for ingestion",
     tags=["collections"],
     family="metadata",
-    responses=responses(CollectionBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:CollectionBody", errors=(400, 404, 429, 503)),
 )
 def get_collection(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from such_market.collections.schemas import NftBody
 from such_market.collections.service import nft
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -18,7 +17,7 @@ app = create_api()
     summary="One NFT with its full metadata (token id in decimal or 0x hex)",
     tags=["collections"],
     family="nft",
-    responses=responses(NftBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:NftBody", errors=(400, 404, 429, 503)),
 )
 def get_nft(contractAddress: str, tokenId: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

@@ -6,7 +6,6 @@ replaces ``page``), and ``trait.<type>=<value>`` filters (AND across types, OR w
 
 from __future__ import annotations
 
-from such_market.collections.schemas import NftPageBody
 from such_market.collections.service import nft_page
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -23,7 +22,7 @@ app = create_api()
     tags=["collections"],
     family="nfts-page",
     query=(PAGE, PAGE_SIZE, CURSOR, TRAIT_FILTER),
-    responses=responses(NftPageBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:NftPageBody", errors=(400, 404, 429, 503)),
 )
 def get_nfts(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from such_market.collections.schemas import TraitsBody
 from such_market.collections.service import traits
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -18,7 +17,7 @@ app = create_api()
     summary="Trait facets: every trait type with its values and token counts",
     tags=["collections"],
     family="traits",
-    responses=responses(TraitsBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:TraitsBody", errors=(400, 404, 429, 503)),
 )
 def get_traits(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

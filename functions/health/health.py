@@ -5,12 +5,12 @@ from __future__ import annotations
 from such_market.config import CacheSettings, DatabaseSettings, load_settings
 from such_market.failures import DATABASE_RETRY_AFTER_SECONDS
 from such_market.health import HealthSettings, check_health
-from such_market.health_schemas import HealthBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 
 app = create_api()
+HEALTH_MODEL = "such_market.health_schemas:HealthBody"
 
 
 @app.get(
@@ -18,8 +18,11 @@ app = create_api()
     summary="Database, cache and migration status",
     tags=["health"],
     responses={
-        **responses(HealthBody, description="All components usable"),
-        503: {"description": "A component is not usable", "content": {"application/json": {"model": HealthBody}}},
+        **responses(HEALTH_MODEL, description="All components usable"),
+        503: {
+            "description": "A component is not usable",
+            "content": {"application/json": {"model": HEALTH_MODEL}},
+        },
     },
 )
 def get_health() -> Response:

@@ -9,9 +9,7 @@ idempotency records is down) releases the collection's "queued" state (``release
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market import deadline
 from such_market.collections.ingestion import DEFAULT_TIME_BUDGET_SECONDS, ingest_collection, time_budget_for
@@ -19,6 +17,9 @@ from such_market.collections.refresh import release_lost_ingestion
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CollectionIngestRequested
 from such_market.runtime import ReadPathSettings, runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 consumer = EventConsumer("ingester", settings_model=ReadPathSettings)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market.config import CacheSettings, DatabaseSettings, FunctionSettings
 from such_market.events.consumer import EventConsumer
@@ -13,6 +11,9 @@ from such_market.events.invalidation import INVALIDATING_EVENTS, invalidate_for
 from such_market.events.models import EventDetail
 from such_market.runtime import runtime_for
 from such_market.users.wallets import fids_owning
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 
 class InvalidatorSettings(FunctionSettings):

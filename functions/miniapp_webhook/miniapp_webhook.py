@@ -12,7 +12,6 @@ from such_market.config import CacheSettings
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.notifications.schemas import MiniAppEventReceiptBody, MiniAppEventRequestBody
 from such_market.notifications.service import MiniAppWebhookSettings, receive_miniapp_event
 from such_market.notifications.settings import NotificationSettings
 from such_market.ownership.webhook import raw_body
@@ -27,8 +26,8 @@ app = create_api()
     "/api/webhook",
     summary="Farcaster mini-app events (JSON Farcaster Signature): app added/removed, notifications on/off",
     tags=["webhooks"],
-    request_body=MiniAppEventRequestBody,
-    responses=responses(MiniAppEventReceiptBody, errors=(400, 401, 429, 503)),
+    request_body="such_market.notifications.schemas:MiniAppEventRequestBody",
+    responses=responses("such_market.notifications.schemas:MiniAppEventReceiptBody", errors=(400, 401, 429, 503)),
 )
 def post_miniapp_event() -> Response:
     runtime = runtime_for(MiniAppWebhookSettings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from such_market.collections.schemas import TokenOwnerBody
 from such_market.collections.service import token_owner
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -18,7 +17,7 @@ app = create_api()
     summary="The token's owner(s) with balances: from nft_ownership when fresh, else Alchemy",
     tags=["collections"],
     family="owner",
-    responses=responses(TokenOwnerBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:TokenOwnerBody", errors=(400, 404, 429, 503)),
 )
 def get_owner(contractAddress: str, tokenId: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

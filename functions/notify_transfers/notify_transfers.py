@@ -3,15 +3,16 @@ wallets sent or received it (collected per user, sent by the scheduled sender), 
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import NftTransferred
 from such_market.notifications.service import TransferNotifierSettings, record_transfer_news
 from such_market.notifications.settings import NotificationSettings
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 consumer = EventConsumer("transfer-notifier", settings_model=TransferNotifierSettings)
 

@@ -9,15 +9,16 @@ Prints the backlog (count, age of the oldest event) as EMF for the outbox-age al
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.analytics.recorder import emit_gauges
 from such_market.collections.ingestion import requeue_due_ingestions
 from such_market.events.outbox import DEFAULT_RELAY_BUDGET_SECONDS, OutboxRelaySettings, relay
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 SAFETY_MARGIN_SECONDS: Final = 4.0
 """Time kept back before the invocation's deadline (itself 1 s before Lambda's) to mark the last batch and return."""

@@ -3,7 +3,6 @@ collection, paged in token order."""
 
 from __future__ import annotations
 
-from such_market.collections.schemas import OwnedNftsBody
 from such_market.collections.service import owned_tokens
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
@@ -20,7 +19,7 @@ app = create_api()
     tags=["collections"],
     family="owned",
     query=(USER_ADDRESS, PAGE, PAGE_SIZE),
-    responses=responses(OwnedNftsBody, errors=(400, 404, 429, 503)),
+    responses=responses("such_market.collections.schemas:OwnedNftsBody", errors=(400, 404, 429, 503)),
 )
 def get_owned(contractAddress: str) -> Response:
     query = app.current_event.query_string_parameters or {}

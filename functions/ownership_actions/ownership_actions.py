@@ -11,7 +11,6 @@ from such_market.ownership.actions import (
     parse_action_request,
     run_action,
 )
-from such_market.ownership.schemas import OwnershipActionBody, OwnershipActionRequestBody
 from such_market.runtime import runtime_for
 
 app = create_api()
@@ -22,8 +21,8 @@ app.use(middlewares=[require_admin(OwnershipActionsSettings)])
     "/api/admin/ownership/stats",
     summary="Run an ownership action: sync one collection's owners, discovery stats, or a verification run",
     tags=["admin"],
-    request_body=OwnershipActionRequestBody,
-    responses=responses(OwnershipActionBody, errors=(400, 401, 403, 404, 409, 503)),
+    request_body="such_market.ownership.schemas:OwnershipActionRequestBody",
+    responses=responses("such_market.ownership.schemas:OwnershipActionBody", errors=(400, 401, 403, 404, 409, 503)),
 )
 def post_ownership_action() -> Response:
     runtime = runtime_for(OwnershipActionsSettings)

@@ -6,7 +6,6 @@ from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
-from such_market.ownership.schemas import OwnershipStatsBody
 from such_market.ownership.stats import OwnershipStatsSettings, ownership_stats
 from such_market.runtime import runtime_for
 
@@ -18,7 +17,7 @@ app.use(middlewares=[require_admin(OwnershipStatsSettings)])
     "/api/admin/ownership/stats",
     summary="Exact ownership counts and summary consistency",
     tags=["admin"],
-    responses=responses(OwnershipStatsBody, errors=(401, 403, 503)),
+    responses=responses("such_market.ownership.schemas:OwnershipStatsBody", errors=(401, 403, 503)),
 )
 def get_ownership_stats() -> Response:
     conn = runtime_for(OwnershipStatsSettings).conn

@@ -6,13 +6,14 @@ Returns ``{"redriven": n, "left": m, "rejected": r, "skipped": reason or null}``
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.admin.redrive import RedriveSettings, redrive_dead_letters
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 DEFAULT_BUDGET_SECONDS: Final = 55.0
 """Below the one-minute schedule period (the template's Timeout is 60 s), so runs do not overlap."""

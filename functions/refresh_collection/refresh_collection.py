@@ -4,7 +4,6 @@ or already running."""
 from __future__ import annotations
 
 from such_market.collections.refresh import request_refresh
-from such_market.collections.schemas import RefreshQueuedBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
@@ -18,7 +17,12 @@ app = create_api()
     "/api/collection/<contractAddress>/refresh",
     summary="Queue a re-ingestion of the collection (cooldown; one at a time)",
     tags=["collections"],
-    responses=responses(RefreshQueuedBody, status=202, description="Queued", errors=(400, 404, 429, 503)),
+    responses=responses(
+        "such_market.collections.schemas:RefreshQueuedBody",
+        status=202,
+        description="Queued",
+        errors=(400, 404, 429, 503),
+    ),
 )
 def post_refresh(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from such_market.collections.refresh import refresh_status
-from such_market.collections.schemas import RefreshStatusBody
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
@@ -17,7 +16,7 @@ app = create_api()
     "/api/collection/<contractAddress>/refresh",
     summary="Refresh availability (cooldown, in progress) and the collection's ingestion state",
     tags=["collections"],
-    responses=responses(RefreshStatusBody, errors=(400, 404, 503)),
+    responses=responses("such_market.collections.schemas:RefreshStatusBody", errors=(400, 404, 503)),
 )
 def get_refresh(contractAddress: str) -> Response:
     runtime = runtime_for(ReadPathSettings)

@@ -6,15 +6,16 @@ Not idempotent through a record of its own: the run's claim (SET NX) makes a red
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market import deadline
 from such_market.events.consumer import EventConsumer
 from such_market.events.models import CachePerformanceTestRequested
 from such_market.perftest.service import PerformanceRunnerSettings, execute_run
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 consumer = EventConsumer("performance-test", settings_model=PerformanceRunnerSettings, idempotent=False)
 

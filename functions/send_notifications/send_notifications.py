@@ -6,15 +6,16 @@ Returns the run's report (``digestsQueued``, ``requests``, ``sent``, ``invalid``
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.notifications.client import get_notification_client
 from such_market.notifications.service import NotificationSenderSettings, run_sender
 from such_market.notifications.settings import NotificationSettings
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 MAX_RUN_SECONDS: Final = 40.0
 SAFETY_MARGIN_SECONDS: Final = 9.0

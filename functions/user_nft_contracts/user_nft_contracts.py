@@ -7,7 +7,6 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
-from such_market.users.schemas import NftContractsBody
 from such_market.users.service import UsersSettings, nft_contracts
 from such_market.validation import parse_fid
 
@@ -19,7 +18,7 @@ app = create_api()
     summary="The collections of a Farcaster user's verified wallets, scanned with Alchemy",
     tags=["users"],
     family="nft-contracts",
-    responses=responses(NftContractsBody, errors=(400, 404, 503)),
+    responses=responses("such_market.users.schemas:NftContractsBody", errors=(400, 404, 503)),
 )
 def get_nft_contracts(fid: str) -> Response:
     runtime = runtime_for(UsersSettings)

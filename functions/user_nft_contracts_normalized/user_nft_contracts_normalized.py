@@ -7,7 +7,6 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
-from such_market.users.schemas import NormalizedNftContractsBody
 from such_market.users.service import UsersSettings, nft_contracts_normalized
 from such_market.validation import parse_fid
 
@@ -19,7 +18,7 @@ app = create_api()
     summary="A Farcaster user's collections per wallet, from the normalized ownership tables",
     tags=["users"],
     family="normalized",
-    responses=responses(NormalizedNftContractsBody, errors=(400, 404, 503)),
+    responses=responses("such_market.users.schemas:NormalizedNftContractsBody", errors=(400, 404, 503)),
 )
 def get_nft_contracts_normalized(fid: str) -> Response:
     runtime = runtime_for(UsersSettings)

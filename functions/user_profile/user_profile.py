@@ -6,7 +6,6 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
-from such_market.users.schemas import ProfileBody
 from such_market.users.service import UsersSettings, profile
 from such_market.validation import parse_fid
 
@@ -18,7 +17,7 @@ app = create_api()
     summary="A Farcaster user's profile",
     tags=["users"],
     family="profile",
-    responses=responses(ProfileBody, errors=(400, 404, 503)),
+    responses=responses("such_market.users.schemas:ProfileBody", errors=(400, 404, 503)),
 )
 def get_profile(fid: str) -> Response:
     runtime = runtime_for(UsersSettings)

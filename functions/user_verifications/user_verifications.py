@@ -6,7 +6,6 @@ from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, served_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
-from such_market.users.schemas import VerificationsBody
 from such_market.users.service import UsersSettings, verifications
 from such_market.validation import parse_fid
 
@@ -18,7 +17,7 @@ app = create_api()
     summary="A Farcaster user's verified addresses",
     tags=["users"],
     family="verifications",
-    responses=responses(VerificationsBody, errors=(400, 404, 503)),
+    responses=responses("such_market.users.schemas:VerificationsBody", errors=(400, 404, 503)),
 )
 def get_verifications(fid: str) -> Response:
     runtime = runtime_for(UsersSettings)

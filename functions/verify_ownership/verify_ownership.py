@@ -7,9 +7,7 @@ through the outbox.
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.ownership.verification import (
@@ -19,6 +17,9 @@ from such_market.ownership.verification import (
     reverify,
 )
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 SAFETY_MARGIN_SECONDS: Final = 9.0
 """Time kept back before the invocation's deadline (itself 1 s before Lambda's) to write the corrections and return."""

@@ -8,9 +8,7 @@ indexes. Both run within a time budget under the invocation's deadline.
 
 from __future__ import annotations
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from such_market import deadline
 from such_market.admin.cache_warm import (
@@ -21,12 +19,14 @@ from such_market.admin.cache_warm import (
     scheduled_run,
     warm_cache,
 )
-from such_market.admin.schemas import CacheWarmBody, CacheWarmRequestBody
 from such_market.http.admin import require_admin
 from such_market.http.api import api_handler, create_api
 from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.runtime import runtime_for
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext  # a type only: Powertools stays off the cold path
 
 app = create_api()
 app.use(middlewares=[require_admin(WarmCacheSettings)])
@@ -36,8 +36,8 @@ app.use(middlewares=[require_admin(WarmCacheSettings)])
     "/api/admin/cache/warm",
     summary="Warm the cache now: the named collections, or the top N by recent traffic",
     tags=["admin"],
-    request_body=CacheWarmRequestBody,
-    responses=responses(CacheWarmBody, errors=(400, 401, 403, 503)),
+    request_body="such_market.admin.schemas:CacheWarmRequestBody",
+    responses=responses("such_market.admin.schemas:CacheWarmBody", errors=(400, 401, 403, 503)),
 )
 def post_cache_warm() -> Response:
     request = parse_warm_request(app.current_event.decoded_body)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from pydantic import ValidationError
 
 from local.notification_stub import NotificationClientStub
+from such_market.errors import ConfigurationError
 from such_market.notifications.addresses import is_forbidden
 from such_market.notifications.client import NotificationClient
 from such_market.notifications.rules import Message
@@ -127,7 +127,7 @@ def test_a_deployed_function_refuses_the_local_stub_allowance(monkeypatch: pytes
     monkeypatch.setenv("NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB", "true")
     monkeypatch.delenv("AWS_SAM_LOCAL", raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "such-market-SendNotificationsFunction")
-    with pytest.raises(ValidationError, match="NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB"):
+    with pytest.raises(ConfigurationError, match="NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB"):
         NotificationSettings()
     monkeypatch.setenv("AWS_SAM_LOCAL", "true")  # sam local invoke runs the stub locally too
     assert NotificationSettings().notification_allow_loopback_for_local_stub

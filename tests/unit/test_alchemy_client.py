@@ -7,6 +7,7 @@ and advances it, a fixed wall clock (for HTTP-date ``Retry-After``) and a fixed 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -804,7 +805,7 @@ def test_settings_keep_the_key_secret(alchemy_env: pytest.MonkeyPatch) -> None:
     alchemy_env.setenv("ALCHEMY_BASE_URL", "http://127.0.0.1:8545")
     settings = load_settings(AlchemySettings)
     assert API_KEY not in repr(settings)
-    assert API_KEY not in str(settings.model_dump())
+    assert API_KEY not in str(dataclasses.asdict(settings))
     assert settings.resolve_api_key() == API_KEY
     client = get_alchemy_client(settings)
     assert client is get_alchemy_client(settings)  # once per container

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from such_market.config import (
@@ -10,8 +12,13 @@ from such_market.config import (
     DatabaseSettings,
     EventSettings,
     FunctionSettings,
+    LogLevel,
+    SecretStr,
+    ServiceSettings,
+    SettingsError,
     SettingsPart,
     load_settings,
+    setting,
 )
 from such_market.container import close_all
 from such_market.errors import ConfigurationError
@@ -120,3 +127,142 @@ def test_missing_or_malformed_variable_is_named(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=named):
         load_settings(AllSettings)
+
+
+# -- the settings-part mechanism itself (our own, without pydantic_settings) ---------------------------------------
+
+
+class Sample(SettingsPart):
+    """Every kind of field and bound the parts use."""
+
+    count: int = setting(3, ge=1, le=10)
+    ratio: float = setting(1.0, gt=0, le=1)
+    enabled: bool = False
+    level: LogLevel = "INFO"
+    name: str = setting("ab", pattern=r"^[a-z]+$", min_length=2, max_length=4)
+    key: SecretStr | None = None
+    url: str | None = None
+
+
+SAMPLE_VARIABLES = ("COUNT", "RATIO", "ENABLED", "LEVEL", "NAME", "KEY", "URL")
+
+
+@pytest.fixture
+def sample_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in SAMPLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("COUNT", "x", "COUNT: should be a valid integer"),
+        ("COUNT", "1.5", "COUNT: should be a valid integer"),
+        ("COUNT", "0", "COUNT: should be greater than or equal to 1"),
+        ("COUNT", "11", "COUNT: should be less than or equal to 10"),
+        ("RATIO", "zero", "RATIO: should be a valid number"),
+        ("RATIO", "0", "RATIO: should be greater than 0"),
+        ("RATIO", "1.5", "RATIO: should be less than or equal to 1"),
+        ("ENABLED", "maybe", "ENABLED: should be a valid boolean"),
+        ("LEVEL", "LOUD", "LEVEL: should be 'DEBUG' or 'INFO' or 'WARNING' or 'ERROR' or 'CRITICAL'"),
+        ("NAME", "a", "NAME: should have at least 2 characters"),
+        ("NAME", "abcde", "NAME: should have at most 4 characters"),
+        ("NAME", "AB", "NAME: should match pattern '^[a-z]+$'"),
+    ],
+)
+def test_each_kind_of_bad_variable_is_named_with_its_problem(
+    sample_env: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    sample_env.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(Sample)
+    assert str(raised.value) == f"invalid configuration for Sample: {problem}"
+
+
+def test_every_bad_variable_of_a_part_is_named_at_once(sample_env: pytest.MonkeyPatch) -> None:
+    sample_env.setenv("COUNT", "x")
+    sample_env.setenv("RATIO", "2")
+    sample_env.setenv("ENABLED", "maybe")
+    with pytest.raises(SettingsError) as raised:
+        Sample()
+    assert [problem.split(":")[0] for problem in raised.value.problems] == ["COUNT", "RATIO", "ENABLED"]
+
+
+def test_variables_are_typed_and_read_in_any_case_and_empty_is_unset(sample_env: pytest.MonkeyPatch) -> None:
+    sample_env.setenv("count", "7")
+    sample_env.setenv("RATIO", "0.5")
+    sample_env.setenv("ENABLED", "yes")
+    sample_env.setenv("LEVEL", "DEBUG")
+    sample_env.setenv("NAME", "")  # empty: the default
+    sample_env.setenv("KEY", "the-secret-value")
+    sample_env.setenv("URL", "")
+    sample = Sample()
+    assert (sample.count, sample.ratio, sample.enabled, sample.level, sample.name, sample.url) == (
+        7,
+        0.5,
+        True,
+        "DEBUG",
+        "ab",
+        None,
+    )
+    assert sample.key is not None
+    assert sample.key.get_secret_value() == "the-secret-value"
+    assert "the-secret-value" not in repr(sample)
+    assert "the-secret-value" not in str(dataclasses.asdict(sample))
+
+
+def test_given_values_win_over_the_environment_and_are_validated_too(sample_env: pytest.MonkeyPatch) -> None:
+    sample_env.setenv("COUNT", "7")
+    sample_env.setenv("NAME", "xyz")
+    sample = Sample(count=2)
+    assert (sample.count, sample.name) == (2, "xyz")
+    assert dataclasses.replace(sample, count=5).count == 5
+    with pytest.raises(ConfigurationError, match="COUNT: should be less than or equal to 10"):
+        Sample(count=11)
+    with pytest.raises(TypeError, match="Sample has no field colour"):
+        Sample(colour="red")  # type: ignore[call-arg]
+
+
+def test_a_part_is_frozen_comparable_and_hashable(sample_env: pytest.MonkeyPatch) -> None:
+    sample = Sample()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.count = 4  # type: ignore[misc]
+    assert sample == Sample()
+    assert hash(sample) == hash(Sample())
+    assert sample != Sample(count=4)
+
+
+def test_a_rule_across_fields_is_checked_once_the_fields_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(CacheSettings)
+    assert str(raised.value) == "invalid configuration for CacheSettings: set REDIS_URL or REDIS_HOST"
+    monkeypatch.setenv("REDIS_PORT", "0")
+    close_all()
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(CacheSettings)
+    assert (
+        str(raised.value) == "invalid configuration for CacheSettings: REDIS_PORT: should be greater than or equal to 1"
+    )
+
+
+def test_a_function_names_every_problem_of_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://x/y")
+    monkeypatch.setenv("REDIS_PORT", "x")
+    monkeypatch.setenv("ADMIN_TOKEN", "short")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(AllSettings)
+    assert str(raised.value) == (
+        "invalid configuration for AllSettings: DATABASE_URL: should match pattern '^postgres(ql)?://'; "
+        "REDIS_PORT: should be a valid integer; ADMIN_TOKEN: should have at least 16 characters"
+    )
+
+
+def test_the_parts_of_a_function_are_listed() -> None:
+    assert dict(AllSettings.parts()) == {
+        "service": ServiceSettings,
+        "database": DatabaseSettings,
+        "cache": CacheSettings,
+        "events": EventSettings,
+        "admin": AdminSettings,
+    }

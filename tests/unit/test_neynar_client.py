@@ -6,6 +6,7 @@ and advances it, and a fixed jitter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -397,7 +398,7 @@ def test_settings_keep_the_key_secret_and_the_client_is_made_once(neynar_env: py
     settings = load_settings(NeynarSettings)
     assert settings.neynar_base_url == "https://api.neynar.com"
     assert API_KEY not in repr(settings)
-    assert API_KEY not in str(settings.model_dump())
+    assert API_KEY not in str(dataclasses.asdict(settings))
     client = get_neynar_client(settings)
     assert client is get_neynar_client(settings)
     assert API_KEY not in repr(client)

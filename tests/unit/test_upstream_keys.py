@@ -41,8 +41,8 @@ def _all_settings_models() -> list[type[FunctionSettings]]:
 
 
 MODELS = _all_settings_models()
-WITH_ALCHEMY = [m for m in MODELS if any(f.annotation is AlchemySettings for f in m.model_fields.values())]
-WITH_NEYNAR = [m for m in MODELS if any(f.annotation is NeynarSettings for f in m.model_fields.values())]
+WITH_ALCHEMY = [m for m in MODELS if AlchemySettings in m.parts().values()]
+WITH_NEYNAR = [m for m in MODELS if NeynarSettings in m.parts().values()]
 
 
 @pytest.fixture(autouse=True)

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from botocore.config import Config
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_ssm import SSMClient
-    from pydantic import SecretStr
+
+    from such_market.config import SecretStr
 
 SECRET_MAX_AGE_SECONDS: Final = 300
 SECRET_REFERENCE_PATTERN: Final = r"^(arn:aws[\w-]*:(secretsmanager|ssm):\S+|/\S+)$"

@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from pydantic import Field
-
 from such_market.analytics.report import (
     MIN_CACHEABLE_REQUESTS,
     Pipeline,
@@ -23,7 +21,7 @@ from such_market.analytics.report import (
     resolve_alert,
 )
 from such_market.analytics.schemas import ALERT_ID_PATTERN
-from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, FunctionSettings, SettingsPart
+from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, FunctionSettings, SettingsPart, setting
 from such_market.errors import BadRequestError
 from such_market.events.dead_letters import DeadLetterSettings, dead_letter_depth
 from such_market.observability import logger
@@ -36,10 +34,10 @@ MAX_BODY_BYTES: Final = 1024
 class AlertSettings(SettingsPart):
     """When an alert opens (the template passes its alarm parameters here too)."""
 
-    alert_hit_rate_min: float = Field(default=0.80, ge=0, le=1)
-    alert_p99_max_ms: float = Field(default=100.0, gt=0, le=60_000)
-    alert_outbox_age_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    alert_min_cacheable_requests: int = Field(default=MIN_CACHEABLE_REQUESTS, ge=1, le=1_000_000)
+    alert_hit_rate_min: float = setting(0.80, ge=0, le=1)
+    alert_p99_max_ms: float = setting(100.0, gt=0, le=60_000)
+    alert_outbox_age_max_seconds: float = setting(300.0, gt=0, le=86_400)
+    alert_min_cacheable_requests: int = setting(MIN_CACHEABLE_REQUESTS, ge=1, le=1_000_000)
 
     def thresholds(self) -> Thresholds:
         return Thresholds(

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from pydantic import Field
-
-from such_market.config import SettingsPart
+from such_market.config import SettingsPart, setting
 from such_market.container import per_container
 
 if TYPE_CHECKING:
@@ -24,8 +22,8 @@ READ_TIMEOUT_SECONDS: Final = 2.0
 class DeadLetterSettings(SettingsPart):
     """Where the events dead-letter queue is (unset: its depth is reported as unknown)."""
 
-    events_dlq_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    sqs_endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    events_dlq_url: str | None = setting(None, pattern=r"^https?://\S+$")
+    sqs_endpoint_url: str | None = setting(None, pattern=r"^https?://\S+$")
 
 
 @per_container(close=lambda client: client.close())

@@ -5,7 +5,8 @@ Each function serves one or two routes, and API Gateway already did the routing:
 path parameters come from the event. That keeps the cached-read path to a few microseconds on top of
 the cache GET (Powertools' resolver cost several times that; see bench/). Routes also carry their
 OpenAPI description (summary, tags, query parameters, response models), from which
-``local/openapi.py`` builds the API document.
+``local/openapi.py`` builds the API document; models are named by reference (``ModelRef``) so that
+a function never imports pydantic or its response models at run time.
 
 Errors are mapped here and only here: ``such_market.failures`` turns an ``ApiError`` or an
 infrastructure failure (database, cache, upstream) into its status and the SPEC error shape
@@ -33,6 +34,8 @@ from such_market.http.responses import Response, failure_response
 from such_market.validation import DEFAULT_PAGE_SIZE
 
 Route = Callable[..., Response]
+ModelRef = str
+"""A pydantic model documenting a body, named ``"package.module:Name"``; only ``local/openapi.py`` imports it."""
 _DEFAULT_PAGE_SIZE = str(DEFAULT_PAGE_SIZE)
 Middleware = Callable[["Request", Callable[[], Response]], Response]
 _PATH_PARAMETER = re.compile(r"<(\w+)>")
@@ -59,7 +62,7 @@ class RouteSpec:
     tags: tuple[str, ...]
     responses: Mapping[int, Any]
     query: tuple[QueryParameter, ...]
-    request_body: type | None = None  # a pydantic model documenting a JSON body (OpenAPI only)
+    request_body: ModelRef | None = None  # the model documenting a JSON body (OpenAPI only)
     family: str | None = None  # the endpoint family its cache-fronted answers are recorded under
     path_parameters: tuple[str, ...] = field(init=False)  # the names in ``path``, read once per request
 
@@ -119,7 +122,7 @@ class Api:
         tags: Sequence[str] = (),
         responses: Mapping[int, Any] | None = None,
         query: Sequence[QueryParameter] = (),
-        request_body: type | None = None,
+        request_body: ModelRef | None = None,
         family: str | None = None,
     ) -> Callable[[Route], Route]:
         """Register ``function`` for ``method path`` (``<name>`` marks a path parameter); a route with a

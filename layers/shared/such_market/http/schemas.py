@@ -3,8 +3,9 @@
 Response models live with the domain whose use cases produce the shape (``collections.schemas``,
 ``users.schemas``, ``ownership.schemas``, ``health_schemas``); this module holds only what every route
 shares. ``responses(...)`` builds the ``responses=`` argument of a route from its success model, always
-including the SPEC error shape for the error statuses the route can answer. Like the response models,
-it only documents: the hot paths never instantiate any of them.
+including the SPEC error shape for the error statuses the route can answer. Models are named by
+reference (``"package.module:Name"``, a ``ModelRef``), never imported here: only ``local/openapi.py``
+resolves them, so a handler's cold start never imports pydantic or its domain's response models.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
-from such_market.http.api import QueryParameter
+from such_market.http.api import ModelRef, QueryParameter
 from such_market.validation import (
     ADDRESS_PATTERN,
     CONTROL_CHARACTERS,
@@ -40,21 +39,12 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-class ErrorBody(BaseModel):
-    """Every error: a human message and a machine code."""
-
-    error: str
-    code: str
-
-
-class GatewayMessageBody(BaseModel):
-    """An answer of API Gateway itself, before any function runs (e.g. the admin authorizer's 401/403)."""
-
-    message: str
+ERROR_MODEL: ModelRef = "such_market.http.models:ErrorBody"
+GATEWAY_MESSAGE_MODEL: ModelRef = "such_market.http.models:GatewayMessageBody"
 
 
 def responses(
-    success: type[BaseModel], *, status: int = 200, description: str = "Success", errors: tuple[int, ...] = ()
+    success: ModelRef, *, status: int = 200, description: str = "Success", errors: tuple[int, ...] = ()
 ) -> dict[int, Any]:
     """The ``responses=`` of a route: its success model and the error shape for each error status."""
     documented: dict[int, Any] = {
@@ -63,7 +53,7 @@ def responses(
     for code in errors:
         documented[code] = {
             "description": ERROR_DESCRIPTIONS[code],
-            "content": {"application/json": {"model": ErrorBody}},
+            "content": {"application/json": {"model": ERROR_MODEL}},
         }
     return documented
 

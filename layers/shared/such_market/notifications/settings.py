@@ -17,11 +17,8 @@ refuses to start with it.
 from __future__ import annotations
 
 import os
-from typing import Self
 
-from pydantic import Field, model_validator
-
-from such_market.config import SettingsPart
+from such_market.config import SettingsPart, setting
 
 DEFAULT_MINIAPP_URL = "https://such.market"
 
@@ -29,26 +26,24 @@ DEFAULT_MINIAPP_URL = "https://such.market"
 class NotificationSettings(SettingsPart):
     """Where the mini-app is, how transfers are collected, and how hard the notification client tries."""
 
-    miniapp_url: str = Field(
-        default=DEFAULT_MINIAPP_URL,
+    miniapp_url: str = setting(
+        DEFAULT_MINIAPP_URL,
         pattern=r"^https://[A-Za-z0-9.-]+(:\d+)?(/[^\s?#]*)?$",
         description="the mini-app's base URL: targetUrls must be on its host",
     )
-    notification_digest_seconds: float = Field(default=10.0, ge=0, le=600)
-    notification_allow_loopback_for_local_stub: bool = Field(
-        default=False, description="make dev and tests only: post to the local client stub over http on loopback"
+    notification_digest_seconds: float = setting(10.0, ge=0, le=600)
+    notification_allow_loopback_for_local_stub: bool = setting(
+        False, description="make dev and tests only: post to the local client stub over http on loopback"
     )
-    notification_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    notification_read_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    notification_request_attempts: int = Field(default=2, ge=1, le=5)
-    notification_max_delivery_attempts: int = Field(default=8, ge=1, le=50)
+    notification_connect_timeout_seconds: float = setting(2.0, gt=0, le=30)
+    notification_read_timeout_seconds: float = setting(5.0, gt=0, le=60)
+    notification_request_attempts: int = setting(2, ge=1, le=5)
+    notification_max_delivery_attempts: int = setting(8, ge=1, le=50)
 
-    @model_validator(mode="after")
-    def _local_stub_only_locally(self) -> Self:
+    def validate(self) -> None:
         deployed = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and os.environ.get("AWS_SAM_LOCAL") != "true"
         if self.notification_allow_loopback_for_local_stub and deployed:
             raise ValueError(
                 "NOTIFICATION_ALLOW_LOOPBACK_FOR_LOCAL_STUB is for make dev and tests only; a deployed function"
                 " never posts to loopback"
             )
-        return self

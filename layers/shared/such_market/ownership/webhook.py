@@ -37,12 +37,19 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from pydantic import Field, SecretStr, model_validator
 
-from such_market.config import CacheSettings, DatabaseSettings, EventSettings, FunctionSettings, SettingsPart
+from such_market.config import (
+    CacheSettings,
+    DatabaseSettings,
+    EventSettings,
+    FunctionSettings,
+    SecretStr,
+    SettingsPart,
+    setting,
+)
 from such_market.errors import BadRequestError, UnauthorizedError
 from such_market.observability import logger
 from such_market.ownership.transfers import OwnershipChanges, TokenType, Transfer, apply_transfers, ownership_events
@@ -65,13 +72,11 @@ class WebhookSigningSettings(SettingsPart):
     """The webhook's signing key: plain locally, a Secrets Manager/SSM reference in AWS."""
 
     alchemy_webhook_signing_key: SecretStr | None = None
-    alchemy_webhook_signing_key_secret_arn: str | None = Field(default=None, pattern=SECRET_REFERENCE_PATTERN)
+    alchemy_webhook_signing_key_secret_arn: str | None = setting(None, pattern=SECRET_REFERENCE_PATTERN)
 
-    @model_validator(mode="after")
-    def _one_key_source(self) -> Self:
+    def validate(self) -> None:
         if not has_secret_source(self.alchemy_webhook_signing_key, self.alchemy_webhook_signing_key_secret_arn):
             raise ValueError("set ALCHEMY_WEBHOOK_SIGNING_KEY or ALCHEMY_WEBHOOK_SIGNING_KEY_SECRET_ARN")
-        return self
 
     def resolve_signing_key(self) -> str:
         """The signing key itself: the plain variable, else the secret it references (cached per container)."""

@@ -1,0 +1,125 @@
+"""A function's cold path imports only what it needs: each handler imported in a fresh interpreter, as Lambda
+imports it (``PYTHONPATH`` = its folder + the layer), must leave heavy libraries out of ``sys.modules``.
+
+Read functions answer a cached request with redis + orjson: they import neither pydantic, pydantic_settings
+(which pulls asyncio), boto3/botocore nor Powertools, and psycopg/httpx only when first used. No function
+imports pydantic_settings (settings are ``such_market.config``'s own parts), nor boto3, botocore or Powertools
+before it uses them. The cached answer itself is
+checked too: a cache hit served in a fresh interpreter opens no database client, no HTTP client, no AWS SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fixtures.seed import seed_indexed_collection
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = ROOT / "functions"
+LAYER = ROOT / "layers" / "shared"
+READ_FUNCTIONS = (
+    "health",
+    "collection_metadata",
+    "collection_nfts",
+    "collection_traits",
+    "collection_nft",
+    "nft_owner",
+    "owned_nfts",
+    "refresh_status",
+    "user_profile",
+    "user_verifications",
+    "user_nft_contracts",
+    "user_nft_contracts_normalized",
+)
+OTHER_FUNCTIONS = tuple(
+    sorted(
+        path.name
+        for path in FUNCTIONS.iterdir()
+        if (path / f"{path.name}.py").exists() and path.name not in READ_FUNCTIONS
+    )
+)
+NEVER_ON_A_READ_PATH = ("pydantic", "pydantic_settings", "asyncio", "boto3", "botocore", "aws_lambda_powertools")
+NEVER_AT_ALL = ("pydantic_settings", "boto3", "botocore", "aws_lambda_powertools")
+"""No function pays for these at import: the AWS SDK and Powertools' utilities are imported where first used."""
+ONLY_WHEN_USED = ("psycopg", "psycopg_pool", "httpx")
+NOT_FOR_A_CACHE_HIT = tuple(name for name in (*NEVER_ON_A_READ_PATH, *ONLY_WHEN_USED) if name != "asyncio")
+"""redis-py itself imports asyncio (``import redis`` does), so a hit may; the rest is ours to avoid."""
+
+_REPORT = """
+import json, sys
+{body}
+print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}})))
+"""
+
+
+def _top_level_modules(function: str, body: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level packages in ``sys.modules`` after running ``body`` in a fresh interpreter of ``function``."""
+    environment = {"PATH": os.environ.get("PATH", ""), **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join((str(FUNCTIONS / function), str(LAYER)))
+    finished = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", _REPORT.format(body=body)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    return set(json.loads(finished.stdout.splitlines()[-1]))
+
+
+def test_every_function_is_checked() -> None:
+    assert len(READ_FUNCTIONS) + len(OTHER_FUNCTIONS) == len(list(FUNCTIONS.glob("*/*.py")))
+
+
+@pytest.mark.parametrize("function", READ_FUNCTIONS)
+def test_a_read_function_imports_no_heavy_library(function: str) -> None:
+    loaded = _top_level_modules(function, f"import {function}")
+    assert loaded.isdisjoint((*NEVER_ON_A_READ_PATH, *ONLY_WHEN_USED)), sorted(
+        loaded & {*NEVER_ON_A_READ_PATH, *ONLY_WHEN_USED}
+    )
+
+
+@pytest.mark.parametrize("function", OTHER_FUNCTIONS)
+def test_no_function_imports_pydantic_settings_or_the_aws_sdk(function: str) -> None:
+    loaded = _top_level_modules(function, f"import {function}")
+    assert loaded.isdisjoint(NEVER_AT_ALL)
+
+
+def test_a_cache_hit_in_a_fresh_container_loads_only_the_cache_client(
+    lambda_env: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    # Given a collection page already cached (served once, in this process)
+    address = "0x" + "c0" * 20
+    seed_indexed_collection(db, address=address, tokens=5, holder=lambda _: "0x" + "11" * 20)
+    event = json.loads((ROOT / "events" / "collection_nfts.json").read_text())
+    event["pathParameters"] = {"contractAddress": address}
+    event["queryStringParameters"] = None  # the first page, shared by every client: cached
+    sys.path.insert(0, str(FUNCTIONS / "collection_nfts"))
+    try:
+        import collection_nfts  # a handler module, on sys.path only here
+
+        first = collection_nfts.lambda_handler(event, None)
+    finally:
+        sys.path.remove(str(FUNCTIONS / "collection_nfts"))
+    assert first["statusCode"] == 200
+
+    # When a fresh container serves the same request
+    body = (
+        "import collection_nfts\n"
+        f"answer = collection_nfts.lambda_handler(json.loads({json.dumps(json.dumps(event))}), None)\n"
+        "assert answer['statusCode'] == 200 and answer['headers']['X-Cache'] == 'HIT', answer"
+    )
+    loaded = _top_level_modules("collection_nfts", body, env={**lambda_env, "CACHE_ANALYTICS": "false"})
+
+    # Then it answered from the cache with redis and orjson only
+    assert {"redis", "orjson"} <= loaded
+    assert loaded.isdisjoint(NOT_FOR_A_CACHE_HIT), sorted(loaded & set(NOT_FOR_A_CACHE_HIT))
