@@ -11,12 +11,17 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from such_market import deadline
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, DatabaseSettings, FunctionSettings
 from such_market.db import watchdog
 from such_market.db.connection import get_connection
 from such_market.db.migrations import REQUIRED_SCHEMA_VERSION, schema_version
 from such_market.observability import logger
+
+DATABASE_CHECK_SECONDS = 2.0
+"""The database check's bound (connect and query), as an uncached read's: a frozen server is reported
+unavailable within it, whatever the invocation's deadline."""
 
 Status = Literal["ok", "unavailable"]
 
@@ -80,9 +85,11 @@ def check_database(settings: DatabaseSettings) -> DatabaseHealth:
 
     started = time.perf_counter()
     try:
-        conn = get_connection(settings)
-        watchdog.guard(conn)  # a frozen server answers "unavailable" before the deadline, not never
-        version = schema_version(conn)
+        # A probe answers fast: a frozen server is "unavailable" within the uncached reads' bound.
+        with deadline.database_within(DATABASE_CHECK_SECONDS):
+            conn = get_connection(settings)
+            watchdog.guard(conn)
+            version = schema_version(conn)
     except (psycopg.Error, OSError) as error:
         logger.warning("database health check failed", extra={"error_type": type(error).__name__})
         return DatabaseHealth("unavailable", _elapsed_ms(started), None, REQUIRED_SCHEMA_VERSION, False, "unreachable")
