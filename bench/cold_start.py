@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -167,7 +168,11 @@ def floor(libraries: Sequence[str], base_env: dict[str, str]) -> Program:
 
 @dataclass
 class Sample:
+    """One run: wall time from spawn to exit, the CPU time the process used (user + system: what a
+    quota throttles, and less disturbed than wall time by other load), the probe's report."""
+
     total_ms: float
+    cpu_ms: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +183,8 @@ def run_program(program: Program, *, cgroup: Path | None = None) -> Sample:
         if cgroup is not None:
             (cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
+    # The bench's only child that ends meanwhile: the servers it started run on, the warmers run in-process.
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter_ns()
     done = subprocess.run(  # noqa: S603 - our own interpreter and programs
         program.argv,
@@ -190,10 +197,12 @@ def run_program(program: Program, *, cgroup: Path | None = None) -> Sample:
         check=False,
     )
     total_ms = (time.perf_counter_ns() - started) / 1e6
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ms = (now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime) * 1e3
     if done.returncode != 0:
         raise RuntimeError(f"{program.argv[-2:]} exited {done.returncode}: {done.stderr.strip()[-400:]}")
     lines = done.stdout.strip().splitlines()
-    return Sample(total_ms, json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {})
+    return Sample(total_ms, cpu_ms, json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {})
 
 
 def interleave(
@@ -232,6 +241,24 @@ def min_ratio(a: Sequence[Sample], b: Sequence[Sample]) -> float:
 
 def phase_ms(samples: Sequence[Sample], phase: str) -> float:
     return statistics.median(sample.report.get(f"{phase}_ns", 0) / 1e6 for sample in samples)
+
+
+def heaviest_imports(program: Program, limit: int = 10) -> list[str]:
+    """Evidence for a missed bar: the probe's imports with the most cumulative time (``-X importtime``),
+    top-level packages and our own modules, as ``cumulative ms | package``."""
+    argv = (program.argv[0], "-X", "importtime", *program.argv[1:])
+    done = subprocess.run(argv, env=program.env, cwd=program.cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    rows: list[tuple[int, str]] = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+        depth = (len(name) - len(name.lstrip())) // 2
+        package = name.strip()
+        if depth <= 1 or package.startswith("such_market"):
+            rows.append((int(cumulative), package))
+    rows.sort(reverse=True)
+    return [f"{micros / 1000:7.1f} ms | {package}" for micros, package in rows[:limit]]
 
 
 # -- the environment and events the functions see ---------------------------------------------------------
@@ -400,22 +427,19 @@ def choose_memory(function: str, cold_ms: dict[int, float]) -> int:
 
 
 # -- the group ------------------------------------------------------------------------------------------
-def _note(samples: Sequence[Sample]) -> str:
-    report = samples[-1].report
+def _answer(report: dict[str, Any]) -> str:
+    """What the first answer was: its status (``ok`` for a non-HTTP handler) and ``X-Cache``, or the error;
+    and the heavy libraries the process had loaded by then."""
     status = report.get("status")
-    answer = f"{status}" + (f" {report['cache']}" if report.get("cache") else "")
+    answer = ("ok" if status is None else f"{status}") + (f" {report['cache']}" if report.get("cache") else "")
     if report.get("error"):
-        answer = f"error ({report['error'][:80]})"
+        answer = f"error: {report['error'][:80]}"
     elif isinstance(status, int) and status >= 500:
         answer = f"error {status}"
     heavy = [
         name for name in ("boto3", "botocore", "pydantic_settings") if name in report.get("heavy_after_answer", [])
     ]
-    return (
-        f"import {phase_ms(samples, 'import'):.0f} · init {phase_ms(samples, 'init'):.1f} · "
-        f"first {phase_ms(samples, 'first'):.1f} · warm {phase_ms(samples, 'warm'):.2f} ms; first answer {answer}"
-        + (f"; loads {', '.join(heavy)}" if heavy else "")
-    )
+    return answer + (f" (loads {', '.join(heavy)})" if heavy else "")
 
 
 def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
@@ -471,29 +495,48 @@ def _measure(
     samples = interleave(programs, runs=runs, before=warm)
     ratio = paired_ratio(samples["new"], samples["floor"])
     fastest = min_ratio(samples["new"], samples["floor"])
+    cpu_ratio = statistics.median(sample.cpu_ms for sample in samples["new"]) / statistics.median(
+        sample.cpu_ms for sample in samples["floor"]
+    )
     bar = bar_of(function)
     stats = Stats.of_ms([sample.total_ms for sample in samples["new"]])
-    floor_ms = statistics.median(sample.total_ms for sample in samples["floor"])
-    note = (
-        _note(samples["new"])
-        + f"; floor {'+'.join(FLOORS[function])} {floor_ms:.0f} ms; ratio of fastest runs {fastest:.2f}x"
-    )
+    floor_stats = Stats.of_ms([sample.total_ms for sample in samples["floor"]])
+    phases = {phase: phase_ms(samples["new"], phase) for phase in ("import", "init", "first", "warm")}
+    vs_old = paired_ratio(samples["new"], samples["old"]) if "old" in samples else None
+    kind = "read" if function in READ_FUNCTIONS else "other"
+    row = {
+        "function": f"{function} ({kind})",
+        "import ms": f"{phases['import']:.0f}",
+        "init ms": f"{phases['init']:.1f}",
+        "first answer ms": f"{phases['first']:.1f}",
+        "warm ms": f"{phases['warm']:.2f}",
+        "total ms (min)": f"{stats.p50_ms:.0f} ({stats.min_ms:.0f})",
+        "floor ms": f"{floor_stats.p50_ms:.0f} {'+'.join(FLOORS[function])}",
+        "ratio (bar)": f"**{ratio:.2f}x** (≤ {bar:g}x)",
+        "fastest / CPU": f"{fastest:.2f}x / {cpu_ratio:.2f}x",
+        f"vs {previous.label if previous else 'previous'}": f"{vs_old:.2f}x" if vs_old is not None else "",
+        "first answer": _answer(samples["new"][-1].report),
+    }
     extra: dict[str, Any] = {
+        "row": row,
         "floor_libraries": list(FLOORS[function]),
         "ratio_of_fastest": round(fastest, 3),
-        "floor_ms": [round(sample.total_ms, 2) for sample in samples["floor"]],
+        "ratio_of_cpu_time": round(cpu_ratio, 3),
         "total_ms": [round(sample.total_ms, 2) for sample in samples["new"]],
-        "phases_ms": {
-            phase: round(phase_ms(samples["new"], phase), 3) for phase in ("import", "init", "first", "warm")
-        },
+        "cpu_ms": [round(sample.cpu_ms, 2) for sample in samples["new"]],
+        "floor_ms": [round(sample.total_ms, 2) for sample in samples["floor"]],
+        "floor_cpu_ms": [round(sample.cpu_ms, 2) for sample in samples["floor"]],
+        "phases_ms": {phase: round(value, 3) for phase, value in phases.items()},
         "probe": samples["new"][-1].report,
     }
-    if "old" in samples:
-        vs_old = paired_ratio(samples["new"], samples["old"])
-        old_ms = statistics.median(sample.total_ms for sample in samples["old"])
-        note += f"; vs {previous.label if previous else ''} {vs_old:.2f}x ({old_ms:.0f} ms)"
-        extra |= {"vs_ref": previous.label if previous else None, "vs_ratio": round(vs_old, 3), "vs_total_ms": old_ms}
-    kind = "read" if function in READ_FUNCTIONS else "other"
+    if previous is not None and "old" in samples:
+        extra |= {
+            "vs_ref": previous.label,
+            "vs_ratio": round(vs_old or 0.0, 3),
+            "vs_total_ms": [round(sample.total_ms, 2) for sample in samples["old"]],
+        }
+    if ratio > bar:
+        extra["heaviest_imports"] = heaviest_imports(programs["new"])
     return Measure(
         GROUP,
         f"coldstart.{function}",
@@ -506,7 +549,6 @@ def _measure(
         ratio=ratio,
         ratio_of=f"floor.{'+'.join(FLOORS[function])}",
         ratio_bar=bar,
-        note=note,
         extra=extra,
     )
 
@@ -550,8 +592,14 @@ def _memory_sizes(
                     samples[size].append(run_program(program, cgroup=groups[size]))
             cold = {size: min(sample.total_ms for sample in samples[size]) for size in SIZES_MB}
             answer = {size: phase_ms(samples[size], "warm") for size in SIZES_MB}
+            cpu = {size: min(sample.cpu_ms for sample in samples[size]) for size in SIZES_MB}
             pick = choose_memory(function, cold)
-            cells = " · ".join(f"{size} MB {cold[size]:.0f} ms / warm {answer[size]:.2f} ms" for size in SIZES_MB)
+            row = {"function (MemorySize)": function}
+            row |= {
+                f"{size} MB: cold ms (CPU) / warm ms": f"{cold[size]:.0f} ({cpu[size]:.0f}) / {answer[size]:.2f}"
+                for size in SIZES_MB
+            }
+            row["chosen"] = f"**{pick} MB**"
             measures.append(
                 Measure(
                     GROUP,
@@ -559,8 +607,13 @@ def _memory_sizes(
                     f"MemorySize {function}: cold start (fastest) / warm answer per size",
                     pick,
                     "MB",
-                    note=f"{cells}; chosen {pick} MB",
-                    extra={"cold_start_ms": cold, "warm_answer_ms": answer, "chosen_mb": pick},
+                    extra={
+                        "row": row,
+                        "cold_start_ms": cold,
+                        "cpu_ms": cpu,
+                        "warm_answer_ms": answer,
+                        "chosen_mb": pick,
+                    },
                 )
             )
     finally:
