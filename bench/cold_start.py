@@ -443,7 +443,7 @@ def _answer(report: dict[str, Any]) -> str:
 
 
 def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
-    runs = 1 if quick else 5
+    runs = 1 if quick else 4
     forget_containers()  # the bench's own process answers the warming calls under the functions' variables
     address = seed_small_collection(env)
     hits = read_events(address)
@@ -563,7 +563,7 @@ def _memory_sizes(
 ) -> list[Measure]:
     """Cold start and a warm (hit) answer at each emulated memory size; the size the rule picks."""
     chosen = ("collection_nfts", "invalidate_cache") if quick else SIZED_FUNCTIONS
-    runs = 1 if quick else 3
+    runs = 1 if quick else 2
     measures: list[Measure] = []
     try:
         quotas = {size: contextlib.ExitStack() for size in SIZES_MB}

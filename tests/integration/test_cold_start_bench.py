@@ -115,3 +115,21 @@ def test_memory_rule_takes_the_smallest_size_meeting_the_target() -> None:
     assert choose_memory("collection_nfts", {512: 4000.0, 1024: 2000.0, 1769: 1200.0}) == SIZES_MB[-1]
     # A consumer: nobody waits, within 3 s
     assert choose_memory("invalidate_cache", {512: 1400.0, 1024: 700.0, 1769: 400.0}) == 512
+
+
+def test_report_renders_a_measure_with_its_own_columns() -> None:
+    from bench.common import Measure
+    from bench.report import markdown
+
+    # Given a cold-start measure carrying its table row
+    row = {"function": "health (read)", "total ms (min)": "300 (280)", "ratio (bar)": "**1.20x** (≤ 1.5x)"}
+    measure = Measure(
+        "coldstart", "coldstart.health", "cold start health", 300.0, "ms", passed=True, extra={"row": row}
+    )
+    env = {"date": "d", "python": "3.13", "cpu_count": 2, "processor": "p", "cache_allocator": "libc"}
+    env |= {"quick": True, "groups": ["coldstart"], "run_seconds": 1}
+    # When the report is written
+    text = markdown([measure], env, {"passed": 1, "bars": 1, "failed": [], "problems": []})
+    # Then the table has the row's columns and its cells, and the verdict
+    assert "| function | total ms (min) | ratio (bar) | result |" in text
+    assert "| health (read) | 300 (280) | **1.20x** (≤ 1.5x) | PASS |" in text
