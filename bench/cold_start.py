@@ -470,7 +470,16 @@ def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
         warmers = {function: warmer(function, answers[function]) for function in READ_FUNCTIONS}
         for function in functions:
             measures.append(
-                _measure(function, current, previous, events, variables, runs=runs, warm=warmers.get(function))
+                _measure(
+                    function,
+                    current,
+                    previous,
+                    events,
+                    variables,
+                    runs=runs,
+                    warm=warmers.get(function),
+                    evidence=not quick,
+                )
             )
         measures += _memory_sizes(current, events, variables, warmers=warmers, quick=quick)
     return measures
@@ -485,6 +494,7 @@ def _measure(
     *,
     runs: int,
     warm: Callable[[], None] | None,
+    evidence: bool,
 ) -> Measure:
     programs = {
         "floor": floor(FLOORS[function], variables),
@@ -535,7 +545,7 @@ def _measure(
             "vs_ratio": round(vs_old or 0.0, 3),
             "vs_total_ms": [round(sample.total_ms, 2) for sample in samples["old"]],
         }
-    if ratio > bar:
+    if ratio > bar and evidence:
         extra["heaviest_imports"] = heaviest_imports(programs["new"])
     return Measure(
         GROUP,
