@@ -15,8 +15,9 @@ worktree (default: the merge-base with ``main``, or ``HEAD~1`` on ``main`` itsel
 Events: a read function answers a **cache hit** for a seeded collection (the bench re-warms the entry
 in-process before each run, untimed: an admin sample such as ``cache_clear`` flushes it); every other
 function its ``events/<function>.json`` sample (or the bus sample its rule matches), with the Alchemy
-and Neynar stubs, and the local EventBridge bus (``local.bus``) with no consumer behind it. An answer that is an
-error (status ≥ 500 or raised) is reported as such in the note.
+and Neynar stubs, and the local EventBridge bus (``local.bus``) with no consumer behind it. An answer
+that is an error (status ≥ 500 or raised) says so in the function's row. Secrets are plain variables,
+as in ``make dev`` (``function_environment`` is where a local Secrets extension stand-in would start).
 
 Memory sizes: Lambda's CPU share grows with memory (1,769 MB = one vCPU). ``SIZES_MB`` are emulated with
 a cgroup v1 CPU quota (``cpu.cfs_quota_us`` = share * ``cpu.cfs_period_us``) around the probe; without a
