@@ -8,7 +8,8 @@ given**, so point it at nothing you care about.
 
 Groups (one module each): ``hit`` (cached reads vs a bare GET), ``db`` (pages served from PostgreSQL),
 ``stampede`` (protected fills, Zipf mix), ``invalidation`` (events, index sets vs ``KEYS``),
-``coldstart`` (import time of the read functions), ``ownership`` (summary triggers vs row-level ones),
+``coldstart`` (every function's whole-process cold start vs its libraries, A/B, memory sizes),
+``ownership`` (summary triggers vs row-level ones),
 ``analytics`` (reported percentiles vs exact ones). Results go to ``bench/results/latest.json`` (every
 raw number) and ``bench/results/latest.md`` (the table of bars).
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import time
 import traceback
 import warnings
@@ -42,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="GROUP",
         help=f"run only these groups ({', '.join(GROUPS)}); repeatable or comma-separated",
     )
+    parser.add_argument(
+        "--vs",
+        metavar="REF",
+        help="coldstart: the git ref to A/B against (default: the merge-base with main, else HEAD~1; "
+        "--quick skips the A/B unless given)",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for value in args.only for name in value.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in GROUPS]
@@ -68,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {name} …", flush=True)
             try:
                 module = importlib.import_module(GROUPS[name])
-                got: list[Measure] = module.run(env, quick=args.quick)
+                options = {"vs": args.vs} if "vs" in inspect.signature(module.run).parameters else {}
+                got: list[Measure] = module.run(env, quick=args.quick, **options)
             except Exception as error:
                 traceback.print_exc()
                 problems.append(f"group {name} crashed: {type(error).__name__}: {error}")

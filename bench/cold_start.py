@@ -1,26 +1,69 @@
-"""Group ``coldstart``: the import time of each read function's handler module in a fresh interpreter.
+"""Group ``coldstart``: every function's whole-process cold start, against its library floor and the previous code.
 
-Each measurement is a new ``python -c`` process (the project venv, the Lambda import paths and
-environment) timing ``import <handler module>`` with ``perf_counter_ns``: the part of a cold start
-that our code controls (interpreter start-up and the runtime's own init are not included). Bytecode
-caches are warm (one untimed import first). Bar: ≤ 250 ms (p50 of the runs). A separate
-``-X importtime`` run of each names the heaviest imports, as evidence of where the time goes.
+For each function in ``functions/`` a fresh interpreter (the project venv, the Lambda import paths, the
+environment ``make dev`` gives the functions) runs ``bench/cold_probe.py``: import of the handler module,
+init (``load_settings`` of its settings model, secrets included), the first answer (``lambda_handler``
+with a sample event) and a warm second one. The headline number is the **whole process** timed from
+outside (spawn to exit, interpreter start-up included), as the issue measures it.
+
+Floor: the same interpreter timing ``import <the client libraries the function really needs>`` (table
+``FLOORS``), in the same run, interleaved with the function (A B A B …, rotating) so drift cancels; the
+ratio is the median of per-round ratios. Bars: a read function (a public GET, ``READ_FUNCTIONS``) ≤ 1.5x,
+every other ≤ 2x. The A/B runs the same probe against ``--vs REF`` checked out into a temporary git
+worktree (default: the merge-base with ``main``, or ``HEAD~1`` on ``main`` itself), interleaved too.
+
+Events: a read function answers a **cache hit** for a seeded collection (the bench re-warms the entry
+in-process before each run, untimed: an admin sample such as ``cache_clear`` flushes it); every other
+function its ``events/<function>.json`` sample (or the bus sample its rule matches), with the Alchemy
+and Neynar stubs, and the local EventBridge bus (``local.bus``) with no consumer behind it. An answer
+that is an error (status ≥ 500 or raised) says so in the function's row. Secrets are plain variables,
+as in ``make dev`` (``function_environment`` is where a local Secrets extension stand-in would start).
+
+Memory sizes: Lambda's CPU share grows with memory (1,769 MB = one vCPU). ``SIZES_MB`` are emulated with
+a cgroup v1 CPU quota (``cpu.cfs_quota_us`` = share * ``cpu.cfs_period_us``) around the probe; without a
+writable ``/sys/fs/cgroup/cpu`` the sizes are skipped with a note. ``choose_memory`` states the rule.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from bench import FUNCTIONS, LAYER, ROOT
-from bench.common import BenchEnv, Measure, Stats
+from bench import FUNCTIONS, ROOT
+from bench.common import (
+    EVENTS,
+    BenchEnv,
+    Measure,
+    Stats,
+    forget_containers,
+    http_event,
+    load_event,
+    seed_small_collection,
+)
+from local.invoker import LOCAL_REGION
 
 GROUP = "coldstart"
-BAR_MS = 250.0
-# The public GET functions of template.yaml (the read path), and the invalidator for reference.
+PROBE = (Path(__file__).with_name("cold_probe.py")).read_text()
+READ_BAR = 1.5
+OTHER_BAR = 2.0
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # the token events/*.json carry
+WEBHOOK_SIGNING_KEY = "test-webhook-signing-key"  # the key events/alchemy_webhook.json is signed with
+
+# Public GETs: the read path (a cached read's floor is redis + orjson; health checks PostgreSQL too).
 READ_FUNCTIONS = (
-    "health",
     "collection_metadata",
     "collection_nfts",
     "collection_traits",
@@ -28,44 +71,184 @@ READ_FUNCTIONS = (
     "nft_owner",
     "owned_nfts",
     "refresh_status",
+    "user_profile",
+    "user_verifications",
+    "user_nft_contracts",
+    "user_nft_contracts_normalized",
+    "health",
 )
-OTHER_FUNCTIONS = ("invalidate_cache",)
+CACHED = ("redis", "orjson")
+DB = (*CACHED, "psycopg")
+UPSTREAM = (*DB, "httpx")
+# The client libraries each function's work needs (what its first answer must load, whatever our code
+# adds): the cache and JSON always; PostgreSQL for whatever reads or writes rows beyond a cache hit;
+# httpx for an upstream (Alchemy, Neynar, notification URLs); boto3 for EventBridge/SQS publishing.
+FLOORS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(READ_FUNCTIONS, CACHED),
+    "health": DB,
+    "admin_authorizer": ("orjson",),  # compares a bearer token's hash: nothing else
+    "admin_notifications": DB,
+    "alchemy_webhook": DB,
+    "cache_clear": CACHED,
+    "cache_metrics": DB,
+    "cache_performance": (*DB, "boto3"),
+    "ingest_collection": (*UPSTREAM, "boto3"),
+    "invalidate_cache": CACHED,
+    "miniapp_webhook": UPSTREAM,
+    "notify_transfers": DB,
+    "outbox_relay": (*DB, "boto3"),
+    "ownership_actions": UPSTREAM,
+    "ownership_stats": DB,
+    "redrive_dead_letters": (*CACHED, "boto3"),
+    "refresh_collection": (*DB, "boto3"),
+    "run_performance_test": DB,
+    "send_notifications": UPSTREAM,
+    "verify_ownership": UPSTREAM,
+    "warm_cache": UPSTREAM,
+}
+# Emulated memory sizes and the functions measured at each (the read path and a few others).
+SIZES_MB = (512, 1024, 1769)
+ONE_VCPU_MB = 1769
+SIZED_FUNCTIONS = (*READ_FUNCTIONS, "invalidate_cache", "alchemy_webhook", "outbox_relay", "admin_authorizer")
+# The rule: the smallest size whose cold start (whole process, the fastest of the runs: the least
+# disturbed by other load) is within COLD_START_TARGET_MS for a function a caller waits on (an HTTP
+# route or the authorizer), or BACKGROUND_TARGET_MS for a consumer or schedule, where nobody waits.
+# Lambda bills memory x duration: a cached read's warm answer (< 1 ms, billed as 1 ms) costs in
+# proportion to the size, so no function gets more than its cold start needs.
+COLD_START_TARGET_MS = 1000.0
+BACKGROUND_TARGET_MS = 3000.0
+BACKGROUND = (
+    "ingest_collection",
+    "invalidate_cache",
+    "notify_transfers",
+    "outbox_relay",
+    "redrive_dead_letters",
+    "run_performance_test",
+    "send_notifications",
+    "verify_ownership",
+)
 
-_TIMER = "import time; t = time.perf_counter_ns(); import {module}; print(time.perf_counter_ns() - t)"
+
+def bar_of(function: str) -> float:
+    return READ_BAR if function in READ_FUNCTIONS else OTHER_BAR
 
 
-def _environment(function: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(FUNCTIONS / function), str(LAYER)])
-    return env
+# -- trees and programs ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tree:
+    """A checkout whose ``functions/`` and ``layers/shared`` are measured."""
+
+    label: str
+    root: Path
+
+    def has(self, function: str) -> bool:
+        return (self.root / "functions" / function / f"{function}.py").is_file()
 
 
-def import_ms(function: str) -> float:
-    """One fresh interpreter importing ``function``'s handler module; milliseconds."""
-    done = subprocess.run(  # noqa: S603 - our own interpreter and a constant program
-        [sys.executable, "-c", _TIMER.format(module=function)],
-        env=_environment(function),
-        cwd=ROOT,
+@dataclass(frozen=True)
+class Program:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+
+
+def probe(tree: Tree, function: str, event: Path, base_env: dict[str, str]) -> Program:
+    """The probe of ``function`` in ``tree``: Lambda's paths (its code dir, the layer), its cwd (/var/task)."""
+    env = dict(base_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree.root / "functions" / function), str(tree.root / "layers/shared")])
+    return Program((sys.executable, "-c", PROBE, function, str(event)), env, tree.root / "functions" / function)
+
+
+def floor(libraries: Sequence[str], base_env: dict[str, str]) -> Program:
+    """``python -c "import <libraries>"``, leaving as the probe does (``os._exit``, no teardown)."""
+    code = f"import {', '.join(libraries)}; import os; os._exit(0)"
+    env = dict(base_env)
+    env.pop("PYTHONPATH", None)
+    return Program((sys.executable, "-c", code), env, FUNCTIONS)
+
+
+@dataclass
+class Sample:
+    """One run: wall time from spawn to exit, the CPU time the process used (user + system: what a
+    quota throttles, and less disturbed than wall time by other load), the probe's report."""
+
+    total_ms: float
+    cpu_ms: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run_program(program: Program, *, cgroup: Path | None = None) -> Sample:
+    """Run ``program`` once; wall time from spawn to exit (ms), and the probe's JSON report if any."""
+
+    def enter_cgroup() -> None:  # in the child, before exec: all of its start-up runs under the quota
+        if cgroup is not None:
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    # The bench's only child that ends meanwhile: the servers it started run on, the warmers run in-process.
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter_ns()
+    done = subprocess.run(  # noqa: S603 - our own interpreter and programs
+        program.argv,
+        env=program.env,
+        cwd=program.cwd,
         capture_output=True,
         text=True,
-        check=True,
-        timeout=60,
+        timeout=120,
+        preexec_fn=enter_cgroup if cgroup is not None else None,
+        check=False,
     )
-    return int(done.stdout.strip().splitlines()[-1]) / 1e6
+    total_ms = (time.perf_counter_ns() - started) / 1e6
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ms = (now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime) * 1e3
+    if done.returncode != 0:
+        raise RuntimeError(f"{program.argv[-2:]} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    lines = done.stdout.strip().splitlines()
+    return Sample(total_ms, cpu_ms, json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {})
 
 
-def heaviest_imports(function: str, limit: int = 8) -> list[str]:
-    """The top-level imports (those the handler pulls in directly or through the layer) with the most
-    cumulative time, from ``-X importtime``: ``cumulative ms | package``."""
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, "-X", "importtime", "-c", f"import {function}"],
-        env=_environment(function),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+def interleave(
+    programs: dict[str, Program], *, runs: int, before: Callable[[], None] | None = None
+) -> dict[str, list[Sample]]:
+    """``runs`` rounds of every program once, the order rotating each round; ``before`` runs untimed
+    before every program. Bytecode caches are written beforehand (``compile_tree``)."""
+    order = list(programs)
+    samples: dict[str, list[Sample]] = {name: [] for name in order}
+    for index in range(runs):
+        shift = index % len(order)
+        for name in order[shift:] + order[:shift]:
+            if before is not None:
+                before()
+            samples[name].append(run_program(programs[name]))
+    return samples
+
+
+def compile_tree(tree: Tree) -> None:
+    """Write the tree's bytecode caches, as ``sam build`` ships them: no run pays for compiling."""
+    import compileall
+
+    for folder in ("functions", "layers/shared"):
+        compileall.compile_dir(tree.root / folder, quiet=1)
+
+
+def paired_ratio(a: Sequence[Sample], b: Sequence[Sample]) -> float:
+    """The median of per-round ratios (each pair taken side by side, so drift of the machine cancels)."""
+    return statistics.median(x.total_ms / y.total_ms for x, y in zip(a, b, strict=True))
+
+
+def min_ratio(a: Sequence[Sample], b: Sequence[Sample]) -> float:
+    """The ratio of the fastest runs: the least disturbed by other load on a shared machine."""
+    return min(x.total_ms for x in a) / min(y.total_ms for y in b)
+
+
+def phase_ms(samples: Sequence[Sample], phase: str) -> float:
+    return statistics.median(sample.report.get(f"{phase}_ns", 0) / 1e6 for sample in samples)
+
+
+def heaviest_imports(program: Program, limit: int = 10) -> list[str]:
+    """Evidence for a missed bar: the probe's imports with the most cumulative time (``-X importtime``),
+    top-level packages and our own modules, as ``cumulative ms | package``."""
+    argv = (program.argv[0], "-X", "importtime", *program.argv[1:])
+    done = subprocess.run(argv, env=program.env, cwd=program.cwd, capture_output=True, text=True, check=False)  # noqa: S603
     rows: list[tuple[int, str]] = []
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -73,32 +256,378 @@ def heaviest_imports(function: str, limit: int = 8) -> list[str]:
         _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
         depth = (len(name) - len(name.lstrip())) // 2
         package = name.strip()
-        # Third-party roots and our own modules, not every stdlib leaf.
         if depth <= 1 or package.startswith("such_market"):
             rows.append((int(cumulative), package))
     rows.sort(reverse=True)
     return [f"{micros / 1000:7.1f} ms | {package}" for micros, package in rows[:limit]]
 
 
-def run(env: BenchEnv, *, quick: bool) -> list[Measure]:
-    runs = 3 if quick else 7
+# -- the environment and events the functions see ---------------------------------------------------------
+class _NoConsumers:
+    """The invoker of a bus that delivers to nobody: publishing functions get the local bus's AWS-shaped
+    answers, and no consumer runs in the bench's process while it measures."""
+
+    region = LOCAL_REGION
+
+    def invoke(self, function_id: str, event: object) -> None:
+        del function_id, event
+
+
+@contextlib.contextmanager
+def function_environment(env: BenchEnv) -> Iterator[dict[str, str]]:
+    """The variables ``make dev`` gives every function (``local.dev.function_environment``), pointed at the
+    bench's PostgreSQL and Valkey, the upstream stubs and a local bus without consumers; the sample events'
+    admin token and webhook key. Secrets are plain variables (the local runtime drops ``*_SECRET_ARN``)."""
+    from local.alchemy_stub import AlchemyStub
+    from local.bus import LocalEventBus
+    from local.dev import EVENT_BUS_NAME
+    from local.dev import function_environment as dev_environment
+    from local.neynar_stub import NeynarStub
+    from local.template import Template
+
+    template = Template.load(ROOT / "template.yaml")
+    bus = LocalEventBus(template, _NoConsumers(), bus_name=EVENT_BUS_NAME, quiet=True).start()  # type: ignore[arg-type]
+    try:
+        with AlchemyStub() as alchemy, NeynarStub() as neynar:
+            variables = dev_environment(  # noqa: S604 - `shell` is the user's environment, no shell runs
+                template,
+                shell={"POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")},
+                database_url=env.database_url,
+                redis_url=env.redis_url,
+                bus_url=bus.url,
+                admin_token=ADMIN_TOKEN,
+                webhook_signing_key=WEBHOOK_SIGNING_KEY,
+                alchemy_stub=alchemy,
+                neynar_stub=neynar,
+            )
+            base = {name: value for name, value in os.environ.items() if not name.endswith("_SECRET_ARN")}
+            yield {**base, **variables}
+    finally:
+        bus.stop()
+
+
+def read_events(address: str) -> dict[str, dict[str, Any]]:
+    """A cache-hit event for each collection read: the seeded collection, its token 1."""
+    base = f"/api/collection/{address}"
+    param = {"contractAddress": address}
+    token = {**param, "tokenId": "1"}
+    wallet = load_event("owned_nfts")["queryStringParameters"]["userAddress"]
+    return {
+        "collection_metadata": http_event("/api/collection/{contractAddress}", base, param),
+        "collection_nfts": http_event("/api/collection/{contractAddress}/nfts", f"{base}/nfts", param),
+        "collection_traits": http_event("/api/collection/{contractAddress}/traits", f"{base}/traits", param),
+        "collection_nft": http_event("/api/collection/{contractAddress}/nfts/{tokenId}", f"{base}/nfts/1", token),
+        "nft_owner": http_event(
+            "/api/collection/{contractAddress}/nfts/{tokenId}/owner", f"{base}/nfts/1/owner", token
+        ),
+        "owned_nfts": http_event(
+            "/api/collection/{contractAddress}/nfts/owned", f"{base}/nfts/owned", param, {"userAddress": wallet}
+        ),
+        "refresh_status": http_event("/api/collection/{contractAddress}/refresh", f"{base}/refresh", param),
+    }
+
+
+def sample_event(function: str) -> dict[str, Any]:
+    """``events/<function>.json``, else the first bus sample one of the function's rules matches."""
+    if (EVENTS / f"{function}.json").is_file():
+        return load_event(function)
+    from local.bus import matches_pattern
+    from local.template import Template
+
+    template = Template.load(ROOT / "template.yaml")
+    ids = [fid for fid, spec in template.functions.items() if spec.handler_module == function]
+    for path in sorted(EVENTS.glob("event_*.json")):
+        event = json.loads(path.read_text())
+        if any(rule.function_id in ids and matches_pattern(rule.pattern, event) for rule in template.rules):
+            return dict(event)
+    raise LookupError(f"no sample event for {function}")
+
+
+@contextlib.contextmanager
+def patched_environ(variables: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def warmer(function: str, event: dict[str, Any]) -> Callable[[], None]:
+    """Answer ``event`` in the bench's process (untimed): the entry the probe's first answer hits."""
+    import importlib
+
+    from bench.common import FakeContext
+
+    handler = importlib.import_module(function).lambda_handler
+
+    def warm() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):  # its metric lines are no part of the report
+            handler(event, FakeContext())
+
+    return warm
+
+
+# -- the A/B tree ---------------------------------------------------------------------------------------
+def _git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(("git", "-C", str(ROOT), *args), capture_output=True, text=True, check=check)  # noqa: S603, S607 - git on PATH
+
+
+def default_ref() -> str:
+    """The merge-base with ``main`` when HEAD is past it (a branch), else ``HEAD~1``."""
+    head = _git("rev-parse", "HEAD").stdout.strip()
+    base = _git("merge-base", "HEAD", "main", check=False)
+    if base.returncode == 0 and base.stdout.strip() and base.stdout.strip() != head:
+        return base.stdout.strip()
+    return "HEAD~1"
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[Tree]:
+    """``ref`` in a temporary detached git worktree (removed afterwards)."""
+    commit = _git("rev-parse", "--short", f"{ref}^{{commit}}").stdout.strip()
+    where = Path(tempfile.mkdtemp(prefix="coldstart-vs-"))
+    _git("worktree", "add", "--detach", str(where / "tree"), commit)
+    try:
+        yield Tree(f"{ref} ({commit})" if ref != commit else commit, where / "tree")
+    finally:
+        _git("worktree", "remove", "--force", str(where / "tree"), check=False)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+# -- CPU quotas -----------------------------------------------------------------------------------------
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+@contextlib.contextmanager
+def cpu_quota(memory_mb: int) -> Iterator[Path]:
+    """A cgroup v1 ``cpu`` child whose quota is Lambda's CPU share at ``memory_mb`` (1,769 MB = 1 vCPU).
+    Raises ``OSError`` when the controller is not there or not writable."""
+    period = 100_000
+    group = CGROUP_CPU / f"such-market-bench-{os.getpid()}-{memory_mb}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text(str(period))
+        (group / "cpu.cfs_quota_us").write_text(str(round(period * memory_mb / ONE_VCPU_MB)))
+        yield group
+    finally:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+
+
+def choose_memory(function: str, cold_ms: dict[int, float]) -> int:
+    """The smallest emulated size whose cold start meets the function's target (a route: a caller waits;
+    a consumer or schedule: nobody does), else the largest."""
+    target = BACKGROUND_TARGET_MS if function in BACKGROUND else COLD_START_TARGET_MS
+    for size in SIZES_MB:
+        if cold_ms.get(size, float("inf")) <= target:
+            return size
+    return SIZES_MB[-1]
+
+
+# -- the group ------------------------------------------------------------------------------------------
+def _answer(report: dict[str, Any]) -> str:
+    """What the first answer was: its status (``ok`` for a non-HTTP handler) and ``X-Cache``, or the error;
+    and the heavy libraries the process had loaded by then."""
+    status = report.get("status")
+    answer = ("ok" if status is None else f"{status}") + (f" {report['cache']}" if report.get("cache") else "")
+    if report.get("error"):
+        answer = f"error: {report['error'][:80]}"
+    elif isinstance(status, int) and status >= 500:
+        answer = f"error {status}"
+    heavy = [
+        name for name in ("boto3", "botocore", "pydantic_settings") if name in report.get("heavy_after_answer", [])
+    ]
+    return answer + (f" (loads {', '.join(heavy)})" if heavy else "")
+
+
+def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
+    runs = 1 if quick else 4
+    forget_containers()  # the bench's own process answers the warming calls under the functions' variables
+    address = seed_small_collection(env)
+    hits = read_events(address)
+    functions = sorted(path.name for path in FUNCTIONS.iterdir() if (path / f"{path.name}.py").is_file())
+    unknown = [function for function in functions if function not in FLOORS]
+    if unknown:
+        raise LookupError(f"no library floor defined for {unknown}: add them to FLOORS")
     measures: list[Measure] = []
-    for function in (*READ_FUNCTIONS, *OTHER_FUNCTIONS):
-        import_ms(function)  # writes bytecode caches if missing
-        stats = Stats.of_ms([import_ms(function) for _ in range(runs)])
-        is_read = function in READ_FUNCTIONS
-        passed = stats.p50_ms <= BAR_MS if is_read else None
-        measure = Measure(
-            GROUP,
-            f"coldstart.{function}",
-            f"import {function}" + ("" if is_read else " (not a read function)"),
-            stats.p50_ms,
-            "ms",
-            stats=stats,
-            bar=f"p50 ≤ {BAR_MS:g} ms" if is_read else None,
-            passed=passed,
-        )
-        if passed is False or function in {"collection_metadata", "collection_nfts"}:
-            measure.extra["heaviest_imports"] = heaviest_imports(function)
-        measures.append(measure)
+    current = Tree("this tree", ROOT)
+    with contextlib.ExitStack() as stack:
+        variables = stack.enter_context(function_environment(env))
+        stack.enter_context(patched_environ(variables))
+        events_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coldstart-events-")))
+        previous = None if quick and vs is None else stack.enter_context(checkout(vs or default_ref()))
+        for tree in (current, previous):
+            if tree is not None:
+                compile_tree(tree)
+        answers = {function: hits.get(function) or sample_event(function) for function in functions}
+        events: dict[str, Path] = {}
+        for function, event in answers.items():
+            events[function] = events_dir / f"{function}.json"
+            events[function].write_text(json.dumps(event))
+        # A read's first answer is a hit: its entry is (re)filled in-process before each run.
+        warmers = {function: warmer(function, answers[function]) for function in READ_FUNCTIONS}
+        for function in functions:
+            measures.append(
+                _measure(
+                    function,
+                    current,
+                    previous,
+                    events,
+                    variables,
+                    runs=runs,
+                    warm=warmers.get(function),
+                    evidence=not quick,
+                )
+            )
+        measures += _memory_sizes(current, events, variables, warmers=warmers, quick=quick)
+    return measures
+
+
+def _measure(
+    function: str,
+    current: Tree,
+    previous: Tree | None,
+    events: dict[str, Path],
+    variables: dict[str, str],
+    *,
+    runs: int,
+    warm: Callable[[], None] | None,
+    evidence: bool,
+) -> Measure:
+    programs = {
+        "floor": floor(FLOORS[function], variables),
+        "new": probe(current, function, events[function], variables),
+    }
+    if previous is not None and previous.has(function):
+        programs["old"] = probe(previous, function, events[function], variables)
+    samples = interleave(programs, runs=runs, before=warm)
+    ratio = paired_ratio(samples["new"], samples["floor"])
+    fastest = min_ratio(samples["new"], samples["floor"])
+    cpu_ratio = statistics.median(sample.cpu_ms for sample in samples["new"]) / statistics.median(
+        sample.cpu_ms for sample in samples["floor"]
+    )
+    bar = bar_of(function)
+    stats = Stats.of_ms([sample.total_ms for sample in samples["new"]])
+    floor_stats = Stats.of_ms([sample.total_ms for sample in samples["floor"]])
+    phases = {phase: phase_ms(samples["new"], phase) for phase in ("import", "init", "first", "warm")}
+    vs_old = paired_ratio(samples["new"], samples["old"]) if "old" in samples else None
+    kind = "read" if function in READ_FUNCTIONS else "other"
+    row = {
+        "function": f"{function} ({kind})",
+        "import ms": f"{phases['import']:.0f}",
+        "init ms": f"{phases['init']:.1f}",
+        "first answer ms": f"{phases['first']:.1f}",
+        "warm ms": f"{phases['warm']:.2f}",
+        "total ms (min)": f"{stats.p50_ms:.0f} ({stats.min_ms:.0f})",
+        "floor ms": f"{floor_stats.p50_ms:.0f} {'+'.join(FLOORS[function])}",
+        "ratio (bar)": f"**{ratio:.2f}x** (≤ {bar:g}x)",
+        "fastest / CPU": f"{fastest:.2f}x / {cpu_ratio:.2f}x",
+        f"vs {previous.label if previous else 'previous'}": f"{vs_old:.2f}x" if vs_old is not None else "",
+        "first answer": _answer(samples["new"][-1].report),
+    }
+    extra: dict[str, Any] = {
+        "row": row,
+        "floor_libraries": list(FLOORS[function]),
+        "ratio_of_fastest": round(fastest, 3),
+        "ratio_of_cpu_time": round(cpu_ratio, 3),
+        "total_ms": [round(sample.total_ms, 2) for sample in samples["new"]],
+        "cpu_ms": [round(sample.cpu_ms, 2) for sample in samples["new"]],
+        "floor_ms": [round(sample.total_ms, 2) for sample in samples["floor"]],
+        "floor_cpu_ms": [round(sample.cpu_ms, 2) for sample in samples["floor"]],
+        "phases_ms": {phase: round(value, 3) for phase, value in phases.items()},
+        "probe": samples["new"][-1].report,
+    }
+    if previous is not None and "old" in samples:
+        extra |= {
+            "vs_ref": previous.label,
+            "vs_ratio": round(vs_old or 0.0, 3),
+            "vs_total_ms": [round(sample.total_ms, 2) for sample in samples["old"]],
+        }
+    if ratio > bar and evidence:
+        extra["heaviest_imports"] = heaviest_imports(programs["new"])
+    return Measure(
+        GROUP,
+        f"coldstart.{function}",
+        f"cold start {function} ({kind}): whole process",
+        stats.p50_ms,
+        "ms",
+        stats=stats,
+        bar=f"≤ {bar:g}x floor",
+        passed=ratio <= bar,
+        ratio=ratio,
+        ratio_of=f"floor.{'+'.join(FLOORS[function])}",
+        ratio_bar=bar,
+        extra=extra,
+    )
+
+
+def _memory_sizes(
+    current: Tree,
+    events: dict[str, Path],
+    variables: dict[str, str],
+    *,
+    warmers: dict[str, Callable[[], None]],
+    quick: bool,
+) -> list[Measure]:
+    """Cold start and a warm (hit) answer at each emulated memory size; the size the rule picks."""
+    chosen = ("collection_nfts", "invalidate_cache") if quick else SIZED_FUNCTIONS
+    runs = 1 if quick else 2
+    measures: list[Measure] = []
+    try:
+        quotas = {size: contextlib.ExitStack() for size in SIZES_MB}
+        groups = {size: quotas[size].enter_context(cpu_quota(size)) for size in SIZES_MB}
+    except OSError as error:
+        return [
+            Measure(
+                GROUP,
+                "coldstart.memory",
+                "memory sizes (CPU quota per size)",
+                0,
+                "",
+                note=f"not measured: no writable cgroup v1 cpu controller at {CGROUP_CPU} ({error})",
+            )
+        ]
+    try:
+        for function in chosen:
+            program = probe(current, function, events[function], variables)
+            warm = warmers.get(function)
+            samples: dict[int, list[Sample]] = {size: [] for size in SIZES_MB}
+            for index in range(runs):  # the sizes interleaved, rotating, as the A/B is
+                shift = index % len(SIZES_MB)
+                for size in SIZES_MB[shift:] + SIZES_MB[:shift]:
+                    if warm is not None:
+                        warm()
+                    samples[size].append(run_program(program, cgroup=groups[size]))
+            cold = {size: min(sample.total_ms for sample in samples[size]) for size in SIZES_MB}
+            answer = {size: phase_ms(samples[size], "warm") for size in SIZES_MB}
+            cpu = {size: min(sample.cpu_ms for sample in samples[size]) for size in SIZES_MB}
+            pick = choose_memory(function, cold)
+            row = {"function (MemorySize)": function}
+            row |= {
+                f"{size} MB: cold ms (CPU) / warm ms": f"{cold[size]:.0f} ({cpu[size]:.0f}) / {answer[size]:.2f}"
+                for size in SIZES_MB
+            }
+            row["chosen"] = f"**{pick} MB**"
+            measures.append(
+                Measure(
+                    GROUP,
+                    f"coldstart.memory.{function}",
+                    f"MemorySize {function}: cold start (fastest) / warm answer per size",
+                    pick,
+                    "MB",
+                    extra={
+                        "row": row,
+                        "cold_start_ms": cold,
+                        "cpu_ms": cpu,
+                        "warm_answer_ms": answer,
+                        "chosen_mb": pick,
+                    },
+                )
+            )
+    finally:
+        for stack in quotas.values():
+            stack.close()
     return measures

@@ -107,10 +107,21 @@ def markdown(measures: Sequence[Measure], env: dict[str, Any], summary: dict[str
         "",
     ]
     group = None
+    columns: tuple[str, ...] = ()
     for measure in measures:
+        # A measure may bring its own columns (``extra["row"]``: column → cell), e.g. the cold-start table.
+        row: dict[str, str] = measure.extra.get("row") or {}
+        wanted = (*row, "result") if row else ("measure", "value", "bar", "ratio", "result")
         if measure.group != group:
             group = measure.group
-            lines += ["", f"## {group}", "", "| measure | value | bar | ratio | result |", "|---|---|---|---|---|"]
+            lines += ["", f"## {group}"]
+            columns = ()
+        if wanted != columns:
+            columns = wanted
+            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        if row:
+            lines.append("| " + " | ".join([*row.values(), _verdict(measure)]) + " |")
+            continue
         bar = measure.bar or ""
         if measure.note:
             bar = f"{bar} ({measure.note})" if bar else measure.note
