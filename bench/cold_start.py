@@ -27,6 +27,7 @@ writable ``/sys/fs/cgroup/cpu`` the sizes are skipped with a note. ``choose_memo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -300,10 +301,39 @@ def function_environment(env: BenchEnv) -> Iterator[dict[str, str]]:
                 alchemy_stub=alchemy,
                 neynar_stub=neynar,
             )
-            base = {name: value for name, value in os.environ.items() if not name.endswith("_SECRET_ARN")}
-            yield {**base, **variables}
+            with _secrets_extension(variables) as secret_variables:
+                # The bench's own environment minus every secret, plain or referenced: the stand-in serves them.
+                base = {
+                    name: value
+                    for name, value in os.environ.items()
+                    if not name.endswith("_SECRET_ARN") and name not in {*_SECRETS, "ADMIN_TOKEN"}
+                }
+                yield {**base, **secret_variables}
     finally:
         bus.stop()
+
+
+_SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/{}-AbCdEf"
+_SECRETS = ("ALCHEMY_API_KEY", "NEYNAR_API_KEY", "ALCHEMY_WEBHOOK_SIGNING_KEY")
+
+
+@contextlib.contextmanager
+def _secrets_extension(variables: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``variables`` with the secrets moved behind a stand-in of the Parameters and Secrets extension, as on
+    AWS: each plain key becomes its ``*_SECRET_ARN`` (the admin token: its SHA-256, as deployed), served by
+    ``local.secrets_extension`` with the extension's few milliseconds of latency."""
+    from local.secrets_extension import SecretsExtension
+
+    moved = {name: variables[name] for name in _SECRETS if variables.get(name)}
+    served = {_SECRET_ARN.format(name.lower()): value for name, value in moved.items()}
+    references = {f"{name}_SECRET_ARN": _SECRET_ARN.format(name.lower()) for name in moved}
+    if variables.get("ADMIN_TOKEN"):
+        admin = _SECRET_ARN.format("admin-token")
+        served[admin] = hashlib.sha256(variables["ADMIN_TOKEN"].encode()).hexdigest()
+        references["ADMIN_TOKEN_SECRET_ARN"] = admin
+    kept = {name: value for name, value in variables.items() if name not in {*moved, "ADMIN_TOKEN"}}
+    with SecretsExtension(token=f"bench-session-{os.getpid()}", secrets=served) as extension:
+        yield {**kept, **references, **extension.lambda_environment()}
 
 
 def read_events(address: str) -> dict[str, dict[str, Any]]:
