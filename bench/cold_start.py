@@ -63,7 +63,8 @@ OTHER_BAR = 2.0
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"  # the token events/*.json carry
 WEBHOOK_SIGNING_KEY = "test-webhook-signing-key"  # the key events/alchemy_webhook.json is signed with
 
-# Public GETs: the read path (a cached read's floor is redis + orjson; health checks PostgreSQL too).
+# Public GETs: the read path (a cached read's floor is redis + orjson; health and the refresh status
+# read PostgreSQL on every request).
 READ_FUNCTIONS = (
     "collection_metadata",
     "collection_nfts",
@@ -87,6 +88,7 @@ UPSTREAM = (*DB, "httpx")
 FLOORS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(READ_FUNCTIONS, CACHED),
     "health": DB,
+    "refresh_status": DB,  # the refresh status is read from PostgreSQL on every request (never cached)
     "admin_authorizer": ("orjson",),  # compares a bearer token's hash: nothing else
     "admin_notifications": DB,
     "alchemy_webhook": DB,
