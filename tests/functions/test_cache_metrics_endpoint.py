@@ -170,15 +170,17 @@ def test_every_request_reaches_the_metrics_within_the_bound_with_no_request_afte
 
 
 def test_each_invocation_prints_its_own_figures_as_emf(
-    api: Callable[..., Reply], capsys: pytest.CaptureFixture[str]
+    api: Callable[..., Reply], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a warm container
+    # Given a warm container on Lambda without the post-invoke extension (so nothing may wait for later)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "such-market-CollectionMetadataFunction")
+    close_all()
     target = f"/api/collection/{ERC721_CONTRACT}"
     api("GET", target)
     capsys.readouterr()
     # When two invocations are served (a hit each)
     assert [api("GET", target).cache for _ in range(2)] == ["HIT", "HIT"]
-    # Then each printed one EMF document of its own figures, before any flush
+    # Then each printed one EMF document of its own figures before its handler returned, before any flush
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert len(documents) == 2
     for document in documents:

@@ -59,6 +59,32 @@ def test_each_invocation_is_written_before_the_container_may_freeze(
     assert extensions_api.snapshots == [0, 1, 2, 3]
 
 
+def test_each_invocation_emf_line_is_printed_before_the_container_may_freeze(
+    api: Callable[..., Reply], cache: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a container on Lambda that registered the extension at init, its stdout recorded as written
+    printed: list[str] = []
+    monkeypatch.setattr(recorder, "FLUSH_INTERVAL_SECONDS", 3600.0)
+    monkeypatch.setattr(post_invoke, "_enabled", None)
+    monkeypatch.setattr(recorder, "_print", printed.append)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "such-market-CollectionMetadataFunction")
+    documents = lambda: sum(chunk.count('"_aws"') for chunk in printed)  # noqa: E731
+    stand_in = ExtensionsApi(on_next=documents)
+    try:
+        close_all()
+        assert post_invoke.enable(stand_in.address) is not None
+        assert stand_in.wait_for_next_calls(1)
+        # When two invocations are served
+        for served in range(1, 3):
+            stand_in.invoke()
+            api("GET", f"/api/collection/{ERC721_CONTRACT}")
+            assert stand_in.wait_for_next_calls(served + 1)
+    finally:
+        stand_in.close()
+    # Then at each point Lambda could freeze the container, that invocation's EMF document was printed
+    assert stand_in.snapshots == [0, 1, 2]
+
+
 def test_without_the_extensions_api_nothing_registers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(post_invoke, "_enabled", None)
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)

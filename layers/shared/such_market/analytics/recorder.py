@@ -5,8 +5,11 @@ as CloudWatch EMF per invocation.
 no round trip, only in-memory counters keyed by (minute, endpoint family, outcome), a histogram bucket,
 and one EMF line of that invocation's own figures (``Requests``, its outcome's ``CacheHit``/``CacheMiss``/
 ``CacheBypass``/``CacheStale`` and ``Latency``, dimensions ``service`` + ``Endpoint`` and ``service``), built
-from a prepared template and printed at once: on Lambda stdout is the log stream CloudWatch reads, so every
-invocation reaches CloudWatch whatever happens to the container afterwards (a print, not a round trip).
+from a prepared template. On Lambda stdout is the log stream CloudWatch reads; the line is printed after
+the response by the post-invoke extension (``such_market.post_invoke``), before the container may be frozen
+or recycled, so every invocation reaches CloudWatch (a print, not a round trip, and not on the client's
+time: a write to the log pipe costs a hit more than everything else it records). Without the extension on
+Lambda it is printed before the handler returns; off Lambda the flusher prints it (``emf_deferred``).
 
 The figures reach Valkey (and so ``GET /api/admin/cache/metrics``) write-behind: the first figure recorded
 after a flush arms a daemon flusher thread, which writes everything pending in ONE pipelined call
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL_SECONDS: Final = 5.0
 """How long a recorded figure waits at most before the flusher writes it (the endpoint's bound)."""
 MAX_PENDING_MINUTES: Final = 15
+MAX_PENDING_EMF_LINES: Final = 1000
+"""EMF lines held back at most (deferred mode): past it they are printed at once."""
 OUTCOMES: Final = ("HIT", "MISS", "BYPASS", "STALE")
 _OUTCOME_METRICS: Final = {"HIT": "CacheHit", "MISS": "CacheMiss", "BYPASS": "CacheBypass", "STALE": "CacheStale"}
 
@@ -70,6 +75,7 @@ class Recorder:
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
         write_behind: bool = False,
         emit: Callable[[str], object] | None = None,
+        defer_emf: bool = False,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -90,6 +96,8 @@ class Recorder:
         self._service = service
         self._emit = emit or _print
         self._emf_lines: dict[tuple[str, str], tuple[str, str]] = {}
+        self._defer_emf = defer_emf
+        self._emf_pending: list[str] = []
 
     # -- recording (hot path) -------------------------------------------------------------------------------
     def observe(self, family: str, outcome: str, seconds: float, subject: traffic.TrafficKey | None = None) -> None:
@@ -141,8 +149,9 @@ class Recorder:
             self.flush()
 
     def flush(self) -> bool:
-        """Write what was recorded since the last flush (one pipelined call). Returns whether it was
-        written; never raises."""
+        """Print the EMF lines held back, then write what was recorded since the last flush (one pipelined
+        call). Returns whether it was written; never raises."""
+        self.write_emf()
         with self._lock:
             cells, self._cells = self._cells, {}
             events, self._events = self._events, {}
@@ -215,7 +224,23 @@ class Recorder:
         if template is None:
             template = self._emf_lines[(family, outcome)] = self._emf_template(family, outcome)
         head, tail = template
-        self._emit(f"{head}{int(now * 1000)}{tail}{seconds * 1000:.3f}}}\n")
+        line = f"{head}{int(now * 1000)}{tail}{seconds * 1000:.3f}}}\n"
+        if not self._defer_emf:
+            self._emit(line)
+            return
+        with self._lock:
+            self._emf_pending.append(line)
+            full = len(self._emf_pending) >= MAX_PENDING_EMF_LINES
+        if full:
+            self.write_emf()
+
+    def write_emf(self) -> None:
+        """Print the EMF lines held back, in one write."""
+        if not self._emf_pending:
+            return
+        with self._lock:
+            lines, self._emf_pending = self._emf_pending, []
+        self._emit("".join(lines))
 
     def _emf_template(self, family: str, outcome: str) -> tuple[str, str]:
         metric = _OUTCOME_METRICS.get(outcome, outcome)
@@ -266,7 +291,18 @@ def recorder_for(settings: CacheSettings) -> Recorder:
         service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "such-market",
         flush_interval=FLUSH_INTERVAL_SECONDS,
         write_behind=True,
+        defer_emf=emf_deferred(),
     )
+
+
+def emf_deferred() -> bool:
+    """Whether an invocation's EMF line may wait for the write after its response: on Lambda when the
+    post-invoke extension writes before every freeze (the client then never waits for the print, a
+    write to the log pipe), and off Lambda (``make dev``, the bench), where the flusher prints it within
+    its interval. On Lambda without the extension every line is printed before the handler returns."""
+    from such_market import post_invoke
+
+    return post_invoke.enabled() is not None or not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
 
 
 def emit_gauges(values: dict[str, tuple[float, str]]) -> None:
