@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -97,7 +98,7 @@ class Recorder:
         self._emit = emit or _print
         self._emf_lines: dict[tuple[str, str], tuple[str, str]] = {}
         self._defer_emf = defer_emf
-        self._emf_pending: list[str] = []
+        self._emf_pending: deque[str] = deque()
 
     # -- recording (hot path) -------------------------------------------------------------------------------
     def observe(self, family: str, outcome: str, seconds: float, subject: traffic.TrafficKey | None = None) -> None:
@@ -228,19 +229,16 @@ class Recorder:
         if not self._defer_emf:
             self._emit(line)
             return
-        with self._lock:
-            self._emf_pending.append(line)
-            full = len(self._emf_pending) >= MAX_PENDING_EMF_LINES
-        if full:
+        pending = self._emf_pending
+        pending.append(line)  # a deque: appends and pops are atomic, no lock on the hot path
+        if len(pending) >= MAX_PENDING_EMF_LINES:
             self.write_emf()
 
     def write_emf(self) -> None:
-        """Print the EMF lines held back, in one write."""
-        if not self._emf_pending:
-            return
-        with self._lock:
-            lines, self._emf_pending = self._emf_pending, []
-        self._emit("".join(lines))
+        """Print the EMF lines held back, in one write (lines appended meanwhile wait for the next)."""
+        pending = self._emf_pending
+        if pending:
+            self._emit("".join([pending.popleft() for _ in range(len(pending))]))
 
     def _emf_template(self, family: str, outcome: str) -> tuple[str, str]:
         metric = _OUTCOME_METRICS.get(outcome, outcome)
