@@ -1,0 +1,24 @@
+-- 0016: OpenRarity ranks (issue 18). such_market.collections.rarity computes them for a collection's tokens
+-- whose metadata has been read (attributes IS NOT NULL) and such_market.collections.writes.rank_rarity
+-- stores them, in the transaction that changed the traits (or at the end of an ingestion):
+--
+--   rarity_rank      OpenRarity's rank, 1 = rarest; tokens whose scores are math.isclose share one (1, 2, 2, 5)
+--   rarity_score     the information-content score divided by the collection's entropy
+--   rarity_position  0-based place in (rarity_rank, token_id) order, dense 0..k-1 over the ranked tokens,
+--                    so a sort=rarity page p of size s is the range [p*s, p*s + s) at any depth, and
+--                    sort=-rarity the same range counted from the end
+--
+-- NULL in all three: not ranked (metadata never read, or ranked before this migration: the collection's
+-- next ingestion or refresh ranks it). Readers check that a position range is as full as it should be and
+-- fall back to an ordered scan otherwise (a hole left by a delete): slower, never wrong.
+-- Idempotent: every object is created only if missing.
+
+ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_rank integer CHECK (rarity_rank >= 1);
+ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_score double precision;
+ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_position integer CHECK (rarity_position >= 0);
+
+-- Rarity order, both directions (a backward index scan serves sort=-rarity).
+CREATE INDEX IF NOT EXISTS nfts_rarity_position
+    ON nfts (collection_id, rarity_position) WHERE rarity_position IS NOT NULL;
+-- The unranked tokens, in token order: they follow the ranked ones in either direction.
+CREATE INDEX IF NOT EXISTS nfts_rarity_unranked ON nfts (collection_id, token_id) WHERE rarity_position IS NULL;
