@@ -8,9 +8,11 @@
 --                    so a sort=rarity page p of size s is the range [p*s, p*s + s) at any depth, and
 --                    sort=-rarity the same range counted from the end
 --
--- NULL in all three: not ranked (metadata never read, or ranked before this migration: the collection's
--- next ingestion or refresh ranks it). Readers check that a position range is as full as it should be and
--- fall back to an ordered scan otherwise (a hole left by a delete): slower, never wrong.
+-- NULL in all three: not ranked (metadata never read, or stored before this migration: the collection's
+-- next ingestion or refresh ranks it). Ranked positions are dense: a delete releases the places above the
+-- lowest deleted one (the trigger below, as 0007 does for nfts.position) until the deleting transaction,
+-- or the next one that changes traits, ranks again; readers use a position range only while it is as full
+-- as it should be and walk the order otherwise: slower, never wrong.
 -- Idempotent: every object is created only if missing.
 
 ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_rank integer CHECK (rarity_rank >= 1);
@@ -22,3 +24,25 @@ CREATE INDEX IF NOT EXISTS nfts_rarity_position
     ON nfts (collection_id, rarity_position) WHERE rarity_position IS NOT NULL;
 -- The unranked tokens, in token order: they follow the ranked ones in either direction.
 CREATE INDEX IF NOT EXISTS nfts_rarity_unranked ON nfts (collection_id, token_id) WHERE rarity_position IS NULL;
+
+CREATE OR REPLACE FUNCTION nfts_release_rarity_positions() RETURNS trigger
+    LANGUAGE plpgsql AS
+$$
+BEGIN
+    UPDATE nfts AS n
+    SET rarity_position = NULL
+    FROM (
+        SELECT collection_id, min(rarity_position) AS first_position
+        FROM old_rows
+        WHERE rarity_position IS NOT NULL
+        GROUP BY collection_id
+    ) AS d
+    WHERE n.collection_id = d.collection_id AND n.rarity_position > d.first_position;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS nfts_release_rarity_positions ON nfts;
+CREATE TRIGGER nfts_release_rarity_positions
+    AFTER DELETE ON nfts REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION nfts_release_rarity_positions();

@@ -99,7 +99,7 @@ def test_several_values_of_one_type_become_present_or_absent_traits() -> None:
     counts = {"type": 2, "earring": 2, "cigarette": 2}
     entropy = -sum(
         p * math.log2(p)
-        for p in [2 / 4, 2 / 4, 2 / 4, 2 / 4, 2 / 4, 2 / 4] + [1 / 4, 1 / 4, 2 / 4]  # three traits + trait counts
+        for p in [2 / 4, 2 / 4, 2 / 4, 2 / 4, 2 / 4, 2 / 4, 1 / 4, 1 / 4, 2 / 4]  # three traits, then trait counts
     )
     information = sum(-math.log2(count / supply) for count in counts.values()) - math.log2(1 / 4)
     (token_2,) = [rarity for rarity in rank_tokens(tokens) if rarity.token_id == 2]

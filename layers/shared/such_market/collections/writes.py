@@ -7,7 +7,9 @@ few single statements, never row by row: ``nft_ownership`` carries statement-lev
 (migration 0003), which then run once per statement over the whole batch.
 
 Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` calls it
-unless told not to, so the page-number read path stays a range scan. Trait bitmaps (migration 0010) are
+unless told not to, so the page-number read path stays a range scan. Rarity ranks (migration 0016) are
+kept by ``rank_rarity``, which ``upsert_nfts`` calls in the same way when tokens or their traits change
+(ingestion passes ``rank=False`` and ranks once at its finish). Trait bitmaps (migration 0010) are
 built by ``rebuild_traits`` (``rebuild_trait_bitmaps``) for a fully ranked collection; every writer that
 changes ranks or ``nft_traits`` bumps the collection's generation in its own transaction, which makes the
 bitmaps built before it ignored by readers until the next ``rebuild_traits``. Lock order, to keep
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from such_market.collections.queries import COLLECTION_COLUMNS, CollectionRow, TokenOwner, collection_row
+from such_market.collections.rarity import rank_tokens
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -145,6 +148,10 @@ SET stale_traits = (
     WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
 )
 """
+
+# A token new to the collection's ranking (new, or listed without metadata until now) or whose attributes
+# change: the rarity ranks must be computed again. (LIMIT 1: the answer is whether any exists.)
+_NEW_OR_CHANGED_ATTRIBUTES = "SELECT 1 FROM nft_batch WHERE stale_traits IS NOT FALSE LIMIT 1"
 
 _DELETE_STALE_TRAITS = """
 DELETE FROM nft_traits
@@ -472,8 +479,9 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
     """Insert or update a batch of tokens and make their ``nft_traits`` rows match their attributes.
 
     A token listed twice counts once (the last record wins). Returns the number of distinct tokens
-    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``); a bulk load
-    that arrives out of token order can pass ``False`` and call ``assign_positions`` once at the end.
+    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``), and, when
+    tokens were added or their attributes changed, the collection's rarity (``rank_rarity``); a bulk load
+    can pass ``False`` and call both once at the end.
     Collection trait counts are not touched: call ``rebuild_traits`` after the batches. When traits
     change, the collection's trait generation is bumped (its bitmaps become stale until ``rebuild_traits``).
     """
@@ -498,11 +506,14 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
                 )
         params = {"collection_id": collection_id}
         cur.execute(_MARK_STALE_TRAITS, params)
+        rarity_changed = cur.execute(_NEW_OR_CHANGED_ATTRIBUTES, params).rowcount > 0
         traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
         cur.execute(_UPSERT_NFTS, params)
         traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
         if rank:
             assign_positions(conn=conn, collection_id=collection_id)
+            if rarity_changed:  # a token read for the first time or new traits: every score moves
+                rank_rarity(conn=conn, collection_id=collection_id)
         if traits_changed:  # after the ranking lock (see the module docstring for the lock order)
             cur.execute(_BUMP_GENERATION, params)
     return len(batch)
@@ -612,6 +623,78 @@ def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
         if ranked:  # new ranks (and bitmap lengths): the bitmaps built before are stale
             conn.execute(_BUMP_GENERATION, params)
         return ranked
+
+
+# -- rarity ranks (migration 0016) ------------------------------------------------------------------------
+# The ranking input: the tokens whose metadata has been read, and each trait value's tokens (one row per
+# distinct pair, so names and values are normalized once per pair, not per token).
+_RANKED_TOKENS = "SELECT token_id::text FROM nfts WHERE collection_id = %(collection_id)s AND attributes IS NOT NULL"
+_TRAIT_TOKENS = """
+SELECT trait_type, trait_value, array_agg(token_id::text)
+FROM nft_traits WHERE collection_id = %(collection_id)s
+GROUP BY trait_type, trait_value
+"""
+
+_RARITY_BATCH = """
+DROP TABLE IF EXISTS pg_temp.rarity_batch;
+CREATE TEMP TABLE rarity_batch (
+    token_id        numeric(78, 0) NOT NULL,
+    rarity_rank     integer NOT NULL,
+    rarity_score    double precision NOT NULL,
+    rarity_position integer NOT NULL
+) ON COMMIT DROP
+"""
+_COPY_RARITY = "COPY rarity_batch (token_id, rarity_rank, rarity_score, rarity_position) FROM STDIN"
+
+# Two passes, so the positions never collide in between: rows whose place moves are unranked first, then
+# written (one primary-key probe each, as _APPEND_POSITIONS does; rows already as ranked are not touched).
+_UNRANK_MOVED = """
+UPDATE nfts AS n
+SET rarity_rank = NULL, rarity_score = NULL, rarity_position = NULL
+WHERE n.collection_id = %(collection_id)s AND n.rarity_position IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM rarity_batch AS b
+      WHERE b.token_id = n.token_id AND b.rarity_position = n.rarity_position
+        AND b.rarity_rank = n.rarity_rank AND b.rarity_score = n.rarity_score
+  )
+"""
+_WRITE_RARITY = """
+INSERT INTO nfts AS n (collection_id, token_id, rarity_rank, rarity_score, rarity_position)
+SELECT %(collection_id)s, token_id, rarity_rank, rarity_score, rarity_position
+FROM rarity_batch
+ORDER BY token_id
+ON CONFLICT (collection_id, token_id) DO UPDATE
+SET rarity_rank = excluded.rarity_rank, rarity_score = excluded.rarity_score,
+    rarity_position = excluded.rarity_position
+WHERE n.rarity_position IS NULL
+"""
+
+
+def rank_rarity(*, conn: Connection, collection_id: uuid.UUID) -> int:
+    """Compute the OpenRarity rank and score of every token of the collection whose metadata has been
+    read (``collections.rarity``) and store them with their places (``rarity_position``, dense 0..k-1 in
+    rank order); returns how many rows changed. Tokens not read stay unranked. Serialized with the other
+    rankers of the collection by the ranking lock, in the caller's transaction when it holds one, so the
+    ranks always describe the traits committed with them."""
+    params: dict[str, object] = {"collection_id": collection_id}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
+        token_ids = {text: int(text) for (text,) in cur.execute(_RANKED_TOKENS, params)}
+        pairs: dict[int, list[tuple[str, str]]] = {token_id: [] for token_id in token_ids.values()}
+        for trait_type, trait_value, tokens in cur.execute(_TRAIT_TOKENS, params):
+            pair = (trait_type, trait_value)
+            for text in tokens:
+                token_id = token_ids.get(text)
+                if token_id is not None:
+                    pairs[token_id].append(pair)
+        ranked = rank_tokens(pairs)
+        cur.execute(_RARITY_BATCH)
+        with cur.copy(_COPY_RARITY) as copy:
+            for rarity in ranked:
+                copy.write_row((rarity.token_id, rarity.rank, rarity.score, rarity.position))
+        changed = cur.execute(_UNRANK_MOVED, params).rowcount
+        written = cur.execute(_WRITE_RARITY, params).rowcount
+    return max(changed, written)
 
 
 def replace_collection_owners(
@@ -820,6 +903,7 @@ __all__ = [
     "delete_unlisted_nfts",
     "list_tokens",
     "mark_refresh",
+    "rank_rarity",
     "rebuild_trait_bitmaps",
     "rebuild_traits",
     "record_ingestion_failure",
