@@ -22,6 +22,7 @@ from such_market.collections.writes import (
     list_tokens,
     rank_rarity,
     rebuild_traits,
+    set_ingestion_state,
     upsert_collection,
     upsert_nfts,
 )
@@ -52,8 +53,11 @@ def record(token_id: int, attributes: list[dict[str, str]]) -> NftRecord:
     return NftRecord(token_id=token_id, title=f"#{token_id}", attributes=attributes)
 
 
-def new_collection(conn: Conn) -> uuid.UUID:
+def new_collection(conn: Conn, *, indexed: bool = True) -> uuid.UUID:
+    """A collection; ``indexed``: an ingestion has completed (so every trait change re-ranks it)."""
     row = upsert_collection(conn=conn, metadata=CollectionMetadata(contract_address="0x" + "ab" * 20, name="R"))
+    if indexed:
+        set_ingestion_state(conn=conn, collection_id=row.id, state="complete")
     return row.id
 
 
@@ -247,6 +251,17 @@ def test_a_delete_never_gives_a_wrong_page_and_the_next_ranking_closes_the_hole(
     rank_rarity(conn=db, collection_id=collection_id)
     assert_ranks_are_the_reference(db, collection_id, tokens)
     assert rank_rarity(conn=db, collection_id=collection_id) == 0  # nothing moves: nothing is rewritten
+
+
+def test_a_collection_never_indexed_is_ranked_when_its_ingestion_finishes_not_before(db: Conn) -> None:
+    collection_id = new_collection(db, indexed=False)
+    tokens = {token_id: [{"trait_type": "Hat", "value": f"h{token_id % 3}"}] for token_id in range(30)}
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(t, a) for t, a in tokens.items()])
+    assert {rank for rank, _, _ in stored(db, collection_id).values()} == {None}  # pages read before ingestion
+    by_rarity = get_nft_page(conn=db, collection_id=collection_id, page=0, page_size=30, sort="rarity")
+    assert ids(by_rarity) == sorted(tokens)  # unranked: token order
+    rank_rarity(conn=db, collection_id=collection_id)  # what the ingestion's finish runs
+    assert_ranks_are_the_reference(db, collection_id, tokens)
 
 
 def test_unknown_sort_never_reaches_sql() -> None:

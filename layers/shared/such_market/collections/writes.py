@@ -150,8 +150,15 @@ SET stale_traits = (
 """
 
 # A token new to the collection's ranking (new, or listed without metadata until now) or whose attributes
-# change: the rarity ranks must be computed again. (LIMIT 1: the answer is whether any exists.)
-_NEW_OR_CHANGED_ATTRIBUTES = "SELECT 1 FROM nft_batch WHERE stale_traits IS NOT FALSE LIMIT 1"
+# change, in a collection that an ingestion has completed: its rarity ranks must be computed again. A
+# collection never indexed holds a partial listing (pages a reader fetched from Alchemy): it is ranked
+# when its first ingestion finishes, not on every page read before. (LIMIT 1: whether any exists.)
+_NEW_OR_CHANGED_ATTRIBUTES = """
+SELECT 1 FROM nft_batch
+WHERE stale_traits IS NOT FALSE
+  AND EXISTS (SELECT 1 FROM collections WHERE id = %(collection_id)s AND ingestion_completed_at IS NOT NULL)
+LIMIT 1
+"""
 
 _DELETE_STALE_TRAITS = """
 DELETE FROM nft_traits
@@ -480,8 +487,8 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
 
     A token listed twice counts once (the last record wins). Returns the number of distinct tokens
     written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``), and, when
-    tokens were added or their attributes changed, the collection's rarity (``rank_rarity``); a bulk load
-    can pass ``False`` and call both once at the end.
+    tokens were added or their attributes changed in a collection an ingestion has completed, the
+    collection's rarity (``rank_rarity``); a bulk load can pass ``False`` and call both once at the end.
     Collection trait counts are not touched: call ``rebuild_traits`` after the batches. When traits
     change, the collection's trait generation is bumped (its bitmaps become stale until ``rebuild_traits``).
     """
