@@ -19,6 +19,15 @@ ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_rank integer CHECK (rarity_rank
 ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_score double precision;
 ALTER TABLE nfts ADD COLUMN IF NOT EXISTS rarity_position integer CHECK (rarity_position >= 0);
 
+-- Trait filters in rarity order: for each (trait_type, trait_value), one bit per rarity place (bit i set
+-- when the token at rarity_position i carries the value), built by rank_rarity in the transaction that
+-- wrote the places and stamped with the collection's trait generation (0010), which every later change of
+-- traits, token positions or tokens bumps: a filtered sort=rarity page reads the AND over types of the OR
+-- of each type's values, counts it, and picks the page's places from it; a stale stamp means "walk".
+ALTER TABLE collection_traits ADD COLUMN IF NOT EXISTS rarity_positions varbit;
+ALTER TABLE collection_traits ADD COLUMN IF NOT EXISTS rarity_positions_generation bigint;
+ALTER TABLE collection_traits ALTER COLUMN rarity_positions SET STORAGE EXTERNAL;
+
 -- Rarity order, both directions (a backward index scan serves sort=-rarity).
 CREATE INDEX IF NOT EXISTS nfts_rarity_position
     ON nfts (collection_id, rarity_position) WHERE rarity_position IS NOT NULL;

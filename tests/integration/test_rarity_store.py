@@ -157,6 +157,20 @@ def by_cursor(
         after = result.next_cursor_token_id
 
 
+def facets(tokens: Mapping[int, list[dict[str, str]]]) -> set[tuple[str, str]]:
+    return {(a["trait_type"], a["value"]) for attributes in tokens.values() for a in attributes}
+
+
+def current_rarity_bitmaps(conn: Conn, collection_id: uuid.UUID) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM collection_traits AS ct JOIN collection_trait_generations AS g USING (collection_id)"
+        " WHERE ct.collection_id = %s AND ct.rarity_positions_generation = g.generation",
+        (collection_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]
+
+
 def matching(tokens: Mapping[int, list[dict[str, str]]], filters: Mapping[str, Sequence[str]]) -> list[int]:
     def matches(attributes: list[dict[str, str]]) -> bool:
         held = {(a["trait_type"], a["value"]) for a in attributes}
@@ -200,8 +214,14 @@ def test_rarity_pages_by_number_and_cursor_follow_the_model(db: Conn, sort: str,
     ],
 )
 @pytest.mark.parametrize("sort", ["rarity", "-rarity"])
-def test_filtered_rarity_pages_follow_the_model(db: Conn, filters: dict[str, list[str]], sort: str) -> None:
+@pytest.mark.parametrize("bitmaps", [True, False], ids=["rarity-bitmaps", "walk-or-sort"])
+def test_filtered_rarity_pages_follow_the_model(
+    db: Conn, filters: dict[str, list[str]], sort: str, bitmaps: bool
+) -> None:
     collection_id, tokens = load(db)
+    if bitmaps:  # as an ingestion's finish leaves it: facets first, then ranks and their bitmaps
+        rank_rarity(conn=db, collection_id=collection_id)
+    assert current_rarity_bitmaps(db, collection_id) == (bitmaps and len(facets(tokens)))
     expected = model_order(db, collection_id, descending=sort == "-rarity", matching=matching(tokens, filters))
     assert by_pages(db, collection_id, sort, 9, filters) == expected
     assert by_cursor(db, collection_id, sort, 9, filters) == expected
@@ -218,6 +238,17 @@ def test_a_trait_change_reranks_in_the_same_transaction(db: Conn) -> None:
         rank, _, position = stored(db, collection_id)[common]
         assert (rank, position) == (1, 0)
     assert_ranks_are_the_reference(db, collection_id, tokens)
+    # The filtered pages follow the new places (bitmaps rebuilt with the ranks, or ignored when stale).
+    rebuild_traits(conn=db, collection_id=collection_id)
+    rank_rarity(conn=db, collection_id=collection_id)
+    assert current_rarity_bitmaps(db, collection_id) == len(facets(tokens))
+    for filters in ({"Hat": ["golden halo", "crown"]}, {"Background": ["bg0", "bg1"], "Eyes": ["wide"]}):
+        expected = model_order(db, collection_id, descending=False, matching=matching(tokens, filters))
+        assert by_pages(db, collection_id, "rarity", 5, filters) == expected
+        assert by_cursor(db, collection_id, "rarity", 5, filters) == expected
+    gone = next(iter(tokens))
+    delete_unlisted_nfts(conn=db, collection_id=collection_id, listed_token_ids=set(tokens) - {gone})
+    assert current_rarity_bitmaps(db, collection_id) == 0  # a delete bumped the generation: stale
 
 
 def test_new_tokens_rerank_and_unread_tokens_come_last(db: Conn) -> None:

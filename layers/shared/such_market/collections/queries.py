@@ -563,6 +563,14 @@ def _rarity_page(
         if ranged is not None:
             return ranged
     params: dict[str, object] = {"collection_id": collection_id}
+    offset = 0 if after_token_id is not None else first
+    cursor = _rarity_cursor(conn, collection_id, after_token_id, descending=descending)
+    if filters and all(filters.values()) and not cursor["after_unranked"]:
+        picked = _rarity_bitmap_page(
+            conn, collection_id, filters, cursor, offset=offset, page_size=page_size, descending=descending
+        )
+        if picked is not None:
+            return picked
     shape: tuple[int, ...] = ()
     matches: int | None = None  # a filter's; the unfiltered walk counts the collection itself
     tokens = 0
@@ -570,9 +578,7 @@ def _rarity_page(
         filter_params, shape = _filter_params(collection_id, filters)
         matches, tokens = _filtered_total(conn, filter_params, shape, filters)
         params |= filter_params | {"total": matches}
-    offset = 0 if after_token_id is not None else first
-    params |= _rarity_cursor(conn, collection_id, after_token_id, descending=descending)
-    params |= {"offset": offset, "limit": page_size + 1}
+    params |= cursor | {"offset": offset, "limit": page_size + 1}
     # The walk reads about (offset + limit) * tokens / matches rows; sorting the matches costs about matches.
     if matches is not None and matches * matches < (offset + page_size + 1) * tokens:
         statement = _rarity_sorted_sql(shape, descending)
@@ -596,6 +602,86 @@ def _rarity_range_page(
         return None
     has_more = first + len(nfts) < total
     return NftPage(nfts, total, has_more, int(nfts[-1].token_id) if has_more else None)
+
+
+# The filter's matches as a bit string over rarity places (migration 0016's bitmaps), when every
+# filtered value has a bitmap built for the collection's current generation, and how many tokens it has.
+_RARITY_BITMAP_MATCHES = f"""
+WITH current AS (
+    SELECT ct.trait_type, ct.rarity_positions AS positions
+    FROM unnest(%(types)s::text[], %(values)s::text[]) AS f(trait_type, trait_value)
+    JOIN collection_traits AS ct
+      ON ct.collection_id = %(collection_id)s AND ct.trait_type = f.trait_type AND ct.trait_value = f.trait_value
+    WHERE ct.rarity_positions_generation = (
+        SELECT generation FROM collection_trait_generations WHERE collection_id = %(collection_id)s
+    )
+)
+SELECT (SELECT count(*) FROM current) = %(pairs)s,
+       (SELECT bit_and(t.bits) FROM (SELECT bit_or(positions) AS bits FROM current GROUP BY trait_type) AS t)::text,
+       {_TOTAL}
+"""  # noqa: S608
+
+_RARITY_PLACES = f"""
+SELECT {_NFT_COLUMNS} FROM nfts AS n
+WHERE n.collection_id = %(collection_id)s AND n.rarity_position = ANY(%(places)s::integer[])
+ORDER BY n.rarity_position {{direction}}
+"""  # noqa: S608
+
+
+def _rarity_bitmap_page(
+    conn: Connection,
+    collection_id: uuid.UUID,
+    filters: Mapping[str, Sequence[str]],
+    cursor: Mapping[str, object],
+    *,
+    offset: int,
+    page_size: int,
+    descending: bool,
+) -> NftPage | None:
+    """A filtered rarity page from the rarity bitmaps: the matches' places are the set bits of the AND
+    over types of the OR of each type's values, so the total is their count and the page the next
+    ``page_size`` of them after ``offset`` (or the cursor's place): a few kB of bits and one index probe per
+    row, at any depth. None when some filtered value has no current bitmap, when some token is not placed
+    (the bitmaps cover placed tokens only), or when the places moved between the two statements."""
+    row = conn.execute(_RARITY_BITMAP_MATCHES, {"collection_id": collection_id, **_bitmap_params(filters)}).fetchone()
+    if row is None or not row[0] or row[1] is None or len(row[1]) != int(row[2]):
+        return None
+    bits: str = row[1]
+    ordered = bits[::-1] if descending else bits  # index i of ``ordered`` is place len-1-i for -rarity
+    after = int(cursor["after_position"])  # type: ignore[call-overload]
+    start = 0 if after in {-1, _MAX_POSITION} else (len(bits) - after if descending else after + 1)
+    indexes = _set_bits(ordered, start, skip=offset, take=page_size + 1)
+    places = [len(bits) - 1 - index for index in indexes] if descending else indexes
+    shown = places[:page_size]
+    statement = _RARITY_PLACES.format(direction="DESC" if descending else "ASC")
+    rows = conn.execute(statement, {"collection_id": collection_id, "places": shown}).fetchall()
+    if len(rows) != len(shown):
+        return None
+    nfts = [_nft_row(row) for row in rows]
+    has_more = len(places) > page_size
+    return NftPage(nfts, bits.count("1"), has_more, int(nfts[-1].token_id) if has_more else None)
+
+
+def _set_bits(bits: str, start: int, *, skip: int, take: int) -> list[int]:
+    """The indexes of up to ``take`` set bits of ``bits`` ('0'/'1' text) from ``start`` on, after skipping
+    ``skip`` of them: a binary search over C-speed counts for the skip, then ``find``."""
+    low, high = start, len(bits)
+    if skip:
+        while low < high:  # the smallest end with ``skip`` set bits in [start, end)
+            middle = (low + high) // 2
+            if bits.count("1", start, middle) >= skip:
+                high = middle
+            else:
+                low = middle + 1
+    found: list[int] = []
+    index = low
+    while len(found) < take:
+        index = bits.find("1", index)
+        if index < 0:
+            break
+        found.append(index)
+        index += 1
+    return found
 
 
 def _rarity_cursor(
@@ -651,7 +737,9 @@ def _filtered_total(
 
 
 def _filter_probes(shape: tuple[int, ...]) -> str:
-    """One ``nft_traits`` primary-key probe per filtered trait type, for the row ``nfts`` of a walk."""
+    """One ``nft_traits`` primary-key probe per filtered trait type, for the row ``nfts`` of a walk. Each is
+    a scalar subquery (``LIMIT 1``), which PostgreSQL runs per row as it is reached: an ``EXISTS`` would be
+    pulled up into a semi-join that reads every match of the value before the first row comes out."""
     probes = []
     for index, values in enumerate(shape):
         if values == 0:
@@ -659,8 +747,9 @@ def _filter_probes(shape: tuple[int, ...]) -> str:
         else:
             accepted = f"ANY(ARRAY[{', '.join(f'%(value_{index}_{j})s' for j in range(values))}]::text[])"
         probes.append(
-            "\n      AND EXISTS (SELECT 1 FROM nft_traits AS t WHERE t.collection_id = %(collection_id)s"  # noqa: S608
-            f" AND t.trait_type = %(type_{index})s AND t.trait_value = {accepted} AND t.token_id = nfts.token_id)"
+            "\n      AND (SELECT true FROM nft_traits AS t WHERE t.collection_id = %(collection_id)s"  # noqa: S608
+            f" AND t.trait_type = %(type_{index})s AND t.trait_value = {accepted} AND t.token_id = nfts.token_id"
+            " LIMIT 1)"
         )
     return "".join(probes)
 

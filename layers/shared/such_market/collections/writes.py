@@ -245,40 +245,59 @@ ON CONFLICT (collection_id) DO UPDATE SET generation = g.generation
 # Measured on the 10,000-token stub collection ingested after the 100,000-token one had been analyzed:
 # 56,381 trait rows x 10,000 tokens, still running when the finish's 120 s statement timeout cancelled it
 # (the ingestion failed); the hash join takes 40-70 ms there, and 0.1-0.8 s for 100,000 tokens.
-_REBUILD_BITMAPS = """
+_BITMAPS_TEMPLATE = """
 WITH state AS (
     SELECT g.generation,
-           (SELECT coalesce(max(position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked
+           (SELECT coalesce(max({position}) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked
     FROM collection_trait_generations AS g
     WHERE g.collection_id = %(collection_id)s
-      AND NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)
-      AND EXISTS (
+      AND {complete}
+      AND ({force} OR EXISTS (
           SELECT 1 FROM collection_traits AS ct
-          WHERE ct.collection_id = %(collection_id)s AND ct.positions_generation IS DISTINCT FROM g.generation
-      )
+          WHERE ct.collection_id = %(collection_id)s AND ct.{bits}_generation IS DISTINCT FROM g.generation
+      ))
 ),
 value_positions AS (
-    SELECT t.trait_type, t.trait_value, array_agg(n.position) AS positions
+    SELECT t.trait_type, t.trait_value, array_agg(n.{position}) AS positions
     FROM nft_traits AS t
     JOIN nfts AS n ON n.collection_id = t.collection_id AND n.token_id = t.token_id
-    WHERE t.collection_id = %(collection_id)s AND EXISTS (SELECT 1 FROM state)
+    WHERE t.collection_id = %(collection_id)s AND n.{position} IS NOT NULL AND EXISTS (SELECT 1 FROM state)
     GROUP BY t.trait_type, t.trait_value
 )
 UPDATE collection_traits AS ct
-SET positions = b.bits, positions_generation = s.generation
+SET {bits} = b.bits, {bits}_generation = s.generation
 FROM state AS s, value_positions AS v
 CROSS JOIN LATERAL (
     SELECT substring(('x' || string_agg(lpad(to_hex(coalesce(w.mask, 0)), 16, '0'), '' ORDER BY g.word))::varbit
                      FROM 1 FOR (SELECT ranked FROM state)) AS bits
     FROM generate_series(0, ((SELECT ranked FROM state) - 1) / 64) AS g(word)
     LEFT JOIN (
-        SELECT p / 64 AS word, bit_or(1::bigint << (63 - p %% 64)) AS mask
+        SELECT p / 64 AS word, bit_or(1::bigint << (63 - p % 64)) AS mask
         FROM unnest(v.positions) AS p
         GROUP BY 1
     ) AS w USING (word)
 ) AS b
 WHERE ct.collection_id = %(collection_id)s AND ct.trait_type = v.trait_type AND ct.trait_value = v.trait_value
 """
+_REBUILD_BITMAPS = (
+    _BITMAPS_TEMPLATE.format(
+        position="position",
+        bits="positions",
+        complete="NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)",
+        force="false",
+    )
+    .replace("%", "%%")
+    .replace("%%(collection_id)s", "%(collection_id)s")
+)
+# The same by rarity place (migration 0016): built by rank_rarity right after it wrote dense places (the
+# unread tokens, never placed, carry no traits), and whenever it moved any (%(force)s): rank_rarity is the
+# only writer of places and does not bump the generation, so a current stamp alone does not say current.
+_REBUILD_RARITY_BITMAPS = (
+    _BITMAPS_TEMPLATE.format(position="rarity_position", bits="rarity_positions", complete="true", force="%(force)s")
+    .replace("%", "%%")
+    .replace("%%(collection_id)s", "%(collection_id)s")
+    .replace("%%(force)s", "%(force)s")
+)
 
 BITMAP_BUILD_TIMEOUT_MS = 30_000
 """The longest a bitmap build may run (100,000 tokens take well under a second)."""
@@ -519,10 +538,10 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
         traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
         if rank:
             assign_positions(conn=conn, collection_id=collection_id)
-            if rarity_changed:  # a token read for the first time or new traits: every score moves
-                rank_rarity(conn=conn, collection_id=collection_id)
         if traits_changed:  # after the ranking lock (see the module docstring for the lock order)
             cur.execute(_BUMP_GENERATION, params)
+        if rank and rarity_changed:  # a token read for the first time or new traits: every score moves
+            rank_rarity(conn=conn, collection_id=collection_id)  # (its bitmaps stamped after the bump)
     return len(batch)
 
 
@@ -582,12 +601,13 @@ def rebuild_trait_bitmaps(*, conn: Connection, collection_id: uuid.UUID) -> int:
         return _build_bitmaps(conn, params)
 
 
-def _build_bitmaps(conn: Connection, params: Mapping[str, object]) -> int:
-    """Run ``_REBUILD_BITMAPS`` inside the caller's transaction with a plan that does not depend on the
-    statistics (hash joins: see the statement's comment) and at most ``BITMAP_BUILD_TIMEOUT_MS``. Bitmaps
-    only speed up filtered totals (readers count exactly without them), so a build that runs out of time
-    is rolled back to its savepoint and logged, and the caller's work goes on: it never holds the
-    caller's transaction (and its locks) for longer than that. Returns the bitmaps written."""
+def _build_bitmaps(conn: Connection, params: Mapping[str, object], statement: str = _REBUILD_BITMAPS) -> int:
+    """Run ``statement`` (``_REBUILD_BITMAPS``, or ``_REBUILD_RARITY_BITMAPS``) inside the caller's
+    transaction with a plan that does not depend on the statistics (hash joins: see the statement's
+    comment) and at most ``BITMAP_BUILD_TIMEOUT_MS``. Bitmaps only speed up filtered pages (readers count
+    or walk without them), so a build that runs out of time is rolled back to its savepoint and logged, and
+    the caller's work goes on: it never holds the caller's transaction (and its locks) for longer than
+    that. Returns the bitmaps written."""
     import psycopg
 
     saved = conn.execute(_CURRENT_PLAN_SETTINGS).fetchone()
@@ -595,7 +615,7 @@ def _build_bitmaps(conn: Connection, params: Mapping[str, object]) -> int:
     try:
         with conn.transaction():  # a savepoint: a cancelled build undoes only itself (and its settings)
             conn.execute(_SET_PLAN_SETTINGS, {"nestloop": "off", "timeout": f"{BITMAP_BUILD_TIMEOUT_MS}ms"})
-            written = conn.execute(_REBUILD_BITMAPS, params).rowcount
+            written = conn.execute(statement, params).rowcount
             conn.execute(_SET_PLAN_SETTINGS, {"nestloop": saved[0], "timeout": saved[1]})
     except psycopg.errors.QueryCanceled:
         logger.warning(
@@ -653,18 +673,8 @@ CREATE TEMP TABLE rarity_batch (
 """
 _COPY_RARITY = "COPY rarity_batch (token_id, rarity_rank, rarity_score, rarity_position) FROM STDIN"
 
-# Two passes, so the positions never collide in between: rows whose place moves are unranked first, then
-# written (one primary-key probe each, as _APPEND_POSITIONS does; rows already as ranked are not touched).
-_UNRANK_MOVED = """
-UPDATE nfts AS n
-SET rarity_rank = NULL, rarity_score = NULL, rarity_position = NULL
-WHERE n.collection_id = %(collection_id)s AND n.rarity_position IS NOT NULL
-  AND NOT EXISTS (
-      SELECT 1 FROM rarity_batch AS b
-      WHERE b.token_id = n.token_id AND b.rarity_position = n.rarity_position
-        AND b.rarity_rank = n.rarity_rank AND b.rarity_score = n.rarity_score
-  )
-"""
+# One primary-key probe per ranked token (as _APPEND_POSITIONS does); rows already as ranked are not
+# rewritten. rarity_position has no unique constraint, so rows may pass through each other's places.
 _WRITE_RARITY = """
 INSERT INTO nfts AS n (collection_id, token_id, rarity_rank, rarity_score, rarity_position)
 SELECT %(collection_id)s, token_id, rarity_rank, rarity_score, rarity_position
@@ -673,14 +683,17 @@ ORDER BY token_id
 ON CONFLICT (collection_id, token_id) DO UPDATE
 SET rarity_rank = excluded.rarity_rank, rarity_score = excluded.rarity_score,
     rarity_position = excluded.rarity_position
-WHERE n.rarity_position IS NULL
+WHERE (n.rarity_rank, n.rarity_score, n.rarity_position)
+      IS DISTINCT FROM (excluded.rarity_rank, excluded.rarity_score, excluded.rarity_position)
 """
 
 
 def rank_rarity(*, conn: Connection, collection_id: uuid.UUID) -> int:
     """Compute the OpenRarity rank and score of every token of the collection whose metadata has been
     read (``collections.rarity``) and store them with their places (``rarity_position``, dense 0..k-1 in
-    rank order); returns how many rows changed. Tokens not read stay unranked. Serialized with the other
+    rank order), then each trait value's bitmap of places (``collection_traits.rarity_positions``, for
+    the rows ``rebuild_traits`` made), stamped with the collection's trait generation; returns how many
+    token rows changed. Tokens not read stay unranked. Serialized with the other
     rankers of the collection by the ranking lock, in the caller's transaction when it holds one, so the
     ranks always describe the traits committed with them."""
     params: dict[str, object] = {"collection_id": collection_id}
@@ -699,9 +712,10 @@ def rank_rarity(*, conn: Connection, collection_id: uuid.UUID) -> int:
         with cur.copy(_COPY_RARITY) as copy:
             for rarity in ranked:
                 copy.write_row((rarity.token_id, rarity.rank, rarity.score, rarity.position))
-        changed = cur.execute(_UNRANK_MOVED, params).rowcount
         written = cur.execute(_WRITE_RARITY, params).rowcount
-    return max(changed, written)
+        cur.execute(_LOCK_GENERATION, params)  # the lock order: ranking lock, rows, then the generation row
+        _build_bitmaps(conn, {**params, "force": written > 0}, _REBUILD_RARITY_BITMAPS)
+    return written
 
 
 def replace_collection_owners(
