@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from such_market.collections.rarity import TRAIT_COUNT, rank_tokens, token_traits
+from such_market.collections.rarity import TRAIT_COUNT, rank_tokens, trait_holders
 from tests.fixtures.open_rarity_reference import openrarity_metadata, reference_ranks
 
 Pairs = list[tuple[str, str]]
@@ -85,15 +85,20 @@ def test_several_values_of_one_type_become_present_or_absent_traits() -> None:
         2: [("Type", "Female")],
         3: [("Type", "Female"), ("Accessory", "Cigarette"), ("Accessory", " cigarette")],  # the same value
     }
-    traits = token_traits(tokens)
-    assert traits[0] == {
-        "type": "male",
-        "accessory:earring": "earring",
-        "accessory:cigarette": "cigarette",
-        TRAIT_COUNT: "3",
+    holders: dict[tuple[str, str], set[int]] = {}
+    for token_id, pairs in tokens.items():
+        for pair in pairs:
+            holders.setdefault(pair, set()).add(token_id)  # token ids 0..3 are their own indexes
+    traits = {pair: sorted(indexes) for pair, indexes in trait_holders(4, holders).items()}
+    assert traits == {
+        ("type", "male"): [0, 1],
+        ("type", "female"): [2, 3],
+        ("accessory:earring", "earring"): [0, 1],
+        ("accessory:cigarette", "cigarette"): [0, 3],
+        (TRAIT_COUNT, "3"): [0],
+        (TRAIT_COUNT, "2"): [1, 3],
+        (TRAIT_COUNT, "1"): [2],
     }
-    assert traits[2] == {"type": "female", TRAIT_COUNT: "1"}
-    assert traits[3] == {"type": "female", "accessory:cigarette": "cigarette", TRAIT_COUNT: "2"}
     # Token 2: type female (2 of 4), no earring (2 of 4 lack it), no cigarette (2 of 4), trait count 1 (1 of 4).
     supply = 4
     counts = {"type": 2, "earring": 2, "cigarette": 2}

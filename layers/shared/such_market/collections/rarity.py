@@ -19,7 +19,8 @@ every token, scored ``-log2(count / N)`` where present and ``-log2((N - count) /
 counting toward the trait count. Values are text: a numeric attribute is scored as the string Alchemy
 sent (open-rarity itself refuses numeric traits).
 
-Cost: O(trait rows + N log N). Each token's sum is the collection's total absence information plus, per
+Cost: O(trait rows + N log N), working from each trait value's holders (as ``nft_traits`` groups them)
+rather than token by token. Each token's sum is the collection's total absence information plus, per
 trait it holds, (its information - its type's absence information): the per-value terms are computed
 once, so a type that most tokens lack (one per split value) costs nothing for the tokens lacking it.
 Two tokens with the same traits get bitwise the same score (their terms are added in the same order).
@@ -29,16 +30,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 TRAIT_COUNT = "meta_trait:trait_count"
 """The meta trait OpenRarity adds to every token: how many traits it has."""
 _NO_VALUE = frozenset({"none", ""})
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRarity:
+class TokenRarity(NamedTuple):
     """One token's place: ``rank`` (1 = rarest, shared by equal scores), ``score``, and ``position``, its
     0-based index in (rank, token id) order."""
 
@@ -53,69 +53,92 @@ def normalize(text: str) -> str:
     return text.lower().strip()
 
 
-def token_traits(pairs_by_token: Mapping[int, Iterable[tuple[str, str]]]) -> dict[int, dict[str, str]]:
-    """Each token's traits as OpenRarity scores them: normalized, several values of one type split into
-    ``<type>:<value>`` traits (see the module docstring), and the trait count meta trait added."""
-    normalized: dict[int, dict[str, set[str]]] = {}
-    split: set[str] = set()
-    for token_id, pairs in pairs_by_token.items():
-        by_type: dict[str, set[str]] = defaultdict(set)
-        for trait_type, value in pairs:
-            by_type[normalize(trait_type)].add(normalize(value))
-        split.update(trait_type for trait_type, values in by_type.items() if len(values) > 1)
-        normalized[token_id] = by_type
-    traits: dict[int, dict[str, str]] = {}
-    for token_id, by_type in normalized.items():
-        attributes: dict[str, str] = {}
-        for trait_type, values in by_type.items():
-            if trait_type in split:
-                attributes.update((f"{trait_type}:{value}", value) for value in values)
-            else:
-                (attributes[trait_type],) = values
-        # As open-rarity counts: its own trait_count attribute, if a collection has one, is not a trait.
-        count = sum(value not in _NO_VALUE for value in attributes.values()) - (TRAIT_COUNT in attributes)
-        attributes[TRAIT_COUNT] = str(count)
-        traits[token_id] = attributes
-    return traits
-
-
 def rank_tokens(pairs_by_token: Mapping[int, Iterable[tuple[str, str]]]) -> list[TokenRarity]:
     """Score and rank every token of ``pairs_by_token`` (token id → its (trait type, value) pairs; a token
     with no traits maps to an empty list); returns them in rarity order (rank, then token id)."""
-    traits = token_traits(pairs_by_token)
-    supply = len(traits)
+    token_ids = list(pairs_by_token)
+    index_of = {token_id: index for index, token_id in enumerate(token_ids)}
+    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for token_id, pairs in pairs_by_token.items():
+        for pair in pairs:
+            holders[pair].add(index_of[token_id])
+    return rank_holders(token_ids, holders)
+
+
+def trait_holders(
+    supply: int, holders: Mapping[tuple[str, str], Collection[int]]
+) -> dict[tuple[str, str], Collection[int]]:
+    """The traits OpenRarity scores and who holds each (token indexes), from the raw (type, value) pairs'
+    holders: names and values normalized, a type some token holds several values of split into
+    ``<type>:<value>`` traits, and the trait count meta trait added (see the module docstring)."""
+    merged: dict[tuple[str, str], Collection[int]] = {}
+    for (trait_type, value), indexes in holders.items():
+        pair = normalize(trait_type), normalize(value)
+        known = merged.get(pair)
+        # Raw pairs that differ only in case or spaces are one trait, held once per token.
+        merged[pair] = indexes if known is None else set(known).union(indexes)
+    by_type: dict[str, list[tuple[str, Collection[int]]]] = defaultdict(list)
+    for (trait_type, value), indexes in merged.items():
+        by_type[trait_type].append((value, indexes))
+    traits: dict[tuple[str, str], Collection[int]] = {}
+    for trait_type, values in by_type.items():
+        lists = [indexes for _, indexes in values]
+        split = len(lists) > 1 and sum(map(len, lists)) > len(set().union(*lists))
+        for value, indexes in values:
+            traits[f"{trait_type}:{value}" if split else trait_type, value] = indexes
+    # As open-rarity counts: traits whose value is neither "none" nor empty; its own trait_count
+    # attribute, if a collection has one, is not a trait (it is replaced below).
+    counts = Counter[int]()
+    for (name, value), indexes in traits.items():
+        if value not in _NO_VALUE:
+            counts.update(indexes)
+        if name == TRAIT_COUNT:
+            counts.subtract(indexes)
+    traits = {pair: indexes for pair, indexes in traits.items() if pair[0] != TRAIT_COUNT}
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for index in range(supply):
+        by_count[counts[index]].append(index)
+    for count, indexes in by_count.items():
+        traits[TRAIT_COUNT, str(count)] = indexes
+    return traits
+
+
+def rank_holders(token_ids: Sequence[int], holders: Mapping[tuple[str, str], Collection[int]]) -> list[TokenRarity]:
+    """``rank_tokens`` for traits given by holder: ``holders`` maps each raw (trait type, value) pair to the
+    indexes (into ``token_ids``) of the tokens holding it."""
+    supply = len(token_ids)
     if supply == 0:
         return []
-    counts: Counter[tuple[str, str]] = Counter()
-    for attributes in traits.values():
-        counts.update(attributes.items())
-    holders: Counter[str] = Counter()
-    for (name, _), count in counts.items():
-        holders[name] += count
-    absent = {name: supply - held for name, held in holders.items()}
-    probabilities = [count / supply for count in counts.values()]
+    traits = trait_holders(supply, holders)
+    held_by_name: Counter[str] = Counter()
+    for (name, _), indexes in traits.items():
+        held_by_name[name] += len(indexes)
+    absent = {name: supply - held for name, held in held_by_name.items()}
+    probabilities = [len(indexes) / supply for indexes in traits.values()]
     probabilities += [missing / supply for missing in absent.values() if missing > 0]
     entropy = -math.fsum(p * math.log2(p) for p in probabilities) or 1.0
     absence_information = {name: -math.log2(missing / supply) if missing else 0.0 for name, missing in absent.items()}
-    base = math.fsum(absence_information.values())
-    extra = {pair: -math.log2(count / supply) - absence_information[pair[0]] for pair, count in counts.items()}
+    information = [math.fsum(absence_information.values())] * supply
+    unique = [0] * supply
+    # Traits in one fixed order: tokens holding the same traits add the same terms in the same order.
+    for (name, _), indexes in sorted(traits.items()):
+        extra = -math.log2(len(indexes) / supply) - absence_information[name]
+        for index in indexes:
+            information[index] += extra
+        if len(indexes) == 1:
+            (only,) = indexes
+            unique[only] += 1
+    # Rarest first: more unique attributes, then a higher score (the same factor, entropy, divides all).
+    order = sorted(zip([-count for count in unique], [-value for value in information], token_ids, strict=True))
+    ranked: list[tuple[int, int, float]] = []  # (rank, token id, score)
+    previous_rank, previous_score = 0, math.nan
+    for place, (_, negative, token_id) in enumerate(order):
+        score = -negative / entropy
+        rank = previous_rank if math.isclose(score, previous_score) else place + 1
+        ranked.append((rank, token_id, score))
+        previous_rank, previous_score = rank, score
+    ranked.sort()  # (rank, then token id): nearly sorted already
+    return [TokenRarity(token_id, rank, score, position) for position, (rank, token_id, score) in enumerate(ranked)]
 
-    scored: list[tuple[int, float, int]] = []  # (unique attributes, score, token id)
-    for token_id, attributes in traits.items():
-        held = sorted(attributes.items())
-        information = base + math.fsum(extra[pair] for pair in held)
-        unique = sum(counts[pair] == 1 for pair in held)
-        scored.append((unique, information / entropy, token_id))
-    scored.sort(key=lambda item: (-item[0], -item[1], item[2]))
 
-    ranked: list[tuple[int, float, int]] = []  # (rank, score, token id)
-    for index, (_, score, token_id) in enumerate(scored):
-        rank = index + 1
-        if ranked and math.isclose(score, ranked[-1][1]):
-            rank = ranked[-1][0]
-        ranked.append((rank, score, token_id))
-    ranked.sort(key=lambda item: (item[0], item[2]))
-    return [TokenRarity(token_id, rank, score, position) for position, (rank, score, token_id) in enumerate(ranked)]
-
-
-__all__ = ["TRAIT_COUNT", "TokenRarity", "normalize", "rank_tokens", "token_traits"]
+__all__ = ["TRAIT_COUNT", "TokenRarity", "normalize", "rank_holders", "rank_tokens", "trait_holders"]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from such_market.collections.queries import COLLECTION_COLUMNS, CollectionRow, TokenOwner, collection_row
-from such_market.collections.rarity import rank_tokens
+from such_market.collections.rarity import rank_holders
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -673,18 +673,16 @@ CREATE TEMP TABLE rarity_batch (
 """
 _COPY_RARITY = "COPY rarity_batch (token_id, rarity_rank, rarity_score, rarity_position) FROM STDIN"
 
-# One primary-key probe per ranked token (as _APPEND_POSITIONS does); rows already as ranked are not
-# rewritten. rarity_position has no unique constraint, so rows may pass through each other's places.
+# One statement over the batch (analyzed first, so the plan is a hash or merge join over the collection's
+# rows rather than a guess from stale statistics); rows already as ranked are not rewritten. rarity_position
+# has no unique constraint, so rows may pass through each other's places.
 _WRITE_RARITY = """
-INSERT INTO nfts AS n (collection_id, token_id, rarity_rank, rarity_score, rarity_position)
-SELECT %(collection_id)s, token_id, rarity_rank, rarity_score, rarity_position
-FROM rarity_batch
-ORDER BY token_id
-ON CONFLICT (collection_id, token_id) DO UPDATE
-SET rarity_rank = excluded.rarity_rank, rarity_score = excluded.rarity_score,
-    rarity_position = excluded.rarity_position
-WHERE (n.rarity_rank, n.rarity_score, n.rarity_position)
-      IS DISTINCT FROM (excluded.rarity_rank, excluded.rarity_score, excluded.rarity_position)
+UPDATE nfts AS n
+SET rarity_rank = b.rarity_rank, rarity_score = b.rarity_score, rarity_position = b.rarity_position
+FROM rarity_batch AS b
+WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
+  AND (n.rarity_rank, n.rarity_score, n.rarity_position)
+      IS DISTINCT FROM (b.rarity_rank, b.rarity_score, b.rarity_position)
 """
 
 
@@ -699,19 +697,17 @@ def rank_rarity(*, conn: Connection, collection_id: uuid.UUID) -> int:
     params: dict[str, object] = {"collection_id": collection_id}
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
-        token_ids = {text: int(text) for (text,) in cur.execute(_RANKED_TOKENS, params)}
-        pairs: dict[int, list[tuple[str, str]]] = {token_id: [] for token_id in token_ids.values()}
+        texts = [text for (text,) in cur.execute(_RANKED_TOKENS, params)]
+        index_of = {text: index for index, text in enumerate(texts)}
+        holders: dict[tuple[str, str], list[int]] = {}
         for trait_type, trait_value, tokens in cur.execute(_TRAIT_TOKENS, params):
-            pair = (trait_type, trait_value)
-            for text in tokens:
-                token_id = token_ids.get(text)
-                if token_id is not None:
-                    pairs[token_id].append(pair)
-        ranked = rank_tokens(pairs)
+            holders[trait_type, trait_value] = [index_of[text] for text in tokens if text in index_of]
+        ranked = rank_holders([int(text) for text in texts], holders)
         cur.execute(_RARITY_BATCH)
         with cur.copy(_COPY_RARITY) as copy:
             for rarity in ranked:
                 copy.write_row((rarity.token_id, rarity.rank, rarity.score, rarity.position))
+        cur.execute("ANALYZE pg_temp.rarity_batch")
         written = cur.execute(_WRITE_RARITY, params).rowcount
         cur.execute(_LOCK_GENERATION, params)  # the lock order: ranking lock, rows, then the generation row
         _build_bitmaps(conn, {**params, "force": written > 0}, _REBUILD_RARITY_BITMAPS)
