@@ -22,6 +22,13 @@ NFT pages (``get_nft_page``), ordered by numeric token id:
   statement); otherwise (ranks or traits changed since the last ``rebuild_traits``, a value with no
   bitmap) a second statement counts the intersection exactly, as before. Same answer, only slower.
 
+Rarity order (``sort`` ``rarity`` / ``-rarity``, migration 0016): placed tokens by ``rarity_position``
+(rank, then token id; reversed for ``-rarity``), then unplaced ones in token order (``_rarity_page``). An
+unfiltered page by number is a place range, O(page_size) at any depth; a filtered one picks its places
+from the rarity bitmaps (``collection_traits.rarity_positions``: total and page from a few kB of bits);
+without current bitmaps it walks the order probing the filter, or sorts the matches when there are fewer
+of them than the walk would read. Same answer, only slower.
+
 The SQL texts are constants (the filtered one exists once per number of trait types), so psycopg's
 automatic prepared statements apply.
 """
