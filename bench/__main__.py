@@ -22,6 +22,7 @@ from bench.common import BenchEnv, Measure
 GROUPS = {
     "hit": "bench.hit_path",
     "db": "bench.db_pages",
+    "rarity": "bench.rarity",
     "stampede": "bench.stampede",
     "invalidation": "bench.invalidation",
     "clear": "bench.clearing",

@@ -469,6 +469,18 @@ CROSS JOIN LATERAL (VALUES ('Rarity', t.rarity), ('Background', t.background), (
 """
 
 
+def generate_tokens(conn: Any, collection_id: uuid.UUID, tokens: int) -> None:
+    """Insert ``tokens`` generated tokens (ids 1..tokens, four trait types of skewed values, the same
+    draw every time) with their ``nft_traits`` rows into the collection, in one transaction."""
+    params = {"collection_id": collection_id, "tokens": tokens}
+    with conn.transaction():
+        conn.execute("SELECT setseed(0.42)")
+        conn.execute(_BIG_TOKENS_SQL, params)
+        conn.execute(_BIG_NFTS_SQL, params)
+        conn.execute(_BIG_TRAITS_SQL, params)
+        conn.execute("DROP TABLE bench_tokens")
+
+
 @dataclass(frozen=True)
 class BigCollection:
     address: str
@@ -503,13 +515,8 @@ def seed_big_collection(env: BenchEnv, tokens: int = 100_000) -> BigCollection:
                     contract_address=BIG_COLLECTION, name="Bench Apes XL", symbol="BAPX", token_type="ERC721"
                 ),
             )
-            params = {"collection_id": row.id, "tokens": tokens}
-            with step(steps, "generate"), conn.transaction():
-                conn.execute("SELECT setseed(0.42)")
-                conn.execute(_BIG_TOKENS_SQL, params)
-                conn.execute(_BIG_NFTS_SQL, params)
-                conn.execute(_BIG_TRAITS_SQL, params)
-                conn.execute("DROP TABLE bench_tokens")
+            with step(steps, "generate"):
+                generate_tokens(conn, row.id, tokens)
             with step(steps, "rebuild_traits"):
                 rebuild_traits(conn=conn, collection_id=row.id)
             with step(steps, "assign_positions"):

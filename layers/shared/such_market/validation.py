@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Collection, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import orjson
 
@@ -34,6 +34,9 @@ MAX_TRAIT_TYPES: Final = 10
 MAX_TRAIT_VALUES: Final = 25
 MAX_TRAIT_TEXT: Final = 200
 TRAIT_PREFIX: Final = "trait."
+NftSort = Literal["tokenId", "rarity", "-rarity"]
+"""The orders of an NFT page: numeric token id, rarest first, most common first."""
+NFT_SORTS: Final[tuple[NftSort, ...]] = get_args(NftSort)
 
 ZERO_ADDRESS: Final = "0x" + "0" * 40
 """The zero address: the ``from`` of a mint and the ``to`` of a burn."""
@@ -152,6 +155,16 @@ def parse_page_size(value: str | None) -> int:
             f"invalid pageSize: expected an integer from 1 to {MAX_PAGE_SIZE}", code="invalid_page_size"
         )
     return int(value)
+
+
+def parse_sort(value: str | None) -> NftSort:
+    """An NFT page's ``sort`` (default ``tokenId``)."""
+    if value is None:
+        return "tokenId"
+    for sort in NFT_SORTS:
+        if value == sort:
+            return sort
+    raise BadRequestError(f"invalid sort: expected one of {', '.join(NFT_SORTS)}", code="invalid_sort")
 
 
 def parse_json_object(

@@ -30,13 +30,17 @@ class CacheKeys:
     def collection_metadata(self, address: str) -> str:
         return f"{self.prefix}:collections:{{{address}}}:metadata"
 
-    def nft_page(self, address: str, page: int, size: int, filter_hash: str | None = None) -> str:
+    def nft_page(
+        self, address: str, page: int, size: int, filter_hash: str | None = None, sort: str = "tokenId"
+    ) -> str:
         key = f"{self.prefix}:collections:{{{address}}}:nfts:page:{page}:size:{size}"
-        return f"{key}:f:{filter_hash}" if filter_hash else key
+        return _page_suffix(key, filter_hash, sort)
 
-    def nft_cursor_page(self, address: str, after_token_id: int, size: int, filter_hash: str | None = None) -> str:
+    def nft_cursor_page(
+        self, address: str, after_token_id: int, size: int, filter_hash: str | None = None, sort: str = "tokenId"
+    ) -> str:
         key = f"{self.prefix}:collections:{{{address}}}:nfts:after:{after_token_id}:size:{size}"
-        return f"{key}:f:{filter_hash}" if filter_hash else key
+        return _page_suffix(key, filter_hash, sort)
 
     def traits(self, address: str) -> str:
         return f"{self.prefix}:collections:{{{address}}}:traits"
@@ -117,3 +121,10 @@ def drain_list_key(index: str) -> str:
 def tombstone_key(index: str, tag: str) -> str:
     """A former ``index`` set renamed by an invalidation, drained in batches (same slot)."""
     return f"{index}:drain:{tag}"
+
+
+def _page_suffix(key: str, filter_hash: str | None, sort: str) -> str:
+    """An NFT page key's filter and (other than the default token order) sort parts."""
+    if filter_hash:
+        key = f"{key}:f:{filter_hash}"
+    return key if sort == "tokenId" else f"{key}:s:{sort}"

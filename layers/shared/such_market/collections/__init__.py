@@ -8,5 +8,7 @@ used by ingestion, ownership syncs and refreshes.
 Paging design: every token carries ``nfts.position``, its 0-based rank in numeric token order within its
 collection (migration 0007). Page ``p`` of size ``s`` is the index range ``[p*s, p*s + s)``, so any depth
 costs O(s). Cursors (``after_token_id``) are keyset scans over the primary key. Trait filters intersect
-``nft_traits`` ranges, one per trait type.
+``nft_traits`` ranges, one per trait type. Rarity (``rarity``: OpenRarity scores and ranks, pure) is stored
+by ``writes.rank_rarity`` with a dense place per token (``nfts.rarity_position``), so rarity-order pages
+are place ranges the same way.
 """

@@ -84,6 +84,7 @@ from such_market.collections.writes import (
     claim_due_ingestion_retries,
     delete_unlisted_nfts,
     ingestion_lock,
+    rank_rarity,
     rebuild_traits,
     record_ingestion_failure,
     record_ingestion_progress,
@@ -468,7 +469,8 @@ class _Run:
         return [(owner, token_id, 1) for token_id, owner in owner_of.items()]
 
     def _finish(self, collection_id: uuid.UUID, owner_rows: list[tuple[str, int, int]]) -> None:
-        """Prune, rank, count traits, replace ownership, mark complete and emit the event: one transaction."""
+        """Prune, rank, count traits, rank rarity, replace ownership, mark complete and emit the event: one
+        transaction."""
         if self.clock() > self.deadline:
             raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True)
         holders = len({owner for owner, _, balance in owner_rows if balance > 0})
@@ -477,6 +479,7 @@ class _Run:
             delete_unlisted_nfts(conn=self.conn, collection_id=collection_id, listed_token_ids=self.token_ids)
             assign_positions(conn=self.conn, collection_id=collection_id)
             rebuild_traits(conn=self.conn, collection_id=collection_id)
+            rank_rarity(conn=self.conn, collection_id=collection_id)
             synced = replace_owners_announcing(
                 conn=self.conn, tx=tx, collection_id=collection_id, contract_address=self.address, owners=owner_rows
             )

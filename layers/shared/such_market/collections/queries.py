@@ -22,6 +22,13 @@ NFT pages (``get_nft_page``), ordered by numeric token id:
   statement); otherwise (ranks or traits changed since the last ``rebuild_traits``, a value with no
   bitmap) a second statement counts the intersection exactly, as before. Same answer, only slower.
 
+Rarity order (``sort`` ``rarity`` / ``-rarity``, migration 0016): placed tokens by ``rarity_position``
+(rank, then token id; reversed for ``-rarity``), then unplaced ones in token order (``_rarity_page``). An
+unfiltered page by number is a place range, O(page_size) at any depth; a filtered one picks its places
+from the rarity bitmaps (``collection_traits.rarity_positions``: total and page from a few kB of bits);
+without current bitmaps it walks the order probing the filter, or sorts the matches when there are fewer
+of them than the walk would read. Same answer, only slower.
+
 The SQL texts are constants (the filtered one exists once per number of trait types), so psycopg's
 automatic prepared statements apply.
 """
@@ -37,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+
+    from such_market.validation import NftSort
 
     Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -88,8 +97,17 @@ class CollectionRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Rarity:
+    """A token's OpenRarity place in its collection (``collections.rarity``): rank 1 is the rarest."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class NftRow:
-    """One NFT as pages list it; ``attributes`` is the stored list of ``{trait_type, value}``."""
+    """One NFT as pages list it; ``attributes`` is the stored list of ``{trait_type, value}``; ``rarity``
+    None while the token is not ranked."""
 
     token_id: str
     title: str | None
@@ -97,6 +115,7 @@ class NftRow:
     image_url: str | None
     thumbnail_url: str | None
     attributes: list[dict[str, Any]]
+    rarity: Rarity | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +183,10 @@ _TOTAL = """
     END
 """
 
-_NFT_COLUMNS = "n.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes"
+_NFT_COLUMNS = (
+    "n.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes, n.rarity_rank,"
+    " n.rarity_score"
+)
 
 # One row per NFT of the page, each carrying the collection facts; a page past the end yields one row of
 # NULL NFT columns. The NFT scan runs only when the collection is fully ranked.
@@ -210,8 +232,8 @@ ORDER BY t.trait_type, t.token_count DESC, t.trait_value
 """  # noqa: S608
 
 _GET_NFT = """
-SELECT token_id::text, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error,
-       attributes IS NOT NULL
+SELECT token_id::text, title, description, image_url, thumbnail_url, attributes, rarity_rank, rarity_score,
+       metadata, metadata_error, attributes IS NOT NULL
 FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
 """
 
@@ -228,7 +250,8 @@ ORDER BY o.balance DESC, o.owner_address
 # whose metadata was never ingested is still listed, with NULL metadata. The total is the trigger-kept
 # user_collections figure.
 _OWNED = """
-SELECT s.total, o.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes
+SELECT s.total, o.token_id::text, n.title, n.description, n.image_url, n.thumbnail_url, n.attributes,
+       n.rarity_rank, n.rarity_score
 FROM (
     SELECT coalesce((SELECT token_count FROM user_collections
                      WHERE owner_address = %(owner)s AND collection_id = %(collection_id)s), 0) AS total
@@ -269,15 +292,27 @@ def get_nft_page(
     page_size: int,
     filters: Mapping[str, Sequence[str]] = NO_FILTERS,
     after_token_id: int | None = None,
+    sort: NftSort = "tokenId",
 ) -> NftPage:
-    """One page of the collection's NFTs in numeric token order (see the module docstring for the plans).
+    """One page of the collection's NFTs in numeric token order, or with ``sort`` ``rarity`` rarest first
+    and ``-rarity`` most common first (see the module docstring for the plans).
 
     ``filters`` maps a trait type to the values accepted for it: a token matches when, for every type, it
     has at least one of the values (a type with no values matches nothing). With ``after_token_id`` the
-    page holds the tokens after that id (keyset) and ``page`` is ignored; ``total`` is always the size of
-    the whole (filtered) collection.
+    page holds the tokens after that one in the page's order (keyset) and ``page`` is ignored; ``total``
+    is always the size of the whole (filtered) collection.
     """
     _check_page(page, page_size)
+    if sort != "tokenId":
+        return _rarity_page(
+            conn=conn,
+            collection_id=collection_id,
+            page=page,
+            page_size=page_size,
+            filters=filters,
+            after_token_id=after_token_id,
+            descending=sort == "-rarity",
+        )
     if filters:
         return _filtered_page(
             conn=conn,
@@ -328,9 +363,18 @@ def get_nft(*, conn: Connection, collection_id: uuid.UUID, token_id: int) -> Nft
     row = conn.execute(_GET_NFT, {"collection_id": collection_id, "token_id": token_id}).fetchone()
     if row is None:
         return None
-    token, title, description, image_url, thumbnail_url, attributes, metadata, metadata_error, read = row
+    token, title, description, image_url, thumbnail_url, attributes, rank, score, metadata, metadata_error, read = row
     return NftDetail(
-        token, title, description, image_url, thumbnail_url, attributes or [], metadata, metadata_error, read
+        token,
+        title,
+        description,
+        image_url,
+        thumbnail_url,
+        attributes or [],
+        _rarity(rank, score),
+        metadata,
+        metadata_error,
+        read,
     )
 
 
@@ -396,8 +440,12 @@ def _check_page(page: int, page_size: int) -> None:
 
 
 def _nft_row(row: Sequence[Any]) -> NftRow:
-    token, title, description, image_url, thumbnail_url, attributes = row
-    return NftRow(token, title, description, image_url, thumbnail_url, attributes or [])
+    token, title, description, image_url, thumbnail_url, attributes, rank, score = row
+    return NftRow(token, title, description, image_url, thumbnail_url, attributes or [], _rarity(rank, score))
+
+
+def _rarity(rank: int | None, score: float | None) -> Rarity | None:
+    return None if rank is None or score is None else Rarity(rank, score)
 
 
 def _keyset_page(rows: list[tuple[Any, ...]], page_size: int) -> NftPage:
@@ -409,21 +457,12 @@ def _keyset_page(rows: list[tuple[Any, ...]], page_size: int) -> NftPage:
     return NftPage(nfts, int(rows[0][0]), has_more, int(nfts[-1].token_id) if has_more else None)
 
 
-def _filtered_page(
-    *,
-    conn: Connection,
-    collection_id: uuid.UUID,
-    page: int,
-    page_size: int,
-    filters: Mapping[str, Sequence[str]],
-    after_token_id: int | None,
-) -> NftPage:
-    params: dict[str, object] = {
-        "collection_id": collection_id,
-        "after": _NO_TOKEN if after_token_id is None else after_token_id,
-        "offset": 0 if after_token_id is not None else page * page_size,
-        "limit": page_size + 1,
-    }
+def _filter_params(
+    collection_id: uuid.UUID, filters: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, object], tuple[int, ...]]:
+    """The parameters of a filter's SQL (``type_<i>`` with ``value_<i>_<j>`` or ``values_<i>``, per trait
+    type in name order) and its shape (see ``_filtered_sql``)."""
+    params: dict[str, object] = {"collection_id": collection_id}
     shape: list[int] = []
     for index, trait_type in enumerate(sorted(filters)):
         values = list(dict.fromkeys(filters[trait_type]))
@@ -434,19 +473,340 @@ def _filtered_page(
         else:
             params.update({f"value_{index}_{position}": value for position, value in enumerate(values)})
             shape.append(len(values))
+    return params, tuple(shape)
+
+
+def _bitmap_params(filters: Mapping[str, Sequence[str]]) -> dict[str, object]:
+    """The filtered (type, value) pairs, each once, as ``_CURRENT_BITMAPS`` takes them."""
+    pairs = sorted({(trait_type, value) for trait_type, values in filters.items() for value in values})
+    return {
+        "types": [trait_type for trait_type, _ in pairs],
+        "values": [value for _, value in pairs],
+        "pairs": len(pairs),
+    }
+
+
+def _filtered_page(
+    *,
+    conn: Connection,
+    collection_id: uuid.UUID,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, Sequence[str]],
+    after_token_id: int | None,
+) -> NftPage:
+    params, shape = _filter_params(collection_id, filters)
+    params.update(
+        {
+            "after": _NO_TOKEN if after_token_id is None else after_token_id,
+            "offset": 0 if after_token_id is not None else page * page_size,
+            "limit": page_size + 1,
+        }
+    )
     # Custom plans (prepare=False): the best join order depends on how common each value is.
     if all(filters.values()):
         # Every (type, value) pair once; the bitmap total needs each of them current.
-        pairs = sorted({(trait_type, value) for trait_type, values in filters.items() for value in values})
-        params["types"] = [trait_type for trait_type, _ in pairs]
-        params["values"] = [value for _, value in pairs]
-        params["pairs"] = len(pairs)
-        rows = conn.execute(_bitmap_filtered_sql(tuple(shape)), params, prepare=False).fetchall()
+        params.update(_bitmap_params(filters))
+        rows = conn.execute(_bitmap_filtered_sql(shape), params, prepare=False).fetchall()
         if rows[0][0]:
             return _keyset_page([row[1:] for row in rows], page_size)
     # No current bitmaps (or a type with no accepted value): the exact count of the intersection.
-    rows = conn.execute(_filtered_sql(tuple(shape)), params, prepare=False).fetchall()
+    rows = conn.execute(_filtered_sql(shape), params, prepare=False).fetchall()
     return _keyset_page(rows, page_size)
+
+
+# -- rarity order (migration 0016) ------------------------------------------------------------------
+# Ranked tokens come in rarity_position order (ascending for sort=rarity, descending for -rarity), then the
+# unranked ones in token order. Page p of an unfiltered collection is the position range counted from the
+# start or the end; the statement also says how many are ranked, so the caller can tell a full range from
+# one with a hole (then it walks instead).
+_RARITY_RANGE = f"""
+SELECT s.ranked, s.total, {_NFT_COLUMNS}
+FROM (
+    SELECT (SELECT coalesce(max(rarity_position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked,
+           {_TOTAL} AS total
+) AS s
+LEFT JOIN LATERAL (
+    SELECT * FROM nfts
+    WHERE collection_id = %(collection_id)s
+      AND rarity_position >= {{low}} AND rarity_position < {{high}}
+) AS n ON true
+ORDER BY n.rarity_position {{direction}}
+"""  # noqa: S608
+_RARITY_RANGE_ASCENDING = _RARITY_RANGE.format(low="%(first)s", high="%(first)s + %(size)s", direction="ASC")
+_RARITY_RANGE_DESCENDING = _RARITY_RANGE.format(
+    low="s.ranked - %(first)s - %(size)s", high="s.ranked - %(first)s", direction="DESC"
+)
+
+_RARITY_CURSOR = """
+SELECT rarity_position FROM nfts WHERE collection_id = %(collection_id)s AND token_id = %(token_id)s::numeric
+"""
+
+_FILTER_TOTAL_EXACT = "SELECT count(*), {tokens} FROM {matched}"
+
+
+def _rarity_page(
+    *,
+    conn: Connection,
+    collection_id: uuid.UUID,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, Sequence[str]],
+    after_token_id: int | None,
+    descending: bool,
+) -> NftPage:
+    """A page in rarity order (see ``_RARITY_RANGE``); ``after_token_id`` continues after that token's place.
+
+    Plans: an unfiltered page by number is a position range, O(page_size) at any depth. Otherwise the page
+    is a walk: the rarity index in order (then the unranked tokens), each row kept when it matches the
+    filter (one ``nft_traits`` primary-key probe per trait type), up to offset + limit rows; cost
+    (offset + limit) / selectivity. A filter whose matches are fewer than that walk would read sorts its
+    matches instead (the same intersection as the token-order plan, then a sort of the matches by place):
+    cost O(matches). The filtered total comes from the trait bitmaps when current, else an exact count.
+    """
+    first = page * page_size
+    if not filters and after_token_id is None:
+        ranged = _rarity_range_page(conn, collection_id, first, page_size, descending=descending)
+        if ranged is not None:
+            return ranged
+    params: dict[str, object] = {"collection_id": collection_id}
+    offset = 0 if after_token_id is not None else first
+    cursor = _rarity_cursor(conn, collection_id, after_token_id, descending=descending)
+    if filters and all(filters.values()) and not cursor["after_unranked"]:
+        picked = _rarity_bitmap_page(
+            conn, collection_id, filters, cursor, offset=offset, page_size=page_size, descending=descending
+        )
+        if picked is not None:
+            return picked
+    shape: tuple[int, ...] = ()
+    matches: int | None = None  # a filter's; the unfiltered walk counts the collection itself
+    tokens = 0
+    if filters:
+        filter_params, shape = _filter_params(collection_id, filters)
+        matches, tokens = _filtered_total(conn, filter_params, shape, filters)
+        params |= filter_params | {"total": matches}
+    params |= cursor | {"offset": offset, "limit": page_size + 1}
+    # The walk reads about (offset + limit) * tokens / matches rows; sorting the matches costs about matches.
+    if matches is not None and matches * matches < (offset + page_size + 1) * tokens:
+        statement = _rarity_sorted_sql(shape, descending)
+    else:
+        statement = _rarity_walk_sql(shape, descending)
+    rows = conn.execute(statement, params, prepare=not filters).fetchall()
+    return _keyset_page(rows, page_size)
+
+
+def _rarity_range_page(
+    conn: Connection, collection_id: uuid.UUID, first: int, page_size: int, *, descending: bool
+) -> NftPage | None:
+    """The unfiltered rarity page starting at place ``first`` as a position range, or None when the range
+    is not complete (a hole left by a delete, or the page reaches unranked tokens): walk instead."""
+    params = {"collection_id": collection_id, "first": min(first, _MAX_POSITION), "size": page_size}
+    statement = _RARITY_RANGE_DESCENDING if descending else _RARITY_RANGE_ASCENDING
+    rows = conn.execute(statement, params).fetchall()
+    ranked, total = int(rows[0][0]), int(rows[0][1])
+    nfts = [_nft_row(row[2:]) for row in rows if row[2] is not None]
+    if len(nfts) != max(0, min(page_size, ranked - first)) or (first + page_size > ranked and ranked != total):
+        return None
+    has_more = first + len(nfts) < total
+    return NftPage(nfts, total, has_more, int(nfts[-1].token_id) if has_more else None)
+
+
+# The filter's matches as a bit string over rarity places (migration 0016's bitmaps), when every
+# filtered value has a bitmap built for the collection's current generation, and how many tokens it has.
+_RARITY_BITMAP_MATCHES = f"""
+WITH current AS (
+    SELECT ct.trait_type, ct.rarity_positions AS positions
+    FROM unnest(%(types)s::text[], %(values)s::text[]) AS f(trait_type, trait_value)
+    JOIN collection_traits AS ct
+      ON ct.collection_id = %(collection_id)s AND ct.trait_type = f.trait_type AND ct.trait_value = f.trait_value
+    WHERE ct.rarity_positions_generation = (
+        SELECT generation FROM collection_trait_generations WHERE collection_id = %(collection_id)s
+    )
+)
+SELECT (SELECT count(*) FROM current) = %(pairs)s,
+       (SELECT bit_and(t.bits) FROM (SELECT bit_or(positions) AS bits FROM current GROUP BY trait_type) AS t)::text,
+       {_TOTAL}
+"""  # noqa: S608
+
+_RARITY_PLACES = f"""
+SELECT {_NFT_COLUMNS} FROM nfts AS n
+WHERE n.collection_id = %(collection_id)s AND n.rarity_position = ANY(%(places)s::integer[])
+ORDER BY n.rarity_position {{direction}}
+"""  # noqa: S608
+
+
+def _rarity_bitmap_page(
+    conn: Connection,
+    collection_id: uuid.UUID,
+    filters: Mapping[str, Sequence[str]],
+    cursor: Mapping[str, object],
+    *,
+    offset: int,
+    page_size: int,
+    descending: bool,
+) -> NftPage | None:
+    """A filtered rarity page from the rarity bitmaps: the matches' places are the set bits of the AND
+    over types of the OR of each type's values, so the total is their count and the page the next
+    ``page_size`` of them after ``offset`` (or the cursor's place): a few kB of bits and one index probe per
+    row, at any depth. None when some filtered value has no current bitmap, when some token is not placed
+    (the bitmaps cover placed tokens only), or when the places moved between the two statements."""
+    row = conn.execute(_RARITY_BITMAP_MATCHES, {"collection_id": collection_id, **_bitmap_params(filters)}).fetchone()
+    if row is None or not row[0] or row[1] is None or len(row[1]) != int(row[2]):
+        return None
+    bits: str = row[1]
+    ordered = bits[::-1] if descending else bits  # index i of ``ordered`` is place len-1-i for -rarity
+    after = int(cursor["after_position"])  # type: ignore[call-overload]
+    start = 0 if after in {-1, _MAX_POSITION} else (len(bits) - after if descending else after + 1)
+    indexes = _set_bits(ordered, start, skip=offset, take=page_size + 1)
+    places = [len(bits) - 1 - index for index in indexes] if descending else indexes
+    shown = places[:page_size]
+    statement = _RARITY_PLACES.format(direction="DESC" if descending else "ASC")
+    rows = conn.execute(statement, {"collection_id": collection_id, "places": shown}).fetchall()
+    if len(rows) != len(shown):
+        return None
+    nfts = [_nft_row(row) for row in rows]
+    has_more = len(places) > page_size
+    return NftPage(nfts, bits.count("1"), has_more, int(nfts[-1].token_id) if has_more else None)
+
+
+def _set_bits(bits: str, start: int, *, skip: int, take: int) -> list[int]:
+    """The indexes of up to ``take`` set bits of ``bits`` ('0'/'1' text) from ``start`` on, after skipping
+    ``skip`` of them: a binary search over C-speed counts for the skip, then ``find``."""
+    low, high = start, len(bits)
+    if skip:
+        while low < high:  # the smallest end with ``skip`` set bits in [start, end)
+            middle = (low + high) // 2
+            if bits.count("1", start, middle) >= skip:
+                high = middle
+            else:
+                low = middle + 1
+    found: list[int] = []
+    index = low
+    while len(found) < take:
+        index = bits.find("1", index)
+        if index < 0:
+            break
+        found.append(index)
+        index += 1
+    return found
+
+
+def _rarity_cursor(
+    conn: Connection, collection_id: uuid.UUID, after_token_id: int | None, *, descending: bool
+) -> dict[str, object]:
+    """Where a rarity-order page starts: for ``_rarity_walk_sql``, ranked tokens beyond ``after_position``
+    (in the page's direction), then unranked tokens above ``unranked_after``; for ``_rarity_sorted_sql``,
+    the sort key of the cursor's token (``after_unranked``, ``after_key``, ``after_token``)."""
+    start: dict[str, object] = {
+        "after_position": _MAX_POSITION if descending else -1,
+        "unranked_after": _NO_TOKEN,
+        "after_unranked": False,
+        "after_key": -(2**62),
+        "after_token": _NO_TOKEN,
+    }
+    if after_token_id is None:
+        return start
+    row = conn.execute(_RARITY_CURSOR, {"collection_id": collection_id, "token_id": after_token_id}).fetchone()
+    position = None if row is None else row[0]
+    if position is None:  # an unranked token (or one gone): the ranked part lies before it
+        return {
+            "after_position": -1 if descending else _MAX_POSITION,
+            "unranked_after": after_token_id,
+            "after_unranked": True,
+            "after_key": 0,
+            "after_token": after_token_id,
+        }
+    return start | {
+        "after_position": position,
+        "after_key": -position if descending else position,
+        "after_token": after_token_id,
+    }
+
+
+def _filtered_total(
+    conn: Connection, params: Mapping[str, object], shape: tuple[int, ...], filters: Mapping[str, Sequence[str]]
+) -> tuple[int, int]:
+    """(tokens matching the filter, tokens of the collection): the match count from current trait bitmaps
+    when every filtered value has one, else counted exactly."""
+    if all(filters.values()):
+        row = conn.execute(
+            f"{_CURRENT_BITMAPS}\nSELECT b.usable, b.total, {_TOTAL} FROM ({_BITMAP_TOTAL}) AS b",
+            {**params, **_bitmap_params(filters)},
+        ).fetchone()
+        assert row is not None  # noqa: S101 - a one-row SELECT
+        if row[0]:
+            return int(row[1] or 0), int(row[2])
+    row = conn.execute(
+        _FILTER_TOTAL_EXACT.format(tokens=_TOTAL, matched=_matched_sql(shape, "")), params, prepare=False
+    ).fetchone()
+    assert row is not None  # noqa: S101 - a one-row SELECT
+    return int(row[0]), int(row[1])
+
+
+def _filter_probes(shape: tuple[int, ...]) -> str:
+    """One ``nft_traits`` primary-key probe per filtered trait type, for the row ``nfts`` of a walk. Each is
+    a scalar subquery (``LIMIT 1``), which PostgreSQL runs per row as it is reached: an ``EXISTS`` would be
+    pulled up into a semi-join that reads every match of the value before the first row comes out."""
+    probes = []
+    for index, values in enumerate(shape):
+        if values == 0:
+            accepted = f"ANY(%(values_{index})s::text[])"
+        else:
+            accepted = f"ANY(ARRAY[{', '.join(f'%(value_{index}_{j})s' for j in range(values))}]::text[])"
+        probes.append(
+            "\n      AND (SELECT true FROM nft_traits AS t WHERE t.collection_id = %(collection_id)s"  # noqa: S608
+            f" AND t.trait_type = %(type_{index})s AND t.trait_value = {accepted} AND t.token_id = nfts.token_id"
+            " LIMIT 1)"
+        )
+    return "".join(probes)
+
+
+@functools.lru_cache(maxsize=256)
+def _rarity_walk_sql(shape: tuple[int, ...], descending: bool) -> str:
+    """The walk (see ``_rarity_page``): the ranked branch in the page's direction, then the unranked tokens
+    in token order, read lazily (an Append under a LIMIT stops at offset + limit rows). ``shape`` () is
+    the unfiltered walk; its total is the collection's, a filter's is passed in (``%(total)s``)."""
+    probes = _filter_probes(shape)
+    comparison, direction = ("<", "DESC") if descending else (">", "ASC")
+    total = "%(total)s::bigint" if shape else _TOTAL
+    return f"""
+SELECT s.total, {_NFT_COLUMNS}
+FROM (SELECT {total} AS total) AS s
+LEFT JOIN LATERAL (
+    SELECT * FROM (
+        (SELECT nfts.*, 0 AS unranked FROM nfts
+         WHERE collection_id = %(collection_id)s AND rarity_position {comparison} %(after_position)s{probes}
+         ORDER BY rarity_position {direction})
+        UNION ALL
+        (SELECT nfts.*, 1 AS unranked FROM nfts
+         WHERE collection_id = %(collection_id)s AND rarity_position IS NULL
+           AND token_id > %(unranked_after)s::numeric{probes}
+         ORDER BY token_id)
+    ) AS walk
+    OFFSET %(offset)s LIMIT %(limit)s
+) AS n ON true
+ORDER BY n.unranked, n.rarity_position {direction}, n.token_id
+"""  # noqa: S608
+
+
+@functools.lru_cache(maxsize=256)
+def _rarity_sorted_sql(shape: tuple[int, ...], descending: bool) -> str:
+    """A filter's matches (the token-order plan's intersection) sorted by place: ranked first in the page's
+    direction, then unranked by token id; the cursor is the sort key of its token."""
+    sign = "-1" if descending else "1"
+    key = f"(n.rarity_position IS NULL), coalesce(n.rarity_position::bigint * {sign}, 0), n.token_id"
+    return f"""
+SELECT s.total, {_NFT_COLUMNS}
+FROM (SELECT %(total)s::bigint AS total) AS s
+LEFT JOIN LATERAL (
+    SELECT n.* FROM {_matched_sql(shape, "")}
+    JOIN nfts AS n ON n.collection_id = %(collection_id)s AND n.token_id = t0.token_id
+    WHERE ({key}) > (%(after_unranked)s, %(after_key)s::bigint, %(after_token)s::numeric)
+    ORDER BY {key}
+    OFFSET %(offset)s LIMIT %(limit)s
+) AS n ON true
+ORDER BY {key}
+"""  # noqa: S608
 
 
 def _matched_sql(shape: tuple[int, ...], bound: str) -> str:
@@ -469,6 +829,24 @@ def _matched_sql(shape: tuple[int, ...], bound: str) -> str:
 
 _AFTER_BOUND = " AND token_id > %(after)s::numeric"
 
+# The bitmaps (migration 0010) of the filtered (type, value) pairs (%(types)s/%(values)s, each pair once)
+# that were built for the collection's current generation; ``usable`` when each of the %(pairs)s has one,
+# and then ``total`` is bit_count of the AND over types of the OR within each type.
+_CURRENT_BITMAPS = """
+WITH current AS (
+    SELECT ct.trait_type, ct.positions
+    FROM unnest(%(types)s::text[], %(values)s::text[]) AS f(trait_type, trait_value)
+    JOIN collection_traits AS ct
+      ON ct.collection_id = %(collection_id)s AND ct.trait_type = f.trait_type AND ct.trait_value = f.trait_value
+    WHERE ct.positions_generation = (
+        SELECT generation FROM collection_trait_generations WHERE collection_id = %(collection_id)s
+    )
+)"""
+_BITMAP_TOTAL = """
+    SELECT (SELECT count(*) FROM current) = %(pairs)s AS usable,
+           (SELECT bit_count(bit_and(t.bits))
+            FROM (SELECT bit_or(positions) AS bits FROM current GROUP BY trait_type) AS t) AS total"""
+
 
 @functools.lru_cache(maxsize=256)
 def _bitmap_filtered_sql(shape: tuple[int, ...]) -> str:
@@ -482,21 +860,9 @@ def _bitmap_filtered_sql(shape: tuple[int, ...]) -> str:
     false the caller runs ``_filtered_sql`` instead.
     """
     return f"""
-WITH current AS (
-    SELECT ct.trait_type, ct.positions
-    FROM unnest(%(types)s::text[], %(values)s::text[]) AS f(trait_type, trait_value)
-    JOIN collection_traits AS ct
-      ON ct.collection_id = %(collection_id)s AND ct.trait_type = f.trait_type AND ct.trait_value = f.trait_value
-    WHERE ct.positions_generation = (
-        SELECT generation FROM collection_trait_generations WHERE collection_id = %(collection_id)s
-    )
-)
+{_CURRENT_BITMAPS}
 SELECT s.usable, s.total, {_NFT_COLUMNS}
-FROM (
-    SELECT (SELECT count(*) FROM current) = %(pairs)s AS usable,
-           (SELECT bit_count(bit_and(t.bits))
-            FROM (SELECT bit_or(positions) AS bits FROM current GROUP BY trait_type) AS t) AS total
-) AS s
+FROM ({_BITMAP_TOTAL}) AS s
 LEFT JOIN LATERAL (
     SELECT token_id FROM {_matched_sql(shape, _AFTER_BOUND)}
     WHERE s.usable

@@ -38,6 +38,11 @@ class AttributeBody(BaseModel):
     value: str
 
 
+class RarityBody(BaseModel):
+    rank: int = Field(ge=1, description="OpenRarity rank in the collection: 1 is the rarest; equal scores share one")
+    score: float = Field(description="OpenRarity score (information content over the collection's entropy)")
+
+
 class NftSummaryBody(CamelModel):
     token_id: str = Field(description="decimal string (uint256)")
     title: str | None
@@ -45,6 +50,7 @@ class NftSummaryBody(CamelModel):
     image_url: str | None
     thumbnail_url: str | None
     attributes: list[AttributeBody]
+    rarity: RarityBody | None = Field(description="null while the token is not ranked (collection not indexed yet)")
 
 
 class NftPageBody(CamelModel):

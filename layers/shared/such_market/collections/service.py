@@ -24,8 +24,9 @@ What is cached, and for how long:
   a listed token or fresh owners never reach them;
 - NFT pages are cached only when many clients share them (``_shared_page``): page sizes of
   ``CACHED_PAGE_SIZES``, the first ``MAX_CACHED_PAGES`` pages, cursor pages only when the cursor falls
-  on a page boundary of their size (the cursor a page-number page hands out), filtered pages only for
-  one value of one trait type (a facet click) on page 0. Anything else is served from PostgreSQL (a
+  on a page boundary of their size (the cursor a page-number page hands out; token order only), filtered
+  pages only for one value of one trait type (a facet click) on page 0, in each ``sort`` (its own key
+  part). Anything else is served from PostgreSQL (a
   keyset page costs about a millisecond) and not stored (``Entry.cacheable=False``), so distinct cursors
   or filter combinations cannot fill the cache.
 """
@@ -66,7 +67,7 @@ from such_market.errors import NotFoundError, TooManyRequestsError, error_body
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.runtime import Runtime
-from such_market.validation import encode_cursor, filter_hash, source_ip
+from such_market.validation import NftSort, encode_cursor, filter_hash, source_ip
 
 OWNERSHIP_FRESH_FOR = timedelta(hours=1)
 UPSTREAM_LEASE_MS = 30_000  # a first-seen collection waits on Alchemy: hold the fill lease long enough
@@ -220,6 +221,7 @@ def collection_metadata(runtime: Runtime, address: str, *, requester: Requester 
 
 
 def nft_row_body(nft: NftRow) -> dict[str, object]:
+    rarity = nft.rarity
     return {
         "tokenId": nft.token_id,
         "title": nft.title,
@@ -227,6 +229,7 @@ def nft_row_body(nft: NftRow) -> dict[str, object]:
         "imageUrl": nft.image_url,
         "thumbnailUrl": nft.thumbnail_url,
         "attributes": nft.attributes,
+        "rarity": None if rarity is None else {"rank": rarity.rank, "score": rarity.score},
     }
 
 
@@ -238,15 +241,16 @@ def nft_page(
     page_size: int,
     filters: Mapping[str, tuple[str, ...]],
     after_token_id: int | None,
+    sort: NftSort = "tokenId",
     requester: Requester | None = None,
 ) -> Served:
-    """GET /api/collection/{address}/nfts — a page in numeric token order, optionally filtered."""
+    """GET /api/collection/{address}/nfts — a page in numeric token or rarity order, optionally filtered."""
     keys = runtime.cache.keys
     digest = filter_hash(filters)
     if after_token_id is None:
-        key = keys.nft_page(address, page, page_size, digest)
+        key = keys.nft_page(address, page, page_size, digest, sort)
     else:
-        key = keys.nft_cursor_page(address, after_token_id, page_size, digest)
+        key = keys.nft_cursor_page(address, after_token_id, page_size, digest, sort)
 
     def answer(row: CollectionRow) -> Entry:
         return page_answer(
@@ -256,6 +260,7 @@ def nft_page(
             page_size=page_size,
             filters=filters,
             after_token_id=after_token_id,
+            sort=sort,
             before_upstream=lambda: _throttle_discovery(runtime, requester),
         )
 
@@ -270,11 +275,14 @@ def page_answer(
     page_size: int,
     filters: Mapping[str, tuple[str, ...]],
     after_token_id: int | None,
+    sort: NftSort = "tokenId",
     before_upstream: Callable[[], None] | None = None,
 ) -> Entry:
     """The answer of one NFT page of a stored collection (also what the cache warmer stores); from
-    Alchemy only while the collection is not indexed and the page lies beyond what a run committed.
-    ``before_upstream`` runs first then: a reader's page pays the discovery throttle (429 past it)."""
+    Alchemy only while the collection is not indexed and a token-order page lies beyond what a run
+    committed. ``before_upstream`` runs first then: a reader's page pays the discovery throttle (429 past
+    it). Rarity pages come from PostgreSQL only: Alchemy lists in token order, and ranks exist only for
+    what we hold (a collection not indexed yet has none, so its tokens come in token order, unranked)."""
     indexing = is_indexing(row)
     result = get_nft_page(
         conn=runtime.conn,
@@ -283,13 +291,17 @@ def page_answer(
         page_size=page_size,
         filters=filters,
         after_token_id=after_token_id,
+        sort=sort,
     )
-    if not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
+    by_token = sort == "tokenId"
+    if by_token and not row.indexed and not filters and not _within_listed(row, result.nfts, page_size):
         if before_upstream is not None:
             before_upstream()
         return _page_from_alchemy(runtime, row, page=page, page_size=page_size, after_token_id=after_token_id)
-    shared = _shared_page(runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id)
-    total = int(row.total_supply) if not row.indexed and not filters and row.total_supply else result.total
+    shared = _shared_page(
+        runtime, row, page=page, page_size=page_size, filters=filters, after=after_token_id, by_token=by_token
+    )
+    total = int(row.total_supply) if by_token and not row.indexed and not filters and row.total_supply else result.total
     return _json(
         200,
         {
@@ -323,8 +335,10 @@ def _shared_page(
     page_size: int,
     filters: Mapping[str, tuple[str, ...]],
     after: int | None,
+    by_token: bool = True,
 ) -> bool:
-    """Whether a page is one that many clients share, and so worth caching (see the module docstring)."""
+    """Whether a page is one that many clients share, and so worth caching (see the module docstring);
+    ``by_token`` False: a rarity-order page, whose cursor pages are served, not cached."""
     if page_size not in CACHED_PAGE_SIZES:
         return False
     if filters:
@@ -333,6 +347,8 @@ def _shared_page(
         )
     if after is None:
         return page < MAX_CACHED_PAGES
+    if not by_token:
+        return False
     position = get_token_position(conn=runtime.conn, collection_id=row.id, token_id=after)
     if position is None:
         return False
@@ -375,6 +391,7 @@ def _page_from_alchemy(
                     "imageUrl": record.image_url,
                     "thumbnailUrl": record.thumbnail_url,
                     "attributes": record.attributes,
+                    "rarity": None,  # not ranked before the collection is indexed
                 }
                 for record in records
             ],
@@ -439,6 +456,7 @@ def _fetched_detail(record: NftRecord) -> NftDetail:
         record.image_url,
         record.thumbnail_url,
         list(record.attributes),
+        None,  # not stored, so not ranked
         record.metadata,
         record.metadata_error,
     )

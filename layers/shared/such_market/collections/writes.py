@@ -7,7 +7,9 @@ few single statements, never row by row: ``nft_ownership`` carries statement-lev
 (migration 0003), which then run once per statement over the whole batch.
 
 Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` calls it
-unless told not to, so the page-number read path stays a range scan. Trait bitmaps (migration 0010) are
+unless told not to, so the page-number read path stays a range scan. Rarity ranks (migration 0016) are
+kept by ``rank_rarity``, which ``upsert_nfts`` calls in the same way when tokens or their traits change
+(ingestion passes ``rank=False`` and ranks once at its finish). Trait bitmaps (migration 0010) are
 built by ``rebuild_traits`` (``rebuild_trait_bitmaps``) for a fully ranked collection; every writer that
 changes ranks or ``nft_traits`` bumps the collection's generation in its own transaction, which makes the
 bitmaps built before it ignored by readers until the next ``rebuild_traits``. Lock order, to keep
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from such_market.collections.queries import COLLECTION_COLUMNS, CollectionRow, TokenOwner, collection_row
+from such_market.collections.rarity import rank_holders
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -146,6 +149,17 @@ SET stale_traits = (
 )
 """
 
+# A token new to the collection's ranking (new, or listed without metadata until now) or whose attributes
+# change, in a collection that an ingestion has completed: its rarity ranks must be computed again. A
+# collection never indexed holds a partial listing (pages a reader fetched from Alchemy): it is ranked
+# when its first ingestion finishes, not on every page read before. (LIMIT 1: whether any exists.)
+_NEW_OR_CHANGED_ATTRIBUTES = """
+SELECT 1 FROM nft_batch
+WHERE stale_traits IS NOT FALSE
+  AND EXISTS (SELECT 1 FROM collections WHERE id = %(collection_id)s AND ingestion_completed_at IS NOT NULL)
+LIMIT 1
+"""
+
 _DELETE_STALE_TRAITS = """
 DELETE FROM nft_traits
 WHERE collection_id = %(collection_id)s
@@ -231,40 +245,59 @@ ON CONFLICT (collection_id) DO UPDATE SET generation = g.generation
 # Measured on the 10,000-token stub collection ingested after the 100,000-token one had been analyzed:
 # 56,381 trait rows x 10,000 tokens, still running when the finish's 120 s statement timeout cancelled it
 # (the ingestion failed); the hash join takes 40-70 ms there, and 0.1-0.8 s for 100,000 tokens.
-_REBUILD_BITMAPS = """
+_BITMAPS_TEMPLATE = """
 WITH state AS (
     SELECT g.generation,
-           (SELECT coalesce(max(position) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked
+           (SELECT coalesce(max({position}) + 1, 0) FROM nfts WHERE collection_id = %(collection_id)s) AS ranked
     FROM collection_trait_generations AS g
     WHERE g.collection_id = %(collection_id)s
-      AND NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)
-      AND EXISTS (
+      AND {complete}
+      AND ({force} OR EXISTS (
           SELECT 1 FROM collection_traits AS ct
-          WHERE ct.collection_id = %(collection_id)s AND ct.positions_generation IS DISTINCT FROM g.generation
-      )
+          WHERE ct.collection_id = %(collection_id)s AND ct.{bits}_generation IS DISTINCT FROM g.generation
+      ))
 ),
 value_positions AS (
-    SELECT t.trait_type, t.trait_value, array_agg(n.position) AS positions
+    SELECT t.trait_type, t.trait_value, array_agg(n.{position}) AS positions
     FROM nft_traits AS t
     JOIN nfts AS n ON n.collection_id = t.collection_id AND n.token_id = t.token_id
-    WHERE t.collection_id = %(collection_id)s AND EXISTS (SELECT 1 FROM state)
+    WHERE t.collection_id = %(collection_id)s AND n.{position} IS NOT NULL AND EXISTS (SELECT 1 FROM state)
     GROUP BY t.trait_type, t.trait_value
 )
 UPDATE collection_traits AS ct
-SET positions = b.bits, positions_generation = s.generation
+SET {bits} = b.bits, {bits}_generation = s.generation
 FROM state AS s, value_positions AS v
 CROSS JOIN LATERAL (
     SELECT substring(('x' || string_agg(lpad(to_hex(coalesce(w.mask, 0)), 16, '0'), '' ORDER BY g.word))::varbit
                      FROM 1 FOR (SELECT ranked FROM state)) AS bits
     FROM generate_series(0, ((SELECT ranked FROM state) - 1) / 64) AS g(word)
     LEFT JOIN (
-        SELECT p / 64 AS word, bit_or(1::bigint << (63 - p %% 64)) AS mask
+        SELECT p / 64 AS word, bit_or(1::bigint << (63 - p % 64)) AS mask
         FROM unnest(v.positions) AS p
         GROUP BY 1
     ) AS w USING (word)
 ) AS b
 WHERE ct.collection_id = %(collection_id)s AND ct.trait_type = v.trait_type AND ct.trait_value = v.trait_value
 """
+_REBUILD_BITMAPS = (
+    _BITMAPS_TEMPLATE.format(
+        position="position",
+        bits="positions",
+        complete="NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)",
+        force="false",
+    )
+    .replace("%", "%%")
+    .replace("%%(collection_id)s", "%(collection_id)s")
+)
+# The same by rarity place (migration 0016): built by rank_rarity right after it wrote dense places (the
+# unread tokens, never placed, carry no traits), and whenever it moved any (%(force)s): rank_rarity is the
+# only writer of places and does not bump the generation, so a current stamp alone does not say current.
+_REBUILD_RARITY_BITMAPS = (
+    _BITMAPS_TEMPLATE.format(position="rarity_position", bits="rarity_positions", complete="true", force="%(force)s")
+    .replace("%", "%%")
+    .replace("%%(collection_id)s", "%(collection_id)s")
+    .replace("%%(force)s", "%(force)s")
+)
 
 BITMAP_BUILD_TIMEOUT_MS = 30_000
 """The longest a bitmap build may run (100,000 tokens take well under a second)."""
@@ -472,8 +505,9 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
     """Insert or update a batch of tokens and make their ``nft_traits`` rows match their attributes.
 
     A token listed twice counts once (the last record wins). Returns the number of distinct tokens
-    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``); a bulk load
-    that arrives out of token order can pass ``False`` and call ``assign_positions`` once at the end.
+    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``), and, when
+    tokens were added or their attributes changed in a collection an ingestion has completed, the
+    collection's rarity (``rank_rarity``); a bulk load can pass ``False`` and call both once at the end.
     Collection trait counts are not touched: call ``rebuild_traits`` after the batches. When traits
     change, the collection's trait generation is bumped (its bitmaps become stale until ``rebuild_traits``).
     """
@@ -498,6 +532,7 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
                 )
         params = {"collection_id": collection_id}
         cur.execute(_MARK_STALE_TRAITS, params)
+        rarity_changed = cur.execute(_NEW_OR_CHANGED_ATTRIBUTES, params).rowcount > 0
         traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
         cur.execute(_UPSERT_NFTS, params)
         traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
@@ -505,6 +540,8 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
             assign_positions(conn=conn, collection_id=collection_id)
         if traits_changed:  # after the ranking lock (see the module docstring for the lock order)
             cur.execute(_BUMP_GENERATION, params)
+        if rank and rarity_changed:  # a token read for the first time or new traits: every score moves
+            rank_rarity(conn=conn, collection_id=collection_id)  # (its bitmaps stamped after the bump)
     return len(batch)
 
 
@@ -564,12 +601,13 @@ def rebuild_trait_bitmaps(*, conn: Connection, collection_id: uuid.UUID) -> int:
         return _build_bitmaps(conn, params)
 
 
-def _build_bitmaps(conn: Connection, params: Mapping[str, object]) -> int:
-    """Run ``_REBUILD_BITMAPS`` inside the caller's transaction with a plan that does not depend on the
-    statistics (hash joins: see the statement's comment) and at most ``BITMAP_BUILD_TIMEOUT_MS``. Bitmaps
-    only speed up filtered totals (readers count exactly without them), so a build that runs out of time
-    is rolled back to its savepoint and logged, and the caller's work goes on: it never holds the
-    caller's transaction (and its locks) for longer than that. Returns the bitmaps written."""
+def _build_bitmaps(conn: Connection, params: Mapping[str, object], statement: str = _REBUILD_BITMAPS) -> int:
+    """Run ``statement`` (``_REBUILD_BITMAPS``, or ``_REBUILD_RARITY_BITMAPS``) inside the caller's
+    transaction with a plan that does not depend on the statistics (hash joins: see the statement's
+    comment) and at most ``BITMAP_BUILD_TIMEOUT_MS``. Bitmaps only speed up filtered pages (readers count
+    or walk without them), so a build that runs out of time is rolled back to its savepoint and logged, and
+    the caller's work goes on: it never holds the caller's transaction (and its locks) for longer than
+    that. Returns the bitmaps written."""
     import psycopg
 
     saved = conn.execute(_CURRENT_PLAN_SETTINGS).fetchone()
@@ -577,7 +615,7 @@ def _build_bitmaps(conn: Connection, params: Mapping[str, object]) -> int:
     try:
         with conn.transaction():  # a savepoint: a cancelled build undoes only itself (and its settings)
             conn.execute(_SET_PLAN_SETTINGS, {"nestloop": "off", "timeout": f"{BITMAP_BUILD_TIMEOUT_MS}ms"})
-            written = conn.execute(_REBUILD_BITMAPS, params).rowcount
+            written = conn.execute(statement, params).rowcount
             conn.execute(_SET_PLAN_SETTINGS, {"nestloop": saved[0], "timeout": saved[1]})
     except psycopg.errors.QueryCanceled:
         logger.warning(
@@ -612,6 +650,68 @@ def assign_positions(*, conn: Connection, collection_id: uuid.UUID) -> int:
         if ranked:  # new ranks (and bitmap lengths): the bitmaps built before are stale
             conn.execute(_BUMP_GENERATION, params)
         return ranked
+
+
+# -- rarity ranks (migration 0016) ------------------------------------------------------------------------
+# The ranking input: the tokens whose metadata has been read, and each trait value's tokens (one row per
+# distinct pair, so names and values are normalized once per pair, not per token).
+_RANKED_TOKENS = "SELECT token_id::text FROM nfts WHERE collection_id = %(collection_id)s AND attributes IS NOT NULL"
+_TRAIT_TOKENS = """
+SELECT trait_type, trait_value, array_agg(token_id::text)
+FROM nft_traits WHERE collection_id = %(collection_id)s
+GROUP BY trait_type, trait_value
+"""
+
+_RARITY_BATCH = """
+DROP TABLE IF EXISTS pg_temp.rarity_batch;
+CREATE TEMP TABLE rarity_batch (
+    token_id        numeric(78, 0) NOT NULL,
+    rarity_rank     integer NOT NULL,
+    rarity_score    double precision NOT NULL,
+    rarity_position integer NOT NULL
+) ON COMMIT DROP
+"""
+_COPY_RARITY = "COPY rarity_batch (token_id, rarity_rank, rarity_score, rarity_position) FROM STDIN"
+
+# One statement over the batch (analyzed first, so the plan is a hash or merge join over the collection's
+# rows rather than a guess from stale statistics); rows already as ranked are not rewritten. rarity_position
+# has no unique constraint, so rows may pass through each other's places.
+_WRITE_RARITY = """
+UPDATE nfts AS n
+SET rarity_rank = b.rarity_rank, rarity_score = b.rarity_score, rarity_position = b.rarity_position
+FROM rarity_batch AS b
+WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
+  AND (n.rarity_rank, n.rarity_score, n.rarity_position)
+      IS DISTINCT FROM (b.rarity_rank, b.rarity_score, b.rarity_position)
+"""
+
+
+def rank_rarity(*, conn: Connection, collection_id: uuid.UUID) -> int:
+    """Compute the OpenRarity rank and score of every token of the collection whose metadata has been
+    read (``collections.rarity``) and store them with their places (``rarity_position``, dense 0..k-1 in
+    rank order), then each trait value's bitmap of places (``collection_traits.rarity_positions``, for
+    the rows ``rebuild_traits`` made), stamped with the collection's trait generation; returns how many
+    token rows changed. Tokens not read stay unranked. Serialized with the other
+    rankers of the collection by the ranking lock, in the caller's transaction when it holds one, so the
+    ranks always describe the traits committed with them."""
+    params: dict[str, object] = {"collection_id": collection_id}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
+        texts = [text for (text,) in cur.execute(_RANKED_TOKENS, params)]
+        index_of = {text: index for index, text in enumerate(texts)}
+        holders: dict[tuple[str, str], list[int]] = {}
+        for trait_type, trait_value, tokens in cur.execute(_TRAIT_TOKENS, params):
+            holders[trait_type, trait_value] = [index_of[text] for text in tokens if text in index_of]
+        ranked = rank_holders([int(text) for text in texts], holders)
+        cur.execute(_RARITY_BATCH)
+        with cur.copy(_COPY_RARITY) as copy:
+            for rarity in ranked:
+                copy.write_row((rarity.token_id, rarity.rank, rarity.score, rarity.position))
+        cur.execute("ANALYZE pg_temp.rarity_batch")
+        written = cur.execute(_WRITE_RARITY, params).rowcount
+        cur.execute(_LOCK_GENERATION, params)  # the lock order: ranking lock, rows, then the generation row
+        _build_bitmaps(conn, {**params, "force": written > 0}, _REBUILD_RARITY_BITMAPS)
+    return written
 
 
 def replace_collection_owners(
@@ -820,6 +920,7 @@ __all__ = [
     "delete_unlisted_nfts",
     "list_tokens",
     "mark_refresh",
+    "rank_rarity",
     "rebuild_trait_bitmaps",
     "rebuild_traits",
     "record_ingestion_failure",

@@ -25,6 +25,7 @@ from such_market.validation import (
     MAX_TRAIT_TEXT,
     MAX_TRAIT_TYPES,
     MAX_TRAIT_VALUES,
+    NFT_SORTS,
     TOKEN_ID_PATTERN,
 )
 
@@ -90,6 +91,12 @@ CURSOR = QueryParameter(
     "cursor",
     "the nextCursor of a previous page (replaces page); opaque",
     {"type": "string", "pattern": f"^(?:{CURSOR_PATTERN})$"},
+)
+SORT = QueryParameter(
+    "sort",
+    "tokenId (numeric token id, the default), rarity (OpenRarity rank, rarest first) or -rarity (most common"
+    " first); unranked tokens follow the ranked ones in token order",
+    {"type": "string", "enum": list(NFT_SORTS), "default": "tokenId"},
 )
 USER_ADDRESS = QueryParameter(
     "userAddress", "the wallet, 0x + 40 hex digits in any case", ADDRESS_SCHEMA, required=True
