@@ -308,12 +308,13 @@ def test_rate_limiting_is_retried_and_the_requests_stay_bounded(
     assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
     assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
     assert check_summaries(conn=db).ok
-    # And each 429 cost exactly one retry, honouring Retry-After
+    # And each 429 cost exactly one retry, honouring Retry-After: the call that met it waited at least
+    # Retry-After, and the parallel token listing held its other calls for the rest of that wait
     rejected = fresh_stub.request_count() // 7
     assert rejected > 0
     assert fresh_stub.request_count() == ERC721_REQUESTS + rejected
-    assert len(sleeps) == rejected
-    assert all(delay >= 1 for delay in sleeps)
+    assert sum(delay >= 1 for delay in sleeps) >= rejected
+    assert all(0 < delay <= 1 + 4 for delay in sleeps)  # Retry-After plus at most the backoff cap
 
 
 def test_an_upstream_that_keeps_failing_fails_the_run_and_schedules_a_retry(
