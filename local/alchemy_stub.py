@@ -26,7 +26,8 @@ Ground truth for tests: ``token_count``, ``trait_counts``, ``broken_token_ids``,
 Fault injection, changeable while running: ``latency_ms`` (added to every request), ``rate_limit_every``
 (every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
 Nth request answers 503). ``request_count(method, contract=…)`` counts every request received,
-injected failures included, per method and per (method, contract). Run it alone with
+injected failures included, per method and per (method, contract); ``peak_in_flight(method)`` is the
+most requests of a method it held at once (how parallel a client really was). Run it alone with
 ``python -m local.alchemy_stub [--port N] [--api-key KEY]``.
 """
 
@@ -634,6 +635,8 @@ class AlchemyStub(StubServer):
         self._lock = threading.Lock()
         self._sequence = 0
         self._counts: Counter[tuple[str, str | None]] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._peaks: Counter[str] = Counter()
         self._methods: dict[str, Callable[[_Params], _Answer]] = {
             "getContractMetadata": get_contract_metadata,
             "getNFTsForContract": get_nfts_for_contract,
@@ -667,10 +670,16 @@ class AlchemyStub(StubServer):
                 totals[name] += count
         return dict(totals)
 
+    def peak_in_flight(self, method: str) -> int:
+        """The most requests of ``method`` that were being answered at the same time."""
+        with self._lock:
+            return self._peaks[method]
+
     def reset_counters(self) -> None:
         """Forget every count (and restart the sequence used by the failure injection)."""
         with self._lock:
             self._counts.clear()
+            self._peaks.clear()
             self._sequence = 0
 
     # -- dispatch ----------------------------------------------------------------------------------
@@ -688,6 +697,15 @@ class AlchemyStub(StubServer):
             self._sequence += 1
             sequence = self._sequence
             self._counts[method, contract.lower() if contract else None] += 1
+            self._in_flight[method] += 1
+            self._peaks[method] = max(self._peaks[method], self._in_flight[method])
+        try:
+            return self._answer(method, key, params, sequence)
+        finally:
+            with self._lock:
+                self._in_flight[method] -= 1
+
+    def _answer(self, method: str, key: str, params: _Params, sequence: int) -> _Answer:
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         if self.server_error_every and sequence % self.server_error_every == 0:
