@@ -29,6 +29,7 @@ GROUPS = {
     "analytics": "bench.analytics",
     "warming": "bench.warming",
     "flood": "bench.flood",
+    "ingestion": "bench.ingestion",
 }
 
 
