@@ -101,6 +101,11 @@ CURSOR = QueryParameter(
     "the nextCursor of a previous page (replaces page); opaque",
     {"type": "string", "pattern": f"^(?:{CURSOR_PATTERN})$"},
 )
+INCLUDE_SPAM = QueryParameter(
+    "includeSpam",
+    "true lists the collections Alchemy flags as spam too (default false: left out, and counted in spamHidden)",
+    {"type": "string", "enum": ["true", "false"]},
+)
 USER_ADDRESS = QueryParameter(
     "userAddress", "the wallet, 0x + 40 hex digits in any case", ADDRESS_SCHEMA, required=True
 )
