@@ -31,6 +31,7 @@ GROUPS = {
     "analytics": "bench.analytics",
     "warming": "bench.warming",
     "flood": "bench.flood",
+    "ingestion": "bench.ingestion",
 }
 
 

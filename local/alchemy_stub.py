@@ -17,16 +17,20 @@ process sees the same collections, and tokens of the 100k collection are generat
   about one token in 400 has broken metadata (``raw.error``, no attributes);
 - ``ERC1155_CONTRACT``: 50 token ids (1…50), each with 1 to 8 holders and balances up to 100;
 - ``LARGE_CONTRACT``: 100,000 tokens for benchmarks, held by 20,000 wallets, five tokens each;
+- ``SPAM_CONTRACTS``: two airdropped collections that Alchemy flags as spam (``isSpam: true`` in
+  getContractMetadata and getContractsForOwner), sent to about half of the wallets that hold anything
+  (``spam_airdrops``); only getContractMetadata and getContractsForOwner know them;
 - ``NOT_A_CONTRACT`` (no code) and ``NOT_AN_NFT_CONTRACT`` (an ERC-20): getContractMetadata answers
   ``NOT_A_CONTRACT`` / ``NO_SUPPORTED_NFT_STANDARD`` like Alchemy; so does every other address.
 
 Ground truth for tests: ``token_count``, ``trait_counts``, ``broken_token_ids``, ``token_attributes``,
-``token_holders``, ``distinct_owners``, ``wallet_address``, ``wallet_holdings``.
+``token_holders``, ``distinct_owners``, ``wallet_address``, ``wallet_holdings``, ``spam_airdrops``.
 
 Fault injection, changeable while running: ``latency_ms`` (added to every request), ``rate_limit_every``
 (every Nth request answers 429 with ``Retry-After: retry_after_seconds``), ``server_error_every`` (every
 Nth request answers 503). ``request_count(method, contract=…)`` counts every request received,
-injected failures included, per method and per (method, contract). Run it alone with
+injected failures included, per method and per (method, contract); ``peak_in_flight(method)`` is the
+most requests of a method it held at once (how parallel a client really was). Run it alone with
 ``python -m local.alchemy_stub [--port N] [--api-key KEY]``.
 """
 
@@ -57,6 +61,12 @@ ERC1155_MAX_HOLDERS: Final = 8
 LARGE_CONTRACT: Final = "0x5a4d000000000000000000000000000000100000"
 LARGE_TOKEN_COUNT: Final = 100_000
 LARGE_WALLET_COUNT: Final = 20_000
+SPAM_CONTRACTS: Final = (
+    "0x5a4d0000000000000000000000000000000005a1",
+    "0x5a4d0000000000000000000000000000000005a2",
+)
+SPAM_SHARE: Final = 0.5
+"""The share of holding wallets that received the spam airdrops."""
 NOT_A_CONTRACT: Final = "0x5a4d00000000000000000000000000000000dead"
 NOT_AN_NFT_CONTRACT: Final = "0x5a4d000000000000000000000000000000000e20"
 DEFAULT_API_KEY: Final = "local-alchemy-key"
@@ -265,6 +275,31 @@ def wallet_holdings(owner: str) -> dict[str, dict[str, int]]:
         if tokens:
             holdings[contract] = {str(token_id): balance for token_id, balance in sorted(tokens.items())}
     return holdings
+
+
+def spam_airdrops(owner: str) -> dict[str, int]:
+    """``{spam contract: tokens}`` airdropped to ``owner``: both spam collections, one or two tokens each,
+    for about half of the wallets that hold something (none for the others)."""
+    wallet = owner.lower()
+    if not wallet_holdings(wallet) or _unit("spam", wallet) >= SPAM_SHARE:
+        return {}
+    return {contract: 1 + int(_unit("airdrop", wallet, contract) * 2) for contract in SPAM_CONTRACTS}
+
+
+def _spam_contract(address: str) -> dict[str, Any]:
+    number = SPAM_CONTRACTS.index(address) + 1
+    return {
+        "address": _mixed_case(address),
+        "name": f"Claim Your Reward {number}",
+        "symbol": f"CLAIM{number}",
+        "totalSupply": "1000000",
+        "tokenType": "ERC1155",
+        "contractDeployer": _mixed_case(wallet_address(2_000_000 + number)),
+        "deployedBlockNumber": 2_000_000 + number,
+        "isSpam": True,
+        "spamClassifications": ["Erc721DishonestTotalSupply", "OwnedByMostHoneyPots"],
+        "openSeaMetadata": {"floorPrice": None, "collectionName": None, "lastIngestedAt": None},
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -480,7 +515,9 @@ def get_contract_metadata(params: _Params) -> _Answer:
     address = _address(params, "contractAddress")
     collection = COLLECTIONS.get(address)
     if collection is not None:
-        return _json(200, _contract(collection))
+        return _json(200, {**_contract(collection), "isSpam": False, "spamClassifications": []})
+    if address in SPAM_CONTRACTS:
+        return _json(200, _spam_contract(address))
     kind = "NO_SUPPORTED_NFT_STANDARD" if address == NOT_AN_NFT_CONTRACT else "NOT_A_CONTRACT"
     return _json(200, _no_collection(address, kind))
 
@@ -579,9 +616,19 @@ def get_contracts_for_owner(params: _Params) -> _Answer:
     owner = _address(params, "owner")
     size = _page_size(params, "pageSize")
     offset = _offset(params)
-    holdings = list(wallet_holdings(owner).items())
+    listing = [(contract, tokens, False) for contract, tokens in wallet_holdings(owner).items()]
+    listing += [(contract, {"1": count}, True) for contract, count in spam_airdrops(owner).items()]
     contracts: list[dict[str, Any]] = []
-    for contract, tokens in holdings[offset : offset + size]:
+    for contract, tokens, spam in listing[offset : offset + size]:
+        if spam:
+            contracts.append(
+                {
+                    **_spam_contract(contract),
+                    "totalBalance": str(sum(tokens.values())),
+                    "numDistinctTokensOwned": str(len(tokens)),
+                }
+            )
+            continue
         collection = COLLECTIONS[contract]
         first = int(next(iter(tokens)))
         slug = collection.name.lower().replace(" ", "-")
@@ -596,7 +643,7 @@ def get_contracts_for_owner(params: _Params) -> _Answer:
             }
         )
     return _json(
-        200, {"contracts": contracts, "totalCount": len(holdings), "pageKey": _next_key(offset, size, len(holdings))}
+        200, {"contracts": contracts, "totalCount": len(listing), "pageKey": _next_key(offset, size, len(listing))}
     )
 
 
@@ -634,6 +681,8 @@ class AlchemyStub(StubServer):
         self._lock = threading.Lock()
         self._sequence = 0
         self._counts: Counter[tuple[str, str | None]] = Counter()
+        self._in_flight: Counter[str] = Counter()
+        self._peaks: Counter[str] = Counter()
         self._methods: dict[str, Callable[[_Params], _Answer]] = {
             "getContractMetadata": get_contract_metadata,
             "getNFTsForContract": get_nfts_for_contract,
@@ -667,10 +716,16 @@ class AlchemyStub(StubServer):
                 totals[name] += count
         return dict(totals)
 
+    def peak_in_flight(self, method: str) -> int:
+        """The most requests of ``method`` that were being answered at the same time."""
+        with self._lock:
+            return self._peaks[method]
+
     def reset_counters(self) -> None:
         """Forget every count (and restart the sequence used by the failure injection)."""
         with self._lock:
             self._counts.clear()
+            self._peaks.clear()
             self._sequence = 0
 
     # -- dispatch ----------------------------------------------------------------------------------
@@ -688,6 +743,15 @@ class AlchemyStub(StubServer):
             self._sequence += 1
             sequence = self._sequence
             self._counts[method, contract.lower() if contract else None] += 1
+            self._in_flight[method] += 1
+            self._peaks[method] = max(self._peaks[method], self._in_flight[method])
+        try:
+            return self._answer(method, key, params, sequence)
+        finally:
+            with self._lock:
+                self._in_flight[method] -= 1
+
+    def _answer(self, method: str, key: str, params: _Params, sequence: int) -> _Answer:
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000)
         if self.server_error_every and sequence % self.server_error_every == 0:

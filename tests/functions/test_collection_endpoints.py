@@ -16,6 +16,7 @@ from local.alchemy_stub import (
     BROKEN_METADATA_ERRORS,
     ERC721_CONTRACT,
     NOT_A_CONTRACT,
+    SPAM_CONTRACTS,
     AlchemyStub,
     broken_token_ids,
 )
@@ -65,6 +66,20 @@ def test_first_seen_collection_is_fetched_stored_and_queued(
     ).fetchone()
     assert (state, queued) == ("queued", 1)
     assert alchemy_stub.request_count("getContractMetadata") == 1
+
+
+@pytest.mark.parametrize(("address", "spam"), [(SPAM_CONTRACTS[0], True), (ERC721_CONTRACT, False)])
+def test_collection_metadata_says_whether_alchemy_flags_it_as_spam(
+    api: Api, db: psycopg.Connection[Any], cache: redis.Redis, address: str, spam: bool
+) -> None:
+    # When a collection is seen for the first time, its metadata carries Alchemy's spam flag
+    reply = api("GET", f"/api/collection/{address}")
+    assert (reply.status, reply.body["isSpam"]) == (200, spam)
+    # And the flag is stored with the collection, so the answer from PostgreSQL says the same
+    assert db.execute("SELECT is_spam FROM collections WHERE contract_address = %s", (address,)).fetchone() == (spam,)
+    cache.flushdb()
+    again = api("GET", f"/api/collection/{address}")
+    assert (again.cache, again.body["isSpam"]) == ("MISS", spam)
 
 
 def test_unknown_contract_is_404_and_cached_briefly(api: Api, alchemy_stub: AlchemyStub, cache: redis.Redis) -> None:

@@ -23,9 +23,11 @@ from local.alchemy_stub import (
     LARGE_TOKEN_COUNT,
     NOT_A_CONTRACT,
     NOT_AN_NFT_CONTRACT,
+    SPAM_CONTRACTS,
     AlchemyStub,
     broken_token_ids,
     distinct_owners,
+    spam_airdrops,
     token_attributes,
     token_count,
     token_holders,
@@ -216,6 +218,24 @@ def test_wallet_tokens_and_contracts(client: AlchemyClient) -> None:
         assert entry.num_distinct_tokens_owned == len(holdings[entry.address])
         assert entry.total_balance == sum(holdings[entry.address].values())
         assert entry.is_spam is False
+
+
+def test_spam_airdrops_are_listed_flagged_with_the_wallets_contracts(client: AlchemyClient) -> None:
+    wallet = wallet_address(1)
+    airdrops = spam_airdrops(wallet)
+    assert set(airdrops) == set(SPAM_CONTRACTS)
+    contracts = [c for page in client.get_contracts_for_owner(owner=wallet, page_size=2) for c in page.contracts]
+    flagged = {c.address: c for c in contracts if c.is_spam}
+    assert set(flagged) == set(airdrops)
+    assert {c.address for c in contracts if c.is_spam is False} == set(wallet_holdings(wallet))
+    for address, tokens in airdrops.items():
+        assert flagged[address].total_balance == tokens
+        metadata = client.get_contract_metadata(contract=address)
+        assert metadata is not None
+        assert metadata.is_spam is True
+    erc721 = client.get_contract_metadata(contract=ERC721_CONTRACT)
+    assert erc721 is not None
+    assert erc721.is_spam is False
 
 
 def test_injected_429s_are_retried(client: AlchemyClient, fresh_stub: AlchemyStub, sleeps: list[float]) -> None:

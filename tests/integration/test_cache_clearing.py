@@ -63,7 +63,9 @@ def named(cache: ReadThroughCache, client: Client) -> dict[str, str]:
         keys[f"contracts:{wallet}"] = put(cache, KEYS.wallet_contracts(wallet))
     for fid in (1, 2):
         for name, key in zip(
-            ("profile", "verifications", "collections", "normalized"), KEYS.user_keys(fid), strict=True
+            ("profile", "verifications", "collections", "collections-with-spam", "normalized", "normalized-with-spam"),
+            KEYS.user_keys(fid),
+            strict=True,
         ):
             keys[f"{name}:{fid}"] = put(cache, key)
     for name in ("locks:refresh:x", "idempotency:invalidator:e1", "analytics:m:1", "notifications:tokens:1:x"):
@@ -110,8 +112,15 @@ def test_clear_user_deletes_exactly_the_users_keys(
     cache: ReadThroughCache, client: Client, named: dict[str, str]
 ) -> None:
     deleted = clearing.clear_user(cache, 1)
-    assert gone(client, named) == {"profile:1", "verifications:1", "collections:1", "normalized:1"}
-    assert deleted == 4
+    assert gone(client, named) == {
+        "profile:1",
+        "verifications:1",
+        "collections:1",
+        "collections-with-spam:1",
+        "normalized:1",
+        "normalized-with-spam:1",
+    }
+    assert deleted == 6
     assert durable_survives(client)
 
 

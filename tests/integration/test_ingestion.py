@@ -57,7 +57,7 @@ from such_market.collections.writes import (
 from such_market.config import EventSettings
 from such_market.db.consistency import check_summaries
 from such_market.events.publisher import EventPublisher
-from such_market.upstream.alchemy import AlchemyClient
+from such_market.upstream.alchemy import DEFAULT_RANGE_CONCURRENCY, AlchemyClient
 from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 from tests.fixtures.seed import seed_indexed_collection
@@ -72,6 +72,7 @@ ERC721_REQUESTS = 1 + NFT_PAGES + OWNER_PAGES  # metadata, token pages, holder p
 def fresh_stub(alchemy_stub: AlchemyStub) -> Iterator[AlchemyStub]:
     """The session's stub with counters reset and no fault injection (restored after the test)."""
     yield alchemy_stub
+    alchemy_stub.latency_ms = 0
     alchemy_stub.rate_limit_every = 0
     alchemy_stub.server_error_every = 0
     alchemy_stub.retry_after_seconds = 1
@@ -239,6 +240,60 @@ def test_the_erc721_collection_is_ingested_completely(
     assert fresh_stub.request_count() == ERC721_REQUESTS
 
 
+def test_dense_token_ids_are_listed_in_parallel_ranges_with_one_call_per_page(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given the 10,000-token collection (ids 0..9,999, totalSupply 10000) behind 20 ms of upstream latency
+    fresh_stub.latency_ms = 20
+
+    # When it is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then its token pages were read several at a time, within the bound (the pageKey chain reads one)
+    assert 1 < fresh_stub.peak_in_flight("getNFTsForContract") <= DEFAULT_RANGE_CONCURRENCY
+    # And with one request per page, no more
+    assert fresh_stub.request_count("getNFTsForContract") == report.pages == NFT_PAGES
+    # And every token is stored once, with the facets of the whole collection
+    assert report.state == "complete"
+    assert nft_digest(db, ERC721_CONTRACT)[0] == ERC721_TOKEN_COUNT
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    assert stored_broken(db, ERC721_CONTRACT) == broken_token_ids(ERC721_CONTRACT)
+
+
+def test_without_a_stated_supply_the_page_key_chain_is_followed(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub
+) -> None:
+    # Given a contract whose metadata states no supply
+    fresh_stub.latency_ms = 5
+    with rewritten(fresh_stub, "getContractMetadata", lambda _, body: body.update(totalSupply=None)):
+        # When it is ingested
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then its pages were read one after the other, along the page keys, and all of them
+    assert fresh_stub.peak_in_flight("getNFTsForContract") == 1
+    assert fresh_stub.request_count("getNFTsForContract") == NFT_PAGES
+    assert report.state == "complete"
+    assert nft_digest(db, ERC721_CONTRACT)[0] == ERC721_TOKEN_COUNT
+
+
+@pytest.mark.parametrize("case", [(5_000, NFT_PAGES), (20_000, 200)], ids=["undercount", "overcount"])
+def test_a_stated_supply_that_is_wrong_loses_no_token(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, fresh_stub: AlchemyStub, case: tuple[int, int]
+) -> None:
+    supply, token_requests = case
+    # Given a contract whose stated supply undercounts (burns) or overcounts its 10,000 tokens
+    with rewritten(fresh_stub, "getContractMetadata", lambda _, body: body.update(totalSupply=str(supply))):
+        # When it is ingested
+        report = ingest(db, alchemy, publisher, ERC721_CONTRACT)
+
+    # Then every token is stored (past an undercount the last range follows the page keys)
+    assert report.state == "complete"
+    assert nft_digest(db, ERC721_CONTRACT)[0] == ERC721_TOKEN_COUNT
+    assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
+    # And each request was one page (an overcount costs one empty page per 100 ids it claims)
+    assert fresh_stub.request_count("getNFTsForContract") == report.pages == token_requests
+
+
 def test_the_erc1155_collection_is_ingested_with_balances(
     db: Conn, alchemy: AlchemyClient, publisher: EventPublisher
 ) -> None:
@@ -308,12 +363,13 @@ def test_rate_limiting_is_retried_and_the_requests_stay_bounded(
     assert stored_traits(db, ERC721_CONTRACT) == trait_counts(ERC721_CONTRACT)
     assert stored_holders(db, ERC721_CONTRACT) == token_holders(ERC721_CONTRACT)
     assert check_summaries(conn=db).ok
-    # And each 429 cost exactly one retry, honouring Retry-After
+    # And each 429 cost exactly one retry, honouring Retry-After: the call that met it waited at least
+    # Retry-After, and the parallel token listing held its other calls for the rest of that wait
     rejected = fresh_stub.request_count() // 7
     assert rejected > 0
     assert fresh_stub.request_count() == ERC721_REQUESTS + rejected
-    assert len(sleeps) == rejected
-    assert all(delay >= 1 for delay in sleeps)
+    assert sum(delay >= 1 for delay in sleeps) >= rejected
+    assert all(0 < delay <= 1 + 4 for delay in sleeps)  # Retry-After plus at most the backoff cap
 
 
 def test_an_upstream_that_keeps_failing_fails_the_run_and_schedules_a_retry(

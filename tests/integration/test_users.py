@@ -21,7 +21,7 @@ import user_nft_contracts_normalized
 import user_profile
 import user_verifications
 
-from local.alchemy_stub import COLLECTIONS, ERC721_CONTRACT, AlchemyStub, wallet_holdings
+from local.alchemy_stub import COLLECTIONS, ERC721_CONTRACT, SPAM_CONTRACTS, AlchemyStub, spam_airdrops, wallet_holdings
 from local.neynar_stub import (
     SECOND_WALLET_EVERY,
     WALLETLESS_FID,
@@ -61,7 +61,7 @@ class Reply:
     headers: dict[str, str]
 
 
-Call = Callable[[str, object], Reply]
+Call = Callable[..., Reply]
 
 
 @pytest.fixture
@@ -74,9 +74,11 @@ def users_env(lambda_env: dict[str, str]) -> dict[str, str]:
 def call(users_env: dict[str, str]) -> Call:
     """Invoke a user handler with an HTTP API v2 event built from its events/ sample."""
 
-    def invoke(name: str, fid: object) -> Reply:
+    def invoke(name: str, fid: object, query: dict[str, str] | None = None) -> Reply:
         module, route = HANDLERS[name]
         event = load_event(name)
+        event["queryStringParameters"] = query
+        event["rawQueryString"] = "&".join(f"{key}={value}" for key, value in (query or {}).items())
         path = route.format(fid=fid)
         event["rawPath"] = event["requestContext"]["http"]["path"] = path
         event["pathParameters"] = {"fid": str(fid)}
@@ -265,20 +267,28 @@ def test_nft_contracts_shape_scan_rows_and_cache(
     # Then the answer has the SPEC shape, with each wallet's collections as Alchemy lists them
     assert reply.status == 200
     body = reply.body
-    assert set(body) == {"user", "wallets", "totalWallets", "successfulWallets", "totalCollections", "message"}
+    assert set(body) == {
+        "user",
+        "wallets",
+        "totalWallets",
+        "successfulWallets",
+        "totalCollections",
+        "spamHidden",
+        "message",
+    }
     assert body["user"]["fid"] == TWO_WALLET_FID
     assert [wallet["walletAddress"] for wallet in body["wallets"]] == wallets
     assert (body["totalWallets"], body["successfulWallets"]) == (2, 2)
     distinct: set[str] = set()
     for wallet in body["wallets"]:
-        assert set(wallet) == {"walletAddress", "status", "contracts", "totalCollectionsFound"}
+        assert set(wallet) == {"walletAddress", "status", "contracts", "totalCollectionsFound", "spamHidden"}
         assert wallet["status"] == "success"
         figures = {
             contract["address"]: (contract["numDistinctTokensOwned"], contract["totalBalance"])
             for contract in wallet["contracts"]
         }
         assert figures == expected_figures(wallet["walletAddress"])
-        assert wallet["totalCollectionsFound"] == len(figures)
+        assert wallet["totalCollectionsFound"] == len(figures) + wallet["spamHidden"]
         for contract in wallet["contracts"]:
             assert set(contract) == {
                 "address",
@@ -477,7 +487,8 @@ def test_a_truncated_scan_is_recorded_incomplete_and_served_as_truncated(
 ) -> None:
     # Given Alchemy keeps answering the same page key, so the scan stops before the end of the listing
     wallet = user_wallets(9)[0]
-    expected = expected_figures(wallet)
+    expected = {*expected_figures(wallet), *spam_airdrops(wallet)}  # the scan lists the spam it hides too
+    assert spam_airdrops(wallet)
 
     def repeat_page_key(payload: dict[str, Any]) -> None:
         payload["pageKey"] = "same-key"
@@ -586,6 +597,80 @@ def test_a_transfer_invalidates_the_normalized_answer(
         lambda wallets: fids_owning(conn=db, wallets=wallets),
     )
     assert not cache.exists(KEYS.user_collections_normalized(1))
+
+
+# -- spam (issue 18) ----------------------------------------------------------------------------------------
+
+SPAM_FID = 1  # verifies wallet_address(1), which holds stub tokens and received both spam airdrops
+
+
+@pytest.mark.parametrize("name", ["user_nft_contracts", "user_nft_contracts_normalized"])
+def test_spam_is_left_out_by_default_counted_and_listed_with_include_spam(
+    name: str, call: Call, alchemy_stub: AlchemyStub, cache: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    (wallet,) = user_wallets(SPAM_FID)
+    airdrops = spam_airdrops(wallet)
+    assert set(airdrops) == set(SPAM_CONTRACTS)
+    spam_key = (KEYS.user_collections if name == "user_nft_contracts" else KEYS.user_collections_normalized)(
+        SPAM_FID, include_spam=True
+    )
+    # When the user's collections are asked for without includeSpam
+    plain = call(name, SPAM_FID)
+    # Then the spam collections Alchemy flags are left out, and counted per wallet and overall
+    (body,) = plain.body["wallets"]
+    assert {contract["address"] for contract in body["contracts"]} == set(expected_figures(wallet))
+    assert not any(contract["isSpam"] for contract in body["contracts"])
+    assert (body["spamHidden"], plain.body["spamHidden"]) == (len(airdrops), len(airdrops))
+    assert body["totalCollectionsFound"] == len(expected_figures(wallet)) + len(airdrops)
+    assert plain.body["totalCollections"] == len(expected_figures(wallet))
+    assert "2 spam collections hidden" in plain.body["message"]
+    # And the scan stored them, flagged (the tables keep what Alchemy said; the answer filters)
+    spam_rows = db.execute(
+        "SELECT contract_address FROM wallet_collection_mapping WHERE wallet_address = %s AND is_spam", (wallet,)
+    ).fetchall()
+    assert {row[0] for row in spam_rows} == set(airdrops)
+
+    # When they are asked for with includeSpam=true
+    with_spam = call(name, SPAM_FID, {"includeSpam": "true"})
+    # Then the spam collections are listed, flagged, with their figures, and nothing is counted hidden
+    (body,) = with_spam.body["wallets"]
+    listed = {contract["address"]: contract for contract in body["contracts"]}
+    assert set(listed) == set(expected_figures(wallet)) | set(airdrops)
+    for contract, tokens in airdrops.items():
+        assert (listed[contract]["isSpam"], listed[contract]["numDistinctTokensOwned"]) == (True, "1")
+        assert listed[contract]["totalBalance"] == str(tokens)
+    assert (body["spamHidden"], with_spam.body["spamHidden"]) == (0, 0)
+    assert with_spam.body["totalCollections"] == len(expected_figures(wallet)) + len(airdrops)
+    # And each form is cached under its own key, from one wallet scan
+    assert with_spam.cache == "MISS"
+    assert call(name, SPAM_FID, {"includeSpam": "true"}).body == with_spam.body
+    assert call(name, SPAM_FID).body == plain.body
+    assert cache.exists(spam_key) == 1
+    assert alchemy_stub.request_count(SCANS) == 1
+
+
+def test_an_ownership_change_drops_both_forms_of_the_users_answers(
+    call: Call, db: psycopg.Connection[Any], cache: redis.Redis
+) -> None:
+    (wallet,) = user_wallets(SPAM_FID)
+    for name in ("user_nft_contracts", "user_nft_contracts_normalized"):
+        call(name, SPAM_FID)
+        call(name, SPAM_FID, {"includeSpam": "true"})
+    assert cache.exists(*KEYS.user_collection_keys(SPAM_FID)) == 4
+    invalidate_for(
+        OwnershipChanged(contract_address=ERC721_CONTRACT, token_ids=("1",), wallets=(wallet,)),
+        get_cache(load_settings(UsersSettings).cache),
+        lambda wallets: fids_owning(conn=db, wallets=wallets),
+    )
+    assert cache.exists(*KEYS.user_collection_keys(SPAM_FID)) == 0
+
+
+@pytest.mark.parametrize("value", ["yes", "1", ""])
+@pytest.mark.parametrize("name", ["user_nft_contracts", "user_nft_contracts_normalized"])
+def test_an_include_spam_that_is_not_a_boolean_is_a_400(name: str, value: str, call: Call) -> None:
+    reply = call(name, SPAM_FID, {"includeSpam": value})
+    assert reply.status == 400
+    assert reply.body["code"] == "invalid_include_spam"
 
 
 # -- sample events ------------------------------------------------------------------------------------------

@@ -139,6 +139,15 @@ def parse_fid(value: str | None) -> int:
     return int(value)
 
 
+def parse_flag(value: str | None, *, field: str, code: str) -> bool:
+    """A boolean query parameter: ``true`` or ``false`` (any case); absent is false; else 400 ``code``."""
+    if value is None:
+        return False
+    if value.lower() not in {"true", "false"}:
+        raise BadRequestError(f"invalid {field}: expected true or false", code=code)
+    return value.lower() == "true"
+
+
 def parse_page(value: str | None) -> int:
     if value is None:
         return 0

@@ -62,11 +62,21 @@ class CacheKeys:
     def user_profile(self, fid: int) -> str:
         return f"{self.prefix}:users:{{{fid}}}:profile"
 
-    def user_collections(self, fid: int) -> str:
-        return f"{self.prefix}:users:{{{fid}}}:collections"
+    def user_collections(self, fid: int, *, include_spam: bool = False) -> str:
+        key = f"{self.prefix}:users:{{{fid}}}:collections"
+        return f"{key}:with-spam" if include_spam else key
 
-    def user_collections_normalized(self, fid: int) -> str:
-        return f"{self.prefix}:users:{{{fid}}}:collections:normalized"
+    def user_collections_normalized(self, fid: int, *, include_spam: bool = False) -> str:
+        key = f"{self.prefix}:users:{{{fid}}}:collections:normalized"
+        return f"{key}:with-spam" if include_spam else key
+
+    def user_collection_keys(self, fid: int) -> tuple[str, ...]:
+        """The user's collection answers: both endpoints, with and without spam (``includeSpam``)."""
+        return tuple(
+            key(fid, include_spam=spam)
+            for key in (self.user_collections, self.user_collections_normalized)
+            for spam in (False, True)
+        )
 
     def user_verifications(self, fid: int) -> str:
         return f"{self.prefix}:users:{{{fid}}}:verifications"
@@ -76,8 +86,7 @@ class CacheKeys:
         return (
             self.user_profile(fid),
             self.user_verifications(fid),
-            self.user_collections(fid),
-            self.user_collections_normalized(fid),
+            *self.user_collection_keys(fid),
         )
 
     def app_key(self, fid: int, key: str) -> str:

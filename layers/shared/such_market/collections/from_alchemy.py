@@ -26,6 +26,7 @@ def collection_metadata(metadata: ContractMetadata) -> CollectionMetadata:
         image_url=opensea.image_url if opensea else None,
         description=opensea.description if opensea else None,
         verified=bool(opensea and opensea.safelist_request_status == "verified"),
+        is_spam=bool(metadata.is_spam),
     )
 
 

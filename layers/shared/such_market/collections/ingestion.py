@@ -9,10 +9,15 @@ writers of ``such_market.collections.writes``:
    retried for nothing;
 2. token pages stream from a fetch thread through a bounded queue into ``upsert_nfts`` batches on the
    calling thread, so the fetch of the next pages overlaps the write of the current batch and memory
-   holds at most ``prefetch_pages`` pages plus one batch. Alchemy pages are sequential (each
-   ``pageKey`` comes from the page before), so this overlap is the only parallelism the token listing
-   allows. The holder listing, which needs no token data, runs at the same time on a second thread:
-   at most two Alchemy calls are in flight, each with the client's 429-aware bounded retries;
+   holds at most ``prefetch_pages`` pages plus one batch. Alchemy's ``pageKey`` chain is sequential
+   (each key comes from the page before), so a 10,000-token collection at 100 ms per call takes at least
+   10 s that way. When the first page shows dense integer ids (a full page of consecutive ids whose
+   page key is the next id) and the contract states its supply, the rest is read in parallel id ranges
+   instead (``AlchemyClient.iter_nfts_for_id_range``: one ``startToken`` call per 100 ids, at most
+   ``range_concurrency`` in flight through a gate that halves on 429 and pauses for ``Retry-After``,
+   pages in id order, the last range following the page keys past the stated supply); otherwise the
+   chain is followed. Either way it is one call per page. The holder listing, which needs no token
+   data, runs at the same time on a second thread, with the client's 429-aware bounded retries;
 3. once both listings are complete, one transaction finishes the run: tokens Alchemy no longer lists
    are deleted, ranks assigned, trait facets rebuilt, ``nft_ownership`` replaced by the holder listing
    in one set-based call (the summary triggers run once over the whole set) with one
@@ -98,7 +103,13 @@ from such_market.events.models import CollectionIngestRequested, CollectionRefre
 from such_market.events.outbox import outbox_transaction
 from such_market.failures import public_upstream_failure
 from such_market.observability import logger
-from such_market.upstream.alchemy import ERC721, NftPage
+from such_market.upstream.alchemy import (
+    DEFAULT_RANGE_CONCURRENCY,
+    ERC721,
+    MAX_PAGE_SIZE,
+    NftPage,
+    page_key_token_id,
+)
 from such_market.upstream.errors import UpstreamError, UpstreamProtocolError, UpstreamUnavailable
 from such_market.validation import normalize_address
 
@@ -206,6 +217,7 @@ def ingest_collection(
     time_budget_seconds: float = DEFAULT_TIME_BUDGET_SECONDS,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     prefetch_pages: int = DEFAULT_PREFETCH_PAGES,
+    range_concurrency: int = DEFAULT_RANGE_CONCURRENCY,
     clock: Callable[[], float] = time.monotonic,
 ) -> IngestionReport:
     """Ingest the collection at ``address`` completely (see the module docstring).
@@ -215,8 +227,8 @@ def ingest_collection(
     collection). Raises ``UpstreamError`` after recording the failure when Alchemy could not answer,
     and re-raises anything unexpected after recording a generic error.
     """
-    if batch_tokens < 1 or prefetch_pages < 1:
-        raise ValueError("batch_tokens and prefetch_pages must be at least 1")
+    if batch_tokens < 1 or prefetch_pages < 1 or range_concurrency < 1:
+        raise ValueError("batch_tokens, prefetch_pages and range_concurrency must be at least 1")
     if not 1 <= len(reason) <= MAX_REASON_LENGTH:
         raise ValueError(f"reason must be 1-{MAX_REASON_LENGTH} characters")  # checked before the work, not after
     run = _Run(
@@ -228,6 +240,7 @@ def ingest_collection(
         deadline=clock() + time_budget_seconds,
         batch_tokens=batch_tokens,
         prefetch_pages=prefetch_pages,
+        range_concurrency=range_concurrency,
         clock=clock,
     )
     with ingestion_lock(conn=conn, address=run.address) as acquired:
@@ -259,6 +272,7 @@ class _Run:
         deadline: float,
         batch_tokens: int,
         prefetch_pages: int,
+        range_concurrency: int,
         clock: Callable[[], float],
     ) -> None:
         self.conn = conn
@@ -269,6 +283,7 @@ class _Run:
         self.deadline = deadline
         self.batch_tokens = batch_tokens
         self.prefetch_pages = prefetch_pages
+        self.range_concurrency = range_concurrency
         self.clock = clock
         self.started = clock()
         self.stop = threading.Event()
@@ -298,7 +313,8 @@ class _Run:
             collection_id = row.id
             if existing is None:
                 set_ingestion_state(conn=self.conn, collection_id=collection_id, state="running")
-            self._ingest(collection_id, single_owner=metadata.token_type == ERC721)
+            supply = int(metadata.total_supply) if metadata.total_supply is not None else None
+            self._ingest(collection_id, single_owner=metadata.token_type == ERC721, total_supply=supply)
         except _StopIngestion as stop:
             retry = self._record_failure(collection_id, str(stop), retryable=stop.retryable)
             return self.report("failed", error=str(stop), retry_in_seconds=retry)
@@ -351,11 +367,11 @@ class _Run:
             extra={"contract": self.address, "listed": len(self.token_ids)},
         )
 
-    def _ingest(self, collection_id: uuid.UUID, *, single_owner: bool) -> None:
+    def _ingest(self, collection_id: uuid.UUID, *, single_owner: bool, total_supply: int | None) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-owners") as pool:
             owners_future = pool.submit(self._list_owners)
             try:
-                listed_completely = self._load_nfts(collection_id, owners_future)
+                listed_completely = self._load_nfts(collection_id, owners_future, total_supply)
                 owners = self._result(owners_future)
             finally:
                 self.stop.set()  # the owner thread stops at its next page if the token pass failed
@@ -364,10 +380,37 @@ class _Run:
         rows = self._single_owner_rows(owners.rows) if single_owner else owners.rows
         self._finish(collection_id, rows)
 
-    def _load_nfts(self, collection_id: uuid.UUID, owners_future: Future[_Owners]) -> bool:
+    def _token_pages(self, total_supply: int | None) -> Iterator[NftPage]:
+        """Every token page from the resume point on: the first page, then parallel id ranges when it shows
+        dense ids (``dense_id_range``), else the ``pageKey`` chain."""
+        first = self.alchemy.get_nfts_for_contract_page(contract=self.address, start_token=self.resume_key)
+        yield first
+        if first.page_key is None:
+            return
+        lowest = min(self.token_ids) if self.token_ids else None
+        ranges = dense_id_range(first, total_supply=total_supply, lowest_listed=lowest)
+        rest = self.alchemy.max_pages - 1
+        if ranges is None:
+            yield from self.alchemy.iter_nfts_for_contract(
+                contract=self.address, start_token=first.page_key, max_pages=rest
+            )
+            return
+        logger.info(
+            "token ids are dense: listing id ranges in parallel",
+            extra={"contract": self.address, "from": ranges[0], "to": ranges[1]},
+        )
+        yield from self.alchemy.iter_nfts_for_id_range(
+            contract=self.address,
+            start=ranges[0],
+            end=ranges[1],
+            concurrency=self.range_concurrency,
+            max_pages=rest,
+        )
+
+    def _load_nfts(self, collection_id: uuid.UUID, owners_future: Future[_Owners], total_supply: int | None) -> bool:
         """Write every token page; True when the listing reached its end."""
         pages = _Prefetch(
-            self.alchemy.iter_nfts_for_contract(contract=self.address, start_token=self.resume_key),
+            self._token_pages(total_supply),
             depth=self.prefetch_pages,
             stop=self.stop,
             name="ingest-nfts",
@@ -530,6 +573,26 @@ class _Run:
         return max(0.0, self.deadline - self.clock())
 
 
+def dense_id_range(first: NftPage, *, total_supply: int | None, lowest_listed: int | None) -> tuple[int, int] | None:
+    """``(start, end)``: the ids left to list after ``first`` when they look dense, else ``None``.
+
+    Dense means: ``first`` is a full page of consecutive integer ids whose page key is the next id, and the
+    contract states its supply, so the ids run from the lowest one seen (``lowest_listed``: the lowest id a
+    resumed run had listed already) up to that plus the supply. ``None`` too when at most one page is
+    left (nothing to parallelize). Gaps or a supply that undercounts cost nothing but parallelism: the
+    range listing copes with both.
+    """
+    if total_supply is None or total_supply < 1 or len(first.nfts) < MAX_PAGE_SIZE:
+        return None
+    ids = [int(nft.token_id) for nft in first.nfts]
+    start = page_key_token_id(first.page_key)
+    if start is None or ids != list(range(ids[0], ids[0] + len(ids))) or start != ids[-1] + 1:
+        return None
+    lowest = ids[0] if lowest_listed is None else min(lowest_listed, ids[0])
+    end = lowest + total_supply
+    return (start, end) if end - start > MAX_PAGE_SIZE else None
+
+
 def requeue_due_ingestions(*, conn: Connection, publisher: EventPublisher, limit: int = REQUEUE_BATCH) -> list[str]:
     """Queue again the failed ingestions whose retry is due (see the module docstring): each collection is
     set ``queued`` and its ``collection.ingest_requested`` (reason ``retry``) written to the outbox in one
@@ -612,6 +675,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "RETRY_REASON",
     "IngestionReport",
+    "dense_id_range",
     "ingest_collection",
     "requeue_due_ingestions",
     "retry_delay",

@@ -88,6 +88,7 @@ class CollectionRow:
     ingestion_retry_at: datetime | None
     ingestion_resume_key: str | None
     ingestion_listed_through: str | None
+    is_spam: bool = False
 
     @property
     def indexed(self) -> bool:
@@ -170,7 +171,7 @@ COLLECTION_COLUMNS = """
     id, contract_address, name, symbol, token_type, total_supply::text, image_url, description, verified,
     ingestion_state, nfts_indexed, owners_indexed, ingestion_error, ingestion_started_at, ingestion_finished_at,
     last_refresh_at, refresh_cooldown_until, created_at, updated_at, ingestion_completed_at, ingestion_attempts,
-    ingestion_retry_at, ingestion_resume_key, ingestion_listed_through::text
+    ingestion_retry_at, ingestion_resume_key, ingestion_listed_through::text, is_spam
 """
 
 _GET_COLLECTION = f"SELECT {COLLECTION_COLUMNS} FROM collections WHERE contract_address = %(address)s"  # noqa: S608

@@ -29,6 +29,7 @@ class CollectionBody(CamelModel):
     image_url: str | None
     description: str | None
     verified: bool
+    is_spam: bool = Field(description="Alchemy flags the contract as spam")
     indexing: bool
     ingestion: IngestionBody
 

@@ -171,6 +171,7 @@ def collection_body(row: CollectionRow) -> dict[str, object]:
         "imageUrl": row.image_url,
         "description": row.description,
         "verified": row.verified,
+        "isSpam": row.is_spam,
         "indexing": is_indexing(row),
         "ingestion": {
             "state": row.ingestion_state,

@@ -57,6 +57,7 @@ class CollectionMetadata:
     image_url: str | None = None
     description: str | None = None
     verified: bool = False
+    is_spam: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +86,13 @@ class OwnersReplaced:
 
 _UPSERT_COLLECTION = f"""
 INSERT INTO collections AS c
-    (contract_address, name, symbol, token_type, total_supply, image_url, description, verified)
+    (contract_address, name, symbol, token_type, total_supply, image_url, description, verified, is_spam)
 VALUES (%(contract_address)s, %(name)s, %(symbol)s, %(token_type)s, %(total_supply)s::numeric, %(image_url)s,
-        %(description)s, %(verified)s)
+        %(description)s, %(verified)s, %(is_spam)s)
 ON CONFLICT (contract_address) DO UPDATE
 SET name = excluded.name, symbol = excluded.symbol, token_type = excluded.token_type,
     total_supply = excluded.total_supply, image_url = excluded.image_url, description = excluded.description,
-    verified = excluded.verified
+    verified = excluded.verified, is_spam = excluded.is_spam
 RETURNING {COLLECTION_COLUMNS}
 """  # noqa: S608
 
@@ -494,6 +495,7 @@ def upsert_collection(*, conn: Connection, metadata: CollectionMetadata) -> Coll
         "image_url": metadata.image_url,
         "description": metadata.description,
         "verified": metadata.verified,
+        "is_spam": metadata.is_spam,
     }
     with conn.transaction():
         row = conn.execute(_UPSERT_COLLECTION, params).fetchone()

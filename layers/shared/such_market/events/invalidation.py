@@ -62,7 +62,7 @@ def invalidate_ownership(
     singles = [keys.ownership(address, token_id) for token_id in sorted(set(token_ids))]
     singles += [keys.wallet_contracts(wallet) for wallet in holders]
     for fid in fids_owning(holders):
-        singles += [keys.user_collections(fid), keys.user_collections_normalized(fid)]
+        singles += keys.user_collection_keys(fid)
     return deleted + cache.invalidate_keys(singles)
 
 

@@ -98,6 +98,11 @@ SORT = QueryParameter(
     " first); unranked tokens follow the ranked ones in token order",
     {"type": "string", "enum": list(NFT_SORTS), "default": "tokenId"},
 )
+INCLUDE_SPAM = QueryParameter(
+    "includeSpam",
+    "true lists the collections Alchemy flags as spam too (default false: left out, and counted in spamHidden)",
+    {"type": "string", "enum": ["true", "false"]},
+)
 USER_ADDRESS = QueryParameter(
     "userAddress", "the wallet, 0x + 40 hex digits in any case", ADDRESS_SCHEMA, required=True
 )

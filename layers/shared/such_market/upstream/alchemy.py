@@ -15,6 +15,9 @@ What callers can rely on:
   any other 4xx fails fast;
 - listings stop when the page key is null, repeats, or ``max_pages`` pages were read; the last page
   yielded has ``page_key is None`` exactly when the listing is complete;
+- ``iter_nfts_for_id_range`` lists a collection whose token ids are dense integers in parallel: one
+  ``startToken`` request per range of ``limit`` ids, at most ``concurrency`` in flight through a
+  ``CallGate`` (halved, and the others paused, on each 429), pages yielded in id order;
 - responses become small frozen models of the fields we use, normalized: addresses lower-case,
   token ids and quantities decimal strings (``"0x1f"`` → ``"31"``), numbers given as strings parsed,
   ``openSeaMetadata``/``openseaMetadata`` both read, per-token ``raw.error`` kept as ``metadata_error``,
@@ -27,12 +30,16 @@ Retries are ``such_market.upstream.retrying.RetryingRequester``'s; failures rais
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Annotated, Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol, Self
 from urllib.parse import quote
 
 import httpx
@@ -48,11 +55,17 @@ from such_market.upstream.errors import (
 from such_market.upstream.retrying import JsonUpstream, RetryPolicy
 from such_market.validation import normalize_address, token_id_value
 
+if TYPE_CHECKING:
+    from such_market.upstream.gate import CallGate
+
 KEY_PLACEHOLDER: Final = "***"
 """What stands for the API key in every URL httpx sees, logs or puts into an exception."""
 
 MAX_PAGE_SIZE: Final = 100
 """Alchemy's largest ``limit``/``pageSize`` for getNFTsForContract, getNFTsForOwner, getContractsForOwner."""
+
+DEFAULT_RANGE_CONCURRENCY: Final = 8
+"""getNFTsForContract id ranges in flight at once by default (``iter_nfts_for_id_range``)."""
 
 MAX_OWNER_CONTRACT_FILTERS: Final = 45
 """Alchemy accepts at most 45 ``contractAddresses[]`` in getNFTsForOwner."""
@@ -469,6 +482,17 @@ def _page_key(value: object) -> str | None:
     return None
 
 
+def page_key_token_id(page_key: str | None) -> int | None:
+    """The token id a getNFTsForContract ``pageKey`` points at (it is the next ``startToken``: hex or
+    decimal), or ``None`` when it is absent or opaque."""
+    if page_key is None:
+        return None
+    try:
+        return int(normalize_token_id(page_key))
+    except ValueError:
+        return None
+
+
 def _parse_items[T](items: object, parse: Callable[[object], T], *, method: str) -> tuple[T, ...]:
     if items is None:
         return ()
@@ -609,9 +633,16 @@ class AlchemyClient(JsonUpstream):
         return None if metadata.token_type in NOT_A_CONTRACT_TYPES else metadata
 
     def get_nfts_for_contract_page(
-        self, *, contract: str, start_token: str | None = None, limit: int = MAX_PAGE_SIZE, with_metadata: bool = True
+        self,
+        *,
+        contract: str,
+        start_token: str | None = None,
+        limit: int = MAX_PAGE_SIZE,
+        with_metadata: bool = True,
+        gate: CallGate | None = None,
     ) -> NftPage:
-        """One page of the collection's tokens from ``start_token`` (a previous ``page_key``) on."""
+        """One page of the collection's tokens from ``start_token`` (a previous ``page_key``, or any token id
+        in hex) on; ``gate`` is the shared concurrency gate of a parallel listing."""
         address = normalize_address(contract)
         params = [
             ("contractAddress", address),
@@ -620,7 +651,7 @@ class AlchemyClient(JsonUpstream):
         ]
         if start_token is not None:
             params.append(("startToken", start_token))
-        payload = self._call("getNFTsForContract", params)
+        payload = self._call("getNFTsForContract", params, gate=gate)
         nfts = _parse_items(
             payload.get("nfts"),
             lambda item: Nft.from_alchemy(item, contract_address=address),
@@ -646,6 +677,96 @@ class AlchemyClient(JsonUpstream):
             first_key=start_token,
             max_pages=max_pages,
         )
+
+    def iter_nfts_for_id_range(
+        self,
+        *,
+        contract: str,
+        start: int,
+        end: int,
+        limit: int = MAX_PAGE_SIZE,
+        concurrency: int = DEFAULT_RANGE_CONCURRENCY,
+        with_metadata: bool = True,
+        max_pages: int | None = None,
+        gate: CallGate | None = None,
+    ) -> Iterator[NftPage]:
+        """The collection's tokens from id ``start`` on, read in parallel ranges of ``limit`` ids up to ``end``.
+
+        For a collection whose ids are dense integers (the caller judges that): each range [s, s+limit)
+        below ``end`` is one getNFTsForContract call with ``startToken`` s, at most ``concurrency`` in flight
+        through ``gate`` (a new ``CallGate`` unless given), and the pages are yielded in id order, each
+        carrying the next range's start as ``page_key`` (a ``startToken`` to resume from). A page holds only
+        its range's tokens: where ids have gaps, Alchemy's page runs into the next range, whose own call
+        lists those; where it ends inside its range with a page key, the range goes on from that key. The
+        last range follows Alchemy's page keys to the end of the listing like ``iter_nfts_for_contract``,
+        so ids beyond ``end`` (a supply that undercounts) are listed too, and its last page has
+        ``page_key is None`` exactly when the listing is complete. With dense ids this is one call per page.
+        """
+        if limit < 1 or concurrency < 1 or end < start:
+            raise ValueError("limit and concurrency must be at least 1, and end not below start")
+        gate = gate or self._requester.gate(concurrency)
+        cap = max_pages or self.max_pages
+        starts = range(start, min(max(end, start + 1), start + cap * limit), limit)  # the page cap holds here too
+        last = starts[-1]
+        window = 2 * concurrency  # ranges fetched ahead of the consumer: bounds memory, keeps the gate busy
+        pending: deque[Future[NftPage]] = deque()
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="alchemy-range")
+
+        def submit(first: int) -> None:
+            bound = None if first == last else first + limit
+            task = contextvars.copy_context().run  # the invocation's deadline goes with the call
+            pending.append(
+                pool.submit(
+                    task,
+                    self._id_range_page,
+                    contract=contract,
+                    first=first,
+                    bound=bound,
+                    limit=limit,
+                    with_metadata=with_metadata,
+                    gate=gate,
+                )
+            )
+
+        try:
+            upcoming = iter(starts)
+            for first in itertools.islice(upcoming, window):
+                submit(first)
+            while pending:
+                page = pending.popleft().result()
+                if (following := next(upcoming, None)) is not None:
+                    submit(following)
+                yield page
+                if not pending and page.page_key is not None and cap > len(starts):
+                    # the last range: go on along Alchemy's page keys, within the page cap
+                    yield from self.iter_nfts_for_contract(
+                        contract=contract,
+                        start_token=page.page_key,
+                        limit=limit,
+                        with_metadata=with_metadata,
+                        max_pages=cap - len(starts),
+                    )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _id_range_page(
+        self, *, contract: str, first: int, bound: int | None, limit: int, with_metadata: bool, gate: CallGate
+    ) -> NftPage:
+        """The tokens with ids in [first, bound) as one page whose ``page_key`` is ``bound``; without a
+        bound (the last range), Alchemy's first page from ``first`` as it is."""
+        nfts: list[Nft] = []
+        key = first
+        while True:
+            page = self.get_nfts_for_contract_page(
+                contract=contract, start_token=hex(key), limit=limit, with_metadata=with_metadata, gate=gate
+            )
+            if bound is None:
+                return page
+            nfts.extend(nft for nft in page.nfts if int(nft.token_id) < bound)
+            following = page_key_token_id(page.page_key)
+            if following is None or following >= bound or following <= key:
+                return NftPage(nfts=tuple(nfts), page_key=hex(bound))
+            key = following
 
     def get_nft_metadata(self, *, contract: str, token_id: str | int, refresh_cache: bool = False) -> Nft | None:
         """One token, or ``None`` when Alchemy says it does not exist.
@@ -840,9 +961,9 @@ class AlchemyClient(JsonUpstream):
         except ValueError:
             raise UpstreamProtocolError(method, "the response does not describe the requested item") from None
 
-    def _call(self, method: str, params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def _call(self, method: str, params: Sequence[tuple[str, str]], *, gate: CallGate | None = None) -> dict[str, Any]:
         """GET ``method`` with bounded, jittered retries; the decoded JSON object or an ``UpstreamError``."""
-        return self._requester.get(method, params)
+        return self._requester.get(method, params, gate=gate)
 
 
 def _flag(value: bool) -> str:

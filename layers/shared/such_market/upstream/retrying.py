@@ -10,6 +10,8 @@ object, or raises one of the ``UpstreamError`` tree (``such_market.upstream.erro
   budget per call (a wait that would end beyond the budget fails at once, carrying ``Retry-After``);
 - both the budget and each attempt's timeouts are cut to the invocation's deadline (``such_market.deadline``),
   and no attempt starts without time left, so a function answers before Lambda's timeout;
+- a ``CallGate`` (``such_market.upstream.gate``) passed with a call bounds how many calls of a job run at
+  once: each attempt holds one of its slots, and a 429 halves its limit and pauses the job's other calls;
 - 404 raises ``UpstreamNotFound``, any other 4xx ``UpstreamBadRequest`` at once (retrying cannot help);
 - a 2xx whose body is not a JSON object raises ``UpstreamProtocolError``;
 - error details are read from ``{"error":{"message"}}``, ``{"error":"…"}``, ``{"message":"…"}`` or plain
@@ -47,6 +49,7 @@ from such_market.upstream.errors import (
     UpstreamUnavailable,
     parse_retry_after,
 )
+from such_market.upstream.gate import CallGate
 
 REDACTED: Final = "***"
 MIN_ATTEMPT_SECONDS: Final = 0.05
@@ -110,13 +113,15 @@ class RetryingRequester:
         self._now = now or (lambda: datetime.now(UTC))
         self._jitter = jitter
 
-    def get(self, method: str, params: Sequence[tuple[str, str]], *, path: str | None = None) -> dict[str, Any]:
+    def get(
+        self, method: str, params: Sequence[tuple[str, str]], *, path: str | None = None, gate: CallGate | None = None
+    ) -> dict[str, Any]:
         """GET ``path`` (default: ``method``, relative to the client's base URL) with bounded retries.
 
-        ``method`` names the call in errors and logs.
+        ``method`` names the call in errors and logs; ``gate`` is the job's shared concurrency gate, if any.
         """
         return self._with_retries(
-            method, lambda timeout: self._http.get(path or method, params=list(params), timeout=timeout)
+            method, lambda timeout: self._http.get(path or method, params=list(params), timeout=timeout), gate=gate
         )
 
     def post(self, method: str, body: Mapping[str, Any], *, path: str) -> dict[str, Any]:
@@ -130,7 +135,9 @@ class RetryingRequester:
             method, lambda timeout: self._http.post(path, content=content, headers=headers, timeout=timeout)
         )
 
-    def _with_retries(self, method: str, send: Callable[[httpx.Timeout], httpx.Response]) -> dict[str, Any]:
+    def _with_retries(
+        self, method: str, send: Callable[[httpx.Timeout], httpx.Response], *, gate: CallGate | None = None
+    ) -> dict[str, Any]:
         ends = self._clock() + deadline.bounded(self.policy.budget_seconds)
         attempt = 0
         while True:
@@ -138,9 +145,11 @@ class RetryingRequester:
             timeout = self._attempt_timeout()
             if timeout is None:
                 raise UpstreamUnavailable(method, "no time left before the request's deadline", upstream=self.upstream)
-            outcome = self._attempt(method, functools.partial(send, timeout), attempt)
+            outcome = self._gated_attempt(method, functools.partial(send, timeout), attempt, gate)
             if not isinstance(outcome, _Retry):
                 return outcome
+            if gate is not None and isinstance(outcome.failure, UpstreamRateLimited):
+                gate.rate_limited(outcome.delay)
             if attempt >= self.policy.max_attempts or self._clock() + outcome.delay > ends:
                 raise outcome.failure
             logger.warning(
@@ -155,6 +164,21 @@ class RetryingRequester:
                 },
             )
             self._sleep(outcome.delay)
+
+    def _gated_attempt(
+        self, method: str, send: Callable[[], httpx.Response], attempt: int, gate: CallGate | None
+    ) -> dict[str, Any] | _Retry:
+        """``_attempt`` holding one of ``gate``'s slots (when there is a gate)."""
+        if gate is None:
+            return self._attempt(method, send, attempt)
+        gate.acquire()
+        succeeded = False
+        try:
+            outcome = self._attempt(method, send, attempt)
+            succeeded = not isinstance(outcome, _Retry)
+            return outcome
+        finally:
+            gate.release(succeeded=succeeded)
 
     def _attempt_timeout(self) -> httpx.Timeout | None:
         """The client's timeouts, shortened to the invocation's deadline; ``None`` when no time is left."""
@@ -174,6 +198,10 @@ class RetryingRequester:
             write=cap(configured.write),
             pool=cap(configured.pool),
         )
+
+    def gate(self, maximum: int) -> CallGate:
+        """A new ``CallGate`` of ``maximum`` calls that waits with this requester's ``sleep`` and ``clock``."""
+        return CallGate(maximum, sleep=self._sleep, clock=self._clock)
 
     def redact(self, text: str) -> str:
         """``text`` with every secret of this upstream replaced by ``***``."""

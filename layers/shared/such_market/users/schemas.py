@@ -47,7 +47,7 @@ class WalletContractBody(CamelModel):
     token_type: str = Field(description="ERC721, ERC1155 or UNKNOWN")
     total_balance: str | None = Field(description="decimal string (uint256)")
     num_distinct_tokens_owned: str | None = Field(description="decimal string")
-    is_spam: bool
+    is_spam: bool = Field(description="Alchemy flags the collection as spam")
 
 
 class WalletCollectionsBody(CamelModel):
@@ -59,6 +59,9 @@ class WalletCollectionsBody(CamelModel):
     )
     contracts: list[WalletContractBody]
     total_collections_found: int
+    spam_hidden: int = Field(
+        description="the wallet's spam collections left out of contracts (0 with includeSpam=true)"
+    )
 
 
 class NftContractsBody(CamelModel):
@@ -67,6 +70,9 @@ class NftContractsBody(CamelModel):
     total_wallets: int
     successful_wallets: int
     total_collections: int = Field(description="distinct contracts across the user's wallets")
+    spam_hidden: int = Field(
+        description="distinct spam contracts left out across the wallets (0 with includeSpam=true)"
+    )
     message: str
 
 

@@ -10,8 +10,12 @@ hit costs one cache GET and no decoding.
 - ``nft_contracts``: every verified wallet scanned with Alchemy ``getContractsForOwner``, paged to the end
   or to ``WALLET_SCAN_MAX_PAGES`` (status ``truncated``); each scan is stored in
   ``wallet_collection_mapping`` (scan rows; index rows are never overwritten) and recorded in
-  ``wallet_scans``, and cached per wallet (``wallets:{w}:contracts``, cold); the whole answer is cached
-  under ``users:{fid}:collections`` (cold).
+  ``wallet_scans``, and cached per wallet (``wallets:{w}:contracts``, cold, spam included); the whole
+  answer is cached under ``users:{fid}:collections`` (cold).
+- both leave out the collections Alchemy flags as spam (``isSpam``) unless ``include_spam``: each wallet
+  says how many it left out (``spamHidden``), and so does the answer (distinct contracts). The two forms
+  are cached under their own keys (``…:with-spam`` for the one with spam); every invalidation of the
+  user's collections drops both (``CacheKeys.user_collection_keys``).
 - ``nft_contracts_normalized``: the same shape with ``system: "normalized"``, read from
   ``wallet_collection_mapping`` (index and scan rows; where the index holds a key its figures are the
   row's); a wallet is rescanned only when ``wallet_scans`` has no scan of it within the cold tier, so a
@@ -86,12 +90,13 @@ class ContractBody(TypedDict):
 
 
 class WalletBody(TypedDict):
-    """One wallet of the nft-contracts answers."""
+    """One wallet of the nft-contracts answers (``spamHidden``: its spam contracts left out)."""
 
     walletAddress: str
     status: WalletStatus
     contracts: list[ContractBody]
     totalCollectionsFound: int
+    spamHidden: int
 
 
 # -- entries -----------------------------------------------------------------------------------------
@@ -299,7 +304,21 @@ def _held_contract_body(held: HeldCollection) -> ContractBody:
 
 
 def _wallet_body(wallet: str, status: WalletStatus, contracts: list[ContractBody], total: int) -> WalletBody:
-    return {"walletAddress": wallet, "status": status, "contracts": contracts, "totalCollectionsFound": total}
+    return {
+        "walletAddress": wallet,
+        "status": status,
+        "contracts": contracts,
+        "totalCollectionsFound": total,
+        "spamHidden": 0,
+    }
+
+
+def _hide_spam(wallet: WalletBody, *, hide: bool) -> tuple[WalletBody, set[str]]:
+    """``wallet`` without its spam contracts (when ``hide``), counted in ``spamHidden``; and the addresses
+    left out. ``spamHidden`` is set either way: a wallet body cached before it existed lacks it."""
+    spam = {contract["address"] for contract in wallet["contracts"] if hide and contract["isSpam"]}
+    kept = [contract for contract in wallet["contracts"] if contract["address"] not in spam]
+    return {**wallet, "contracts": kept, "spamHidden": len(spam)}, spam
 
 
 def _held_wallet_body(holdings: WalletHoldings, *, scan_failed: bool) -> WalletBody:
@@ -315,12 +334,14 @@ def _held_wallet_body(holdings: WalletHoldings, *, scan_failed: bool) -> WalletB
     return _wallet_body(holdings.wallet_address, status, contracts, total)
 
 
-def _message(wallets: Sequence[WalletBody], total_collections: int) -> str:
+def _message(wallets: Sequence[WalletBody], total_collections: int, spam_hidden: int) -> str:
     if not wallets:
         return "the user has no verified wallets"
     failed = sum(wallet["status"] == "error" for wallet in wallets)
     truncated = sum(wallet["status"] == "truncated" for wallet in wallets)
     parts = [f"found {total_collections} collections across {len(wallets) - failed} of {len(wallets)} wallets"]
+    if spam_hidden:
+        parts.append(f"{spam_hidden} spam collections hidden (includeSpam=true lists them)")
     if failed:
         parts.append(f"{failed} wallet scans failed (try again shortly)")
     if truncated:
@@ -328,9 +349,14 @@ def _message(wallets: Sequence[WalletBody], total_collections: int) -> str:
     return "; ".join(parts)
 
 
-def _collections_answer(user: FarcasterUserRow, wallets: list[WalletBody], *, system: str | None = None) -> Entry:
-    """The SPEC answer over the wallet bodies (``totalCollections`` counts distinct contracts across
-    wallets); not cacheable when a wallet failed."""
+def _collections_answer(
+    user: FarcasterUserRow, wallets: list[WalletBody], *, include_spam: bool, system: str | None = None
+) -> Entry:
+    """The SPEC answer over the wallet bodies, spam left out unless ``include_spam`` (``totalCollections``
+    and ``spamHidden`` count distinct contracts across wallets); not cacheable when a wallet failed."""
+    shown = [_hide_spam(wallet, hide=not include_spam) for wallet in wallets]
+    wallets = [wallet for wallet, _ in shown]
+    hidden = {address for _, spam in shown for address in spam}
     succeeded = [wallet for wallet in wallets if wallet["status"] != "error"]
     distinct = {contract["address"] for wallet in wallets for contract in wallet["contracts"]}
     body: dict[str, object] = {
@@ -339,7 +365,8 @@ def _collections_answer(user: FarcasterUserRow, wallets: list[WalletBody], *, sy
         "totalWallets": len(wallets),
         "successfulWallets": len(succeeded),
         "totalCollections": len(distinct),
-        "message": _message(wallets, len(distinct)),
+        "spamHidden": len(hidden),
+        "message": _message(wallets, len(distinct), len(hidden)),
     }
     if system is not None:
         body["system"] = system
@@ -363,8 +390,9 @@ def wallet_contracts(runtime: Runtime, wallet: str) -> Served:
     return _fetch(runtime, runtime.cache.keys.wallet_contracts(wallet), Tier.COLD, load)
 
 
-def nft_contracts(runtime: Runtime, fid: int) -> Served:
-    """GET /api/nft-contracts/{fid}: the collections of each verified wallet, scanned with Alchemy."""
+def nft_contracts(runtime: Runtime, fid: int, *, include_spam: bool = False) -> Served:
+    """GET /api/nft-contracts/{fid}: the collections of each verified wallet, scanned with Alchemy (spam
+    left out unless ``include_spam``)."""
 
     def load() -> Entry:
         user = find_user(runtime, fid)
@@ -373,14 +401,15 @@ def nft_contracts(runtime: Runtime, fid: int) -> Served:
         wallets: list[WalletBody] = [
             orjson.loads(wallet_contracts(runtime, wallet).entry.body) for wallet in user.verified_eth_addresses
         ]
-        return _collections_answer(user, wallets)
+        return _collections_answer(user, wallets, include_spam=include_spam)
 
-    return _fetch(runtime, runtime.cache.keys.user_collections(fid), Tier.COLD, load)
+    return _fetch(runtime, runtime.cache.keys.user_collections(fid, include_spam=include_spam), Tier.COLD, load)
 
 
-def nft_contracts_normalized(runtime: Runtime, fid: int) -> Served:
+def nft_contracts_normalized(runtime: Runtime, fid: int, *, include_spam: bool = False) -> Served:
     """GET /api/nft-contracts/{fid}/normalized: the answer from ``wallet_collection_mapping``, rescanning
-    only wallets that ``wallet_scans`` shows without a scan within the cold tier."""
+    only wallets that ``wallet_scans`` shows without a scan within the cold tier (spam left out unless
+    ``include_spam``)."""
 
     def load() -> Entry:
         user = find_user(runtime, fid)
@@ -393,6 +422,7 @@ def nft_contracts_normalized(runtime: Runtime, fid: int) -> Served:
         if rescanned := [wallet for wallet in stale if wallet not in failed]:
             holdings |= get_wallet_holdings(conn=runtime.conn, wallets=rescanned, max_age=SCAN_FRESH_FOR)
         bodies = [_held_wallet_body(holdings[wallet], scan_failed=wallet in failed) for wallet in wallets]
-        return _collections_answer(user, bodies, system=NORMALIZED_SYSTEM)
+        return _collections_answer(user, bodies, include_spam=include_spam, system=NORMALIZED_SYSTEM)
 
-    return _fetch(runtime, runtime.cache.keys.user_collections_normalized(fid), Tier.HOT, load)
+    key = runtime.cache.keys.user_collections_normalized(fid, include_spam=include_spam)
+    return _fetch(runtime, key, Tier.HOT, load)
