@@ -217,6 +217,13 @@ def stage(
     postgres, valkey, url = stage_services
     template = Template.load(ROOT / "template.yaml")
     with psycopg.connect(url, autocommit=True) as conn:
+        # A scenario's leftovers (an ingestion still reading a slow upstream, a worker finishing its request)
+        # may still hold locks: end their sessions, so the next scenario starts clean and the TRUNCATE cannot
+        # deadlock with them.
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         conn.execute(
             "TRUNCATE collections, fc_users, cache_events_outbox, ownership_activity, wallet_scans"
             " RESTART IDENTITY CASCADE"
