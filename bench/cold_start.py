@@ -90,7 +90,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "health": DB,
     "refresh_status": DB,  # the refresh status is read from PostgreSQL on every request (never cached)
     "admin_authorizer": ("orjson",),  # compares a bearer token's hash: nothing else
-    "admin_notifications": DB,
+    # An announcement is sent to the users' notification URLs: every answer builds the httpx client.
+    "admin_notifications": (*DB, "httpx"),
     "alchemy_webhook": DB,
     # Every clear publishes cache.cleared to EventBridge after it: boto3 is part of each first answer.
     "cache_clear": (*CACHED, "boto3"),

@@ -142,13 +142,14 @@ def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
 def _collection_or_discover(runtime: Runtime, address: str, requester: Requester | None) -> CollectionRow | None:
     """The stored collection, or (first sight, within the discovery throttle) Alchemy's metadata stored and
     queued for ingestion."""
+    row = get_collection(conn=runtime.conn, address=address)
+    if row is not None:
+        return row
+    # Only a first sight needs these (httpx and pydantic behind them): a stored collection's read does not.
     from such_market.collections.from_alchemy import collection_metadata
     from such_market.events.models import CollectionIngestRequested, Event
     from such_market.events.outbox import outbox_transaction
 
-    row = get_collection(conn=runtime.conn, address=address)
-    if row is not None:
-        return row
     _throttle_discovery(runtime, requester)
     metadata = runtime.alchemy.get_contract_metadata(contract=address)
     if metadata is None:
