@@ -163,3 +163,17 @@ def test_a_stored_collections_refresh_status_loads_no_discovery_client(
     assert loaded.isdisjoint(("httpx", "pydantic", "boto3", "aws_lambda_powertools")), sorted(
         loaded & {"httpx", "pydantic", "boto3", "aws_lambda_powertools"}
     )
+
+
+def test_the_authorizers_answer_loads_no_logging() -> None:
+    # Given a fresh authorizer container (the token a plain variable, as locally)
+    token = "an-admin-token-0123456789"
+    body = (
+        "import admin_authorizer\n"
+        f"answer = admin_authorizer.lambda_handler({{'headers': {{'authorization': 'Bearer {token}'}}}}, None)\n"
+        "assert answer == {'isAuthorized': True}, answer"
+    )
+    # When it answers, Then it has hashed and compared without importing logging (only a failure logs)
+    loaded = _top_level_modules("admin_authorizer", body, env={"ADMIN_TOKEN": token})
+    assert "orjson" in loaded
+    assert "logging" not in loaded
