@@ -180,10 +180,17 @@ def test_the_authorizers_answer_loads_no_logging() -> None:
     assert "logging" not in loaded
 
 
-@pytest.mark.parametrize(
-    "function",
-    ("collection_metadata", "collection_nfts", "collection_traits", "collection_nft", "nft_owner", "owned_nfts"),
+COLLECTION_READS = (
+    "collection_metadata",
+    "collection_nfts",
+    "collection_traits",
+    "collection_nft",
+    "nft_owner",
+    "owned_nfts",
 )
+
+
+@pytest.mark.parametrize("function", COLLECTION_READS)
 def test_a_collection_read_imports_its_queries_only_for_a_miss(function: str) -> None:
     # A cached read's first answer is a hit: the SQL and the writes (and their row classes) wait for a miss
     body = (
