@@ -90,15 +90,21 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "health": DB,
     "refresh_status": DB,  # the refresh status is read from PostgreSQL on every request (never cached)
     "admin_authorizer": ("orjson",),  # compares a bearer token's hash: nothing else
-    "admin_notifications": DB,
+    # An announcement is sent to the users' notification URLs: every answer builds the httpx client.
+    "admin_notifications": (*DB, "httpx"),
     "alchemy_webhook": DB,
-    "cache_clear": CACHED,
-    "cache_metrics": DB,
+    # Every clear publishes cache.cleared to EventBridge after it: boto3 is part of each first answer.
+    "cache_clear": (*CACHED, "boto3"),
+    # The GET reports the events DLQ's depth, read from SQS (GetQueueAttributes) on every request.
+    "cache_metrics": (*DB, "boto3"),
     "cache_performance": (*DB, "boto3"),
     "ingest_collection": (*UPSTREAM, "boto3"),
     "invalidate_cache": CACHED,
     "miniapp_webhook": UPSTREAM,
-    "notify_transfers": DB,
+    # An idempotent consumer: its first answer builds Powertools' idempotency (the record in the cache),
+    # whose package __init__ imports the DynamoDB persistence layer and with it boto3; no import path avoids
+    # it short of replacing Powertools' idempotency (ingest_collection's floor has boto3 for its own reasons).
+    "notify_transfers": (*DB, "aws_lambda_powertools.utilities.idempotency"),
     "outbox_relay": (*DB, "boto3"),
     "ownership_actions": UPSTREAM,
     "ownership_stats": DB,

@@ -123,3 +123,79 @@ def test_a_cache_hit_in_a_fresh_container_loads_only_the_cache_client(
     # Then it answered from the cache with redis and orjson only
     assert {"redis", "orjson"} <= loaded
     assert loaded.isdisjoint(NOT_FOR_A_CACHE_HIT), sorted(loaded & set(NOT_FOR_A_CACHE_HIT))
+
+
+# What a function's first answer does not use, even though the function uses it on another path (issue 16):
+# each entry failed before its import moved to where it is used.
+NOT_AT_IMPORT = {
+    "admin_notifications": ("pydantic",),  # the transfer event model is a type of the news recorder only
+    "cache_metrics": ("pydantic",),  # an alert id is checked against a pattern, not the OpenAPI models
+    "notify_transfers": ("httpx",),  # recording news sends nothing: the notification client is the sender's
+    "redrive_dead_letters": ("pydantic",),  # the event models parse a dead letter: an empty queue has none
+}
+
+
+@pytest.mark.parametrize(("function", "libraries"), sorted(NOT_AT_IMPORT.items()))
+def test_a_function_imports_no_library_only_another_path_uses(function: str, libraries: tuple[str, ...]) -> None:
+    loaded = _top_level_modules(function, f"import {function}")
+    assert loaded.isdisjoint(libraries), sorted(loaded & set(libraries))
+
+
+def test_a_stored_collections_refresh_status_loads_no_discovery_client(
+    lambda_env: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    # Given a stored collection
+    address = "0x" + "c1" * 20
+    seed_indexed_collection(db, address=address, tokens=3, holder=lambda _: "0x" + "12" * 20)
+    event = json.loads((ROOT / "events" / "refresh_status.json").read_text())
+    event["pathParameters"] = {"contractAddress": address}
+
+    # When a fresh container answers its refresh status (read from PostgreSQL on every request)
+    body = (
+        "import refresh_status\n"
+        f"answer = refresh_status.lambda_handler(json.loads({json.dumps(json.dumps(event))}), None)\n"
+        "assert answer['statusCode'] == 200, answer\n"
+        f"assert json.loads(answer['body'])['contractAddress'] == {address!r}, answer"
+    )
+    loaded = _top_level_modules("refresh_status", body, env={**lambda_env, "CACHE_ANALYTICS": "false"})
+
+    # Then it used PostgreSQL, and neither Alchemy's HTTP client nor the event models a first sight needs
+    assert "psycopg" in loaded
+    assert loaded.isdisjoint(("httpx", "pydantic", "boto3", "aws_lambda_powertools")), sorted(
+        loaded & {"httpx", "pydantic", "boto3", "aws_lambda_powertools"}
+    )
+
+
+def test_the_authorizers_answer_loads_no_logging() -> None:
+    # Given a fresh authorizer container (the token a plain variable, as locally)
+    token = "an-admin-token-0123456789"
+    body = (
+        "import admin_authorizer\n"
+        f"answer = admin_authorizer.lambda_handler({{'headers': {{'authorization': 'Bearer {token}'}}}}, None)\n"
+        "assert answer == {'isAuthorized': True}, answer"
+    )
+    # When it answers, Then it has hashed and compared without importing logging (only a failure logs)
+    loaded = _top_level_modules("admin_authorizer", body, env={"ADMIN_TOKEN": token})
+    assert "orjson" in loaded
+    assert "logging" not in loaded
+
+
+COLLECTION_READS = (
+    "collection_metadata",
+    "collection_nfts",
+    "collection_traits",
+    "collection_nft",
+    "nft_owner",
+    "owned_nfts",
+)
+
+
+@pytest.mark.parametrize("function", COLLECTION_READS)
+def test_a_collection_read_imports_its_queries_only_for_a_miss(function: str) -> None:
+    # A cached read's first answer is a hit: the SQL and the writes (and their row classes) wait for a miss
+    body = (
+        f"import {function}\n"
+        "assert 'such_market.collections.queries' not in sys.modules\n"
+        "assert 'such_market.collections.writes' not in sys.modules"
+    )
+    _top_level_modules(function, body)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from such_market import snapstart
-from such_market.observability import logger
 
 _registry: list[PerContainer[Any, Any]] = []
 _ABSENT: Final = object()
@@ -157,6 +156,8 @@ class PerContainer[K: Hashable, V]:
         try:
             self._close(value)
         except Exception as error:  # closing is best effort: one failure must not keep others open
+            from such_market.observability import logger  # logging stays off the authorizer's cold path
+
             logger.warning("closing a container object failed", extra={"error_type": type(error).__name__})
 
     def close_all(self) -> None:

@@ -18,8 +18,6 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from such_market.observability import logger
-
 SNAPSTART_INITIALIZATION: Final = "snap-start"
 
 
@@ -35,6 +33,8 @@ def register_hooks(restore: Callable[[], object]) -> bool:
         return False
 
     def after_restore() -> None:
+        from such_market.observability import logger  # logging stays off the authorizer's cold path
+
         restore()
         logger.info("restored from a SnapStart snapshot: per-container connections and secrets dropped")
 

@@ -12,6 +12,7 @@ import re
 from typing import Any, Final
 
 from such_market.analytics.report import (
+    ALERT_ID_PATTERN,
     MIN_CACHEABLE_REQUESTS,
     Pipeline,
     Thresholds,
@@ -20,7 +21,6 @@ from such_market.analytics.report import (
     reset,
     resolve_alert,
 )
-from such_market.analytics.schemas import ALERT_ID_PATTERN
 from such_market.config import AdminSettings, CacheSettings, DatabaseSettings, FunctionSettings, SettingsPart, setting
 from such_market.errors import BadRequestError
 from such_market.events.dead_letters import DeadLetterSettings, dead_letter_depth

@@ -4,15 +4,17 @@ real queue, bus and cache; what a run did goes to CloudWatch as EMF (``DeadLette
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from such_market.analytics.recorder import emit_gauges
 from such_market.config import CacheSettings, EventSettings, FunctionSettings
 from such_market.events import dead_letters
 from such_market.events.dead_letters import DeadLetterSettings
-from such_market.events.models import Event
 from such_market.events.redrive import VISIBILITY_TIMEOUT_SECONDS, RedriveReport, redrive
 from such_market.runtime import Runtime
+
+if TYPE_CHECKING:
+    from such_market.events.models import Event
 
 REDRIVE_COUNT_TTL_SECONDS: Final = 7 * 86400
 

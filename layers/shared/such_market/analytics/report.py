@@ -39,6 +39,8 @@ WINDOWS: Final[dict[str, tuple[int, int]]] = {"15m": (15, 1), "1h": (60, 5), "24
 OUTCOMES: Final = ("HIT", "MISS", "BYPASS", "STALE")
 RETENTION_MINUTES: Final = store.RETENTION_SECONDS // 60
 MIN_CACHEABLE_REQUESTS: Final = 100
+ALERT_ID_PATTERN: Final = r"^[a-z0-9_]{1,64}$"
+"""An alert's id (e.g. ``hit_rate_low``): here, not in ``analytics.schemas``, so validating one needs no pydantic."""
 """Below this many cacheable requests (HIT + MISS + STALE) in a window the hit rate and p99 are not judged:
 a handful of misses says nothing of the cache (``ALERT_MIN_CACHEABLE_REQUESTS``, the template's
 ``AlarmHitRateMinRequests``)."""

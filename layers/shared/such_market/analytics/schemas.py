@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from such_market.analytics.report import ALERT_ID_PATTERN
 from such_market.schema_base import CamelModel
-
-ALERT_ID_PATTERN = r"^[a-z0-9_]{1,64}$"
 
 
 class OverviewBody(CamelModel):

@@ -36,38 +36,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from such_market.cache.entries import Entry
 from such_market.cache.store import Served
 from such_market.cache.tiers import Tier
-from such_market.collections.queries import (
-    CollectionRow,
-    NftDetail,
-    NftRow,
-    TokenOwner,
-    get_collection,
-    get_nft,
-    get_nft_page,
-    get_owned_tokens,
-    get_token_owners,
-    get_token_position,
-    get_traits,
-)
-from such_market.collections.writes import (
-    NftRecord,
-    set_ingestion_state,
-    set_token_owners,
-    upsert_collection,
-    upsert_nfts,
-)
 from such_market.errors import NotFoundError, TooManyRequestsError, error_body
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.runtime import Runtime
 from such_market.validation import NftSort, encode_cursor, filter_hash, source_ip
+
+if TYPE_CHECKING:
+    from such_market.collections.queries import CollectionRow, NftDetail, NftRow, TokenOwner
+    from such_market.collections.writes import NftRecord
+
+# The queries and writes are imported where they run: a cache hit (a read's usual first answer) runs none.
 
 OWNERSHIP_FRESH_FOR = timedelta(hours=1)
 UPSTREAM_LEASE_MS = 30_000  # a first-seen collection waits on Alchemy: hold the fill lease long enough
@@ -142,13 +128,17 @@ def _throttle_discovery(runtime: Runtime, requester: Requester | None) -> None:
 def _collection_or_discover(runtime: Runtime, address: str, requester: Requester | None) -> CollectionRow | None:
     """The stored collection, or (first sight, within the discovery throttle) Alchemy's metadata stored and
     queued for ingestion."""
-    from such_market.collections.from_alchemy import collection_metadata
-    from such_market.events.models import CollectionIngestRequested, Event
-    from such_market.events.outbox import outbox_transaction
+    from such_market.collections.queries import get_collection
 
     row = get_collection(conn=runtime.conn, address=address)
     if row is not None:
         return row
+    # Only a first sight needs these (httpx and pydantic behind them): a stored collection's read does not.
+    from such_market.collections.from_alchemy import collection_metadata
+    from such_market.collections.writes import set_ingestion_state, upsert_collection
+    from such_market.events.models import CollectionIngestRequested, Event
+    from such_market.events.outbox import outbox_transaction
+
     _throttle_discovery(runtime, requester)
     metadata = runtime.alchemy.get_contract_metadata(contract=address)
     if metadata is None:
@@ -284,6 +274,8 @@ def page_answer(
     committed. ``before_upstream`` runs first then: a reader's page pays the discovery throttle (429 past
     it). Rarity pages come from PostgreSQL only: Alchemy lists in token order, and ranks exist only for
     what we hold (a collection not indexed yet has none, so its tokens come in token order, unranked)."""
+    from such_market.collections.queries import get_nft_page
+
     indexing = is_indexing(row)
     result = get_nft_page(
         conn=runtime.conn,
@@ -350,6 +342,8 @@ def _shared_page(
         return page < MAX_CACHED_PAGES
     if not by_token:
         return False
+    from such_market.collections.queries import get_token_position
+
     position = get_token_position(conn=runtime.conn, collection_id=row.id, token_id=after)
     if position is None:
         return False
@@ -371,6 +365,7 @@ def _page_from_alchemy(
     collections numbered from 0 or 1, which is most of them; the full index replaces it soon).
     """
     from such_market.collections.from_alchemy import nft_record
+    from such_market.collections.writes import upsert_nfts
 
     start = after_token_id + 1 if after_token_id is not None else page * page_size
     fetched = runtime.alchemy.get_nfts_for_contract_page(
@@ -409,6 +404,8 @@ def _page_from_alchemy(
 
 def traits_answer(runtime: Runtime, row: CollectionRow) -> Entry:
     """The trait facets of a stored collection (also what the cache warmer stores)."""
+    from such_market.collections.queries import get_traits
+
     facets = get_traits(conn=runtime.conn, collection_id=row.id)
     indexing = is_indexing(row)
     return _json(
@@ -450,6 +447,8 @@ def nft_detail_body(address: str, detail: NftDetail) -> dict[str, object]:
 
 def _fetched_detail(record: NftRecord) -> NftDetail:
     """A token as Alchemy describes it, shaped like a stored one (what ``upsert_nfts`` would store)."""
+    from such_market.collections.queries import NftDetail
+
     return NftDetail(
         str(record.token_id),
         record.title,
@@ -474,6 +473,8 @@ def nft(runtime: Runtime, address: str, token_id: int, *, requester: Requester |
 
     def answer(row: CollectionRow) -> Entry:
         from such_market.collections.from_alchemy import nft_record
+        from such_market.collections.queries import get_nft
+        from such_market.collections.writes import upsert_nfts
 
         detail = get_nft(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         if detail is None or not detail.metadata_read:
@@ -546,6 +547,9 @@ def token_owner(runtime: Runtime, address: str, token_id: int, *, requester: Req
     """
 
     def answer(row: CollectionRow) -> Entry:
+        from such_market.collections.queries import get_token_owners
+        from such_market.collections.writes import set_token_owners
+
         stored = get_token_owners(conn=runtime.conn, collection_id=row.id, token_id=token_id)
         now = datetime.now(UTC)
         if stored and all(owner.last_verified_at > now - OWNERSHIP_FRESH_FOR for owner in stored):
@@ -589,6 +593,8 @@ def owned_tokens(
     """GET /api/collection/{address}/nfts/owned?userAddress= — the wallet's tokens in the collection."""
 
     def answer(row: CollectionRow) -> Entry:
+        from such_market.collections.queries import get_owned_tokens
+
         result = get_owned_tokens(conn=runtime.conn, collection_id=row.id, owner=wallet, page=page, page_size=page_size)
         return _json(
             200,

@@ -30,13 +30,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from such_market.events.dead_letters import DeadLetter
-from such_market.events.models import DETAIL_TYPES, Event, InvalidEventError
 from such_market.observability import logger
+
+if TYPE_CHECKING:
+    from such_market.events.models import Event
 
 MAX_REDRIVES: Final = 5
 BATCH: Final = 10
@@ -77,6 +79,9 @@ class RedriveReport:
 def verdict_of(body: str, *, source: str) -> Event | Rejected:
     """The event a dead letter carries, if it is one of ours (``source``, a known detail type, a detail
     that validates with its ``eventId``); else why not."""
+    # pydantic behind the models: a run that finds the queue empty (most runs) never loads it
+    from such_market.events.models import DETAIL_TYPES, Event, InvalidEventError
+
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:

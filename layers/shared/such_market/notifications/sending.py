@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.backoff import exponential_ceiling
-from such_market.notifications.client import SendResult
 from such_market.notifications.queries import digest
 from such_market.notifications.rules import MAX_TOKENS_PER_REQUEST
 from such_market.notifications.texts import transfer_message
@@ -77,9 +76,13 @@ from such_market.upstream.errors import UpstreamError, UpstreamRateLimited, Upst
 if TYPE_CHECKING:
     import psycopg
 
-    from such_market.notifications.client import NotificationClient
+    # The client's module imports httpx: only a run that sends loads it (recording news does not).
+    from such_market.notifications.client import NotificationClient, SendResult
 
     Connection = psycopg.Connection[tuple[Any, ...]]
+
+    Answer = SendResult | UpstreamError | None
+    """What became of one request: the client's result, the error, or ``None`` when it was not sent."""
 
 CLAIM_BATCH: Final = 500
 DIGEST_BATCH: Final = 200
@@ -222,10 +225,6 @@ class _Settler:
         self.report.failed += len(failed)
 
 
-Answer = SendResult | UpstreamError | None
-"""What became of one request: the client's result, the error, or ``None`` when it was not sent."""
-
-
 def _send_url(
     client: NotificationClient,
     requests: Sequence[list[ClaimedDelivery]],
@@ -308,6 +307,8 @@ def _settle_url(settler: _Settler, url: str, answers: Sequence[tuple[list[Claime
     failed = any(
         isinstance(answer, UpstreamUnavailable) and not isinstance(answer, UpstreamRateLimited) for _, answer in answers
     )
+    from such_market.notifications.client import SendResult  # loaded already: the client sent these
+
     answered = any(isinstance(answer, SendResult) for _, answer in answers)
     url_delay = 0.0
     if failed:

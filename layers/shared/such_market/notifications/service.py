@@ -43,7 +43,6 @@ from such_market.config import (
     FunctionSettings,
 )
 from such_market.errors import BadRequestError, UnauthorizedError
-from such_market.events.models import NftTransferred
 from such_market.notifications.app_keys import app_fid_of
 from such_market.notifications.queries import delivery_states, fids_with_tokens, transfer_recipients
 from such_market.notifications.rules import Message, acceptable_client_url
@@ -74,6 +73,7 @@ if TYPE_CHECKING:
 
     from such_market.cache.client import CacheClient
     from such_market.cache.store import ReadThroughCache
+    from such_market.events.models import NftTransferred  # pydantic: loaded by the consumer that parses it
     from such_market.notifications.client import NotificationClient
     from such_market.upstream.neynar import NeynarClient
 
