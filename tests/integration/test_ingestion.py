@@ -624,6 +624,32 @@ def test_a_failed_first_ingestion_is_retried_with_backoff_and_resumes_where_it_s
     assert (done.ingestion_retry_at, done.ingestion_resume_key, done.ingestion_listed_through) == (None, None, None)
 
 
+def test_token_batches_are_ranked_as_they_are_written_not_at_the_finish(
+    db: Conn, alchemy: AlchemyClient, publisher: EventPublisher, outage_after_some_pages: dict[str, bool]
+) -> None:
+    # Given Alchemy going down in the middle of a first ingestion (so the finishing transaction never runs)
+    # When the collection is ingested
+    report = ingest(db, alchemy, publisher, ERC721_CONTRACT, batch_tokens=500)
+
+    # Then every committed token batch already holds its token-order rank (issue 18: ranking overlaps the
+    # listing instead of lengthening the finish), dense from 0 in token order
+    assert report.state == "failed"
+    rows = db.execute(
+        "SELECT n.token_id, n.position FROM nfts n JOIN collections c ON c.id = n.collection_id"
+        " WHERE c.contract_address = %s ORDER BY n.token_id",
+        (ERC721_CONTRACT,),
+    ).fetchall()
+    assert len(rows) >= 500
+    assert [position for _, position in rows] == list(range(len(rows)))
+    # And rarity waits for the finish, which needs every token
+    unranked = db.execute(
+        "SELECT count(*) FROM nfts n JOIN collections c ON c.id = n.collection_id"
+        " WHERE c.contract_address = %s AND n.rarity_rank IS NULL",
+        (ERC721_CONTRACT,),
+    ).fetchone()
+    assert unranked == (len(rows),)
+
+
 def test_an_ingestion_that_keeps_failing_stops_retrying_and_raises(
     db: Conn,
     alchemy: AlchemyClient,

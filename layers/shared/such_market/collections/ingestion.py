@@ -8,7 +8,8 @@ writers of ``such_market.collections.writes``:
    address without an NFT contract ends ``failed`` at once, without an exception, so the event is not
    retried for nothing;
 2. token pages stream from a fetch thread through a bounded queue into ``upsert_nfts`` batches on the
-   calling thread, so the fetch of the next pages overlaps the write of the current batch and memory
+   calling thread, each batch given its token-order ranks (``assign_positions``) as it is committed,
+   so the fetch of the next pages overlaps the write of the current batch and memory
    holds at most ``prefetch_pages`` pages plus one batch. Alchemy's ``pageKey`` chain is sequential
    (each key comes from the page before), so a 10,000-token collection at 100 ms per call takes at least
    10 s that way. When the first page shows dense integer ids (a full page of consecutive ids whose
@@ -19,7 +20,8 @@ writers of ``such_market.collections.writes``:
    chain is followed. Either way it is one call per page. The holder listing, which needs no token
    data, runs at the same time on a second thread, with the client's 429-aware bounded retries;
 3. once both listings are complete, one transaction finishes the run: tokens Alchemy no longer lists
-   are deleted, ranks assigned, trait facets rebuilt, ``nft_ownership`` replaced by the holder listing
+   are deleted, the ranks of what a deletion or an out-of-order token moved assigned (usually none
+   left), rarity ranked, trait facets rebuilt, ``nft_ownership`` replaced by the holder listing
    in one set-based call (the summary triggers run once over the whole set) with one
    ``ownership.changed`` per batch of wallets whose holdings changed (``collections.owners``, shared with
    the admin sync), the state set ``complete`` with its counters, and ``collection.refreshed`` written to
@@ -451,6 +453,10 @@ class _Run:
         if self.clock() > self.deadline:
             raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True)
         self.written += upsert_nfts(conn=self.conn, collection_id=collection_id, nfts=batch, rank=False)
+        # Token-order ranks now, while the listing is still on the wire: pages arrive in id order, so this
+        # appends after the last rank (cheap) and the finishing transaction's assign_positions, on the run's
+        # critical path, finds nothing left to rank. (Rarity still waits for the finish: it needs every token.)
+        assign_positions(conn=self.conn, collection_id=collection_id)
         if next_key is not None:
             self.resume_key = next_key
             highest = max(record.token_id for record in batch)
