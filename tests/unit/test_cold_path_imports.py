@@ -20,25 +20,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from bench.cold_start import READ_FUNCTIONS  # the public GETs: one list for this test and the bench
 from tests.fixtures.seed import seed_indexed_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
 LAYER = ROOT / "layers" / "shared"
-READ_FUNCTIONS = (
-    "health",
-    "collection_metadata",
-    "collection_nfts",
-    "collection_traits",
-    "collection_nft",
-    "nft_owner",
-    "owned_nfts",
-    "refresh_status",
-    "user_profile",
-    "user_verifications",
-    "user_nft_contracts",
-    "user_nft_contracts_normalized",
-)
 OTHER_FUNCTIONS = tuple(
     sorted(
         path.name
