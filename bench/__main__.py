@@ -51,6 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="coldstart: the git ref to A/B against (default: the merge-base with main, else HEAD~1; "
         "--quick skips the A/B unless given)",
     )
+    parser.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="coldstart: measure only these functions (repeatable; the memory-size table is skipped)",
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for value in args.only for name in value.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in GROUPS]
@@ -77,7 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {name} …", flush=True)
             try:
                 module = importlib.import_module(GROUPS[name])
-                options = {"vs": args.vs} if "vs" in inspect.signature(module.run).parameters else {}
+                accepted = inspect.signature(module.run).parameters
+                given = {"vs": args.vs, "functions": tuple(args.function)}
+                options = {key: value for key, value in given.items() if key in accepted}
                 got: list[Measure] = module.run(env, quick=args.quick, **options)
             except Exception as error:
                 traceback.print_exc()

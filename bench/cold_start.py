@@ -481,12 +481,18 @@ def _answer(report: dict[str, Any]) -> str:
     return answer + (f" (loads {', '.join(heavy)})" if heavy else "")
 
 
-def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
+def run(env: BenchEnv, *, quick: bool, vs: str | None = None, functions: Sequence[str] = ()) -> list[Measure]:
     runs = 1 if quick else 4
     forget_containers()  # the bench's own process answers the warming calls under the functions' variables
     address = seed_small_collection(env)
     hits = read_events(address)
+    chosen = functions
     functions = sorted(path.name for path in FUNCTIONS.iterdir() if (path / f"{path.name}.py").is_file())
+    if chosen:
+        missing = sorted(set(chosen) - set(functions))
+        if missing:
+            raise LookupError(f"no such function(s): {', '.join(missing)}")
+        functions = sorted(chosen)
     unknown = [function for function in functions if function not in FLOORS]
     if unknown:
         raise LookupError(f"no library floor defined for {unknown}: add them to FLOORS")
@@ -506,7 +512,7 @@ def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
             events[function] = events_dir / f"{function}.json"
             events[function].write_text(json.dumps(event))
         # A read's first answer is a hit: its entry is (re)filled in-process before each run.
-        warmers = {function: warmer(function, answers[function]) for function in READ_FUNCTIONS}
+        warmers = {function: warmer(function, answers[function]) for function in READ_FUNCTIONS if function in answers}
         for function in functions:
             measures.append(
                 _measure(
@@ -520,7 +526,8 @@ def run(env: BenchEnv, *, quick: bool, vs: str | None = None) -> list[Measure]:
                     evidence=not quick,
                 )
             )
-        measures += _memory_sizes(current, events, variables, warmers=warmers, quick=quick)
+        if not chosen:  # a subset is a quick look at a few functions, not a sizing run
+            measures += _memory_sizes(current, events, variables, warmers=warmers, quick=quick)
     return measures
 
 

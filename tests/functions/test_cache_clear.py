@@ -9,12 +9,13 @@ import cache_clear
 import pytest
 import redis
 
-from such_market.admin.cache_clear import ClearRequest, clear_cache
+from such_market.admin.cache_clear import ClearRequest, cache_cleared, clear_cache
 from such_market.cache.entries import Entry
 from such_market.cache.keys import CacheKeys
 from such_market.cache.store import get_cache
 from such_market.cache.tiers import Tier
 from such_market.config import load_settings
+from such_market.events.models import CacheCleared, Event, parse_detail
 from such_market.events.publisher import PublishResult
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
@@ -121,6 +122,19 @@ def test_each_scope_deletes_its_keys_and_announces_it(
     assert [(event["detail-type"], event["detail"]["scope"], event["detail"]["by"]) for event in events] == [
         ("cache.cleared", body["scope"], "admin")
     ]
+    # Built without the models (a cold-path saving), it must still be what a consumer's strict parse accepts
+    (published,) = events
+    detail = parse_detail(published["detail-type"], published["detail"])
+    assert isinstance(detail, CacheCleared)
+    assert (detail.scope, detail.by, detail.schema_version) == (body["scope"], "admin", 1)
+    assert detail.event_id == published["detail"]["eventId"]
+    assert published["detail"]["occurredAt"].endswith("Z")
+
+
+def test_cache_cleared_is_byte_for_byte_what_the_model_would_publish() -> None:
+    built = cache_cleared("wallet")
+    modelled = Event(CacheCleared(scope="wallet", by="admin", event_id=built.event_id, occurred_at=built.occurred_at))
+    assert built.to_entry("bus", "such-market") == modelled.to_entry("bus", "such-market")
 
 
 def test_scope_all_deletes_every_cache_key_and_nothing_durable(env: MotoBus, cache: redis.Redis) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 from such_market.cache import clearing
 from such_market.config import AdminSettings, CacheSettings, EventSettings, FunctionSettings
 from such_market.errors import BadRequestError
-from such_market.events.models import CacheCleared, Event
+from such_market.events.wire import WireEvent
 from such_market.observability import logger
 from such_market.validation import parse_address, parse_fid, parse_json_object
 
@@ -94,6 +94,12 @@ def _text(value: object, field: str) -> str:
     return value
 
 
+def cache_cleared(scope: Scope) -> WireEvent:
+    """``cache.cleared`` for ``scope``, built without the bus's pydantic models (``such_market.events.wire``):
+    its shape is ``models.CacheCleared``'s, which the tests check."""
+    return WireEvent.new("cache.cleared", {"scope": scope, "by": CLEARED_BY})
+
+
 def clear_cache(
     *, request: ClearRequest, cache: ReadThroughCache, publisher: Callable[[], EventPublisher]
 ) -> dict[str, object]:
@@ -109,7 +115,7 @@ def clear_cache(
             deleted = clearing.clear_user(cache, fid)
         case _:
             raise ValueError(f"not a request parse_clear_request makes: {request}")
-    event = Event(CacheCleared(scope=request.scope, by=CLEARED_BY))
+    event = cache_cleared(request.scope)
     result = publisher().publish([event])
     if not result.ok:
         logger.warning(

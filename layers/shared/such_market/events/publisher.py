@@ -26,7 +26,7 @@ from such_market.backoff import exponential_ceiling
 from such_market.config import EventSettings
 from such_market.container import per_container
 from such_market.errors import EventPublishError
-from such_market.events.models import Event
+from such_market.events.wire import PublishableEvent
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -111,7 +111,7 @@ def _backoff(attempt: int) -> float:
 
 
 class EventPublisher:
-    """Publishes ``Event``s to the configured bus; see the module docstring for the contract."""
+    """Publishes events (``models.Event``, ``wire.WireEvent``) to the bus; the module docstring has the contract."""
 
     def __init__(
         self,
@@ -133,7 +133,7 @@ class EventPublisher:
         """The injected client, or the container's client (created on first use)."""
         return self._client if self._client is not None else get_events_client(self._settings)
 
-    def publish(self, events: Sequence[Event], *, deadline: float | None = None) -> PublishResult:
+    def publish(self, events: Sequence[PublishableEvent], *, deadline: float | None = None) -> PublishResult:
         """Publish ``events``; retry failed entries until ``max_attempts`` or ``deadline`` (monotonic).
 
         Never raises for EventBridge errors: see ``PublishResult``.
