@@ -191,6 +191,10 @@ def api_handler(app: Api, settings_model: type[FunctionSettings]) -> Callable[[d
     elsewhere the recorder's flusher writes behind)."""
     app.settings_model = settings_model
     post_invoke.enable()  # init phase: the only time Lambda accepts an extension's registration
+    if CacheSettings in settings_model.parts().values():
+        from such_market.cache import client
+
+        client.preload()  # init phase, in SnapStart's snapshot: the first answer is one round trip
 
     def lambda_handler(event: dict[str, Any], context: object) -> dict[str, Any]:
         try:
