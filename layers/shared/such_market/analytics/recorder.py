@@ -1,15 +1,18 @@
 """The container's traffic aggregate: recorded in memory on every response, written behind, and printed
 as CloudWatch EMF per invocation.
 
-``Recorder.observe`` runs on every cache-fronted response, HITs included, and costs a few microseconds:
-no round trip, only in-memory counters keyed by (minute, endpoint family, outcome), a histogram bucket,
-and one EMF line of that invocation's own figures (``Requests``, its outcome's ``CacheHit``/``CacheMiss``/
-``CacheBypass``/``CacheStale`` and ``Latency``, dimensions ``service`` + ``Endpoint`` and ``service``), built
-from a prepared template. On Lambda stdout is the log stream CloudWatch reads; the line is printed after
-the response by the post-invoke extension (``such_market.post_invoke``), before the container may be frozen
-or recycled, so every invocation reaches CloudWatch (a print, not a round trip, and not on the client's
-time: a write to the log pipe costs a hit more than everything else it records). Without the extension on
-Lambda it is printed before the handler returns; off Lambda the flusher prints it (``emf_deferred``).
+``Recorder.observe`` runs on every cache-fronted response, HITs included, and costs about a microsecond:
+it appends the observation (family, outcome, latency, time, traffic subject) to a deque — no round trip, no
+lock, no formatting. ``_fold`` then adds it to in-memory counters keyed by (minute, endpoint family,
+outcome) with a histogram bucket, and prints one EMF line of that invocation's own figures (``Requests``,
+its outcome's ``CacheHit``/``CacheMiss``/``CacheBypass``/``CacheStale`` and ``Latency``, dimensions
+``service`` + ``Endpoint`` and ``service``), built from a prepared template, with the invocation's own
+timestamp. On Lambda stdout is the log stream CloudWatch reads; the fold runs after the response in the
+post-invoke extension (``such_market.post_invoke``), before the container may be frozen or recycled, so
+every invocation reaches CloudWatch (a print, not a round trip, and not on the client's time: a write to
+the log pipe costs a hit more than everything else it records). Without the extension on Lambda each
+observation is folded and printed before the handler returns; off Lambda the flusher folds
+(``emf_deferred``), and at most ``MAX_PENDING_OBSERVATIONS`` wait.
 
 The figures reach Valkey (and so ``GET /api/admin/cache/metrics``) write-behind: the first figure recorded
 after a flush arms a daemon flusher thread, which writes everything pending in ONE pipelined call
@@ -55,9 +58,11 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL_SECONDS: Final = 5.0
 """How long a recorded figure waits at most before the flusher writes it (the endpoint's bound)."""
 MAX_PENDING_MINUTES: Final = 15
-MAX_PENDING_EMF_LINES: Final = 1000
-"""EMF lines held back at most (deferred mode): past it they are printed at once."""
+MAX_PENDING_OBSERVATIONS: Final = 1000
+"""Observations held back at most (deferred mode): the request that makes the next one folds them."""
 OUTCOMES: Final = ("HIT", "MISS", "BYPASS", "STALE")
+type Observation = tuple[str, str, float, float, traffic.TrafficKey | None]
+"""One response as ``Recorder.observe`` holds it until folded: family, outcome, seconds, time, subject."""
 _OUTCOME_METRICS: Final = {"HIT": "CacheHit", "MISS": "CacheMiss", "BYPASS": "CacheBypass", "STALE": "CacheStale"}
 
 
@@ -98,33 +103,56 @@ class Recorder:
         self._emit = emit or _print
         self._emf_lines: dict[tuple[str, str], tuple[str, str]] = {}
         self._defer_emf = defer_emf
-        self._emf_pending: deque[str] = deque()
+        self._observed: deque[Observation] = deque()
+        """Observations not yet folded into the counters: (family, outcome, seconds, time, subject)."""
 
     # -- recording (hot path) -------------------------------------------------------------------------------
     def observe(self, family: str, outcome: str, seconds: float, subject: traffic.TrafficKey | None = None) -> None:
         """Count one response of ``family`` served as ``outcome`` in ``seconds``, and print it as EMF;
         ``subject`` is the (contract address, first-page size or ``None``) of a collection route's answer,
-        as requested."""
-        microseconds = seconds * 1_000_000
-        bucket = bucket_of(microseconds)
+        as requested.
+
+        On the request path this only appends the observation to a deque (atomic: no lock, no formatting);
+        ``_fold`` adds it to the counters and makes its EMF line when the figures are written — after the
+        response on Lambda, in the flusher elsewhere — or at once where EMF lines may not wait."""
         now = self._clock()
-        key = (int(now // 60), family, outcome)
-        with self._lock:
-            cell = self._cells.get(key)
-            if cell is None:
-                cell = self._cells[key] = Cell()
-            cell.requests += 1
-            cell.total_us += int(microseconds)
-            cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
-            if subject is not None:
-                self._traffic[subject] = self._traffic.get(subject, 0) + 1
-            armed = self._pending_since is None
-            if armed:
-                self._pending_since = now
-        if armed:
+        observed = self._observed
+        observed.append((family, outcome, seconds, now, subject))
+        if self._pending_since is None:
+            self._pending_since = now
             self._arm()
+        if not self._defer_emf or len(observed) >= MAX_PENDING_OBSERVATIONS:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the observations made since the last fold to the counters, and print their EMF lines (one
+        write). Safe beside ``observe`` and another fold: each observation is popped exactly once."""
+        observed = self._observed
+        taken: list[Observation] = []
+        while True:
+            try:
+                taken.append(observed.popleft())
+            except IndexError:
+                break
+        if not taken:
+            return
+        with self._lock:
+            for family, outcome, seconds, now, subject in taken:
+                microseconds = seconds * 1_000_000
+                key = (int(now // 60), family, outcome)
+                cell = self._cells.get(key)
+                if cell is None:
+                    cell = self._cells[key] = Cell()
+                cell.requests += 1
+                cell.total_us += int(microseconds)
+                bucket = bucket_of(microseconds)
+                cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
+                if subject is not None:
+                    self._traffic[subject] = self._traffic.get(subject, 0) + 1
         if self._emf_namespace is not None:
-            self._emit_invocation(family, outcome, seconds, now)
+            self._emit(
+                "".join([self._emf_line(family, outcome, seconds, now) for family, outcome, seconds, now, _ in taken])
+            )
 
     def count_event(self, consumer: str, outcome: str) -> None:
         """Count one event handled by ``consumer`` (``processed`` or ``failed``)."""
@@ -150,14 +178,16 @@ class Recorder:
             self.flush()
 
     def flush(self) -> bool:
-        """Print the EMF lines held back, then write what was recorded since the last flush (one pipelined
-        call). Returns whether it was written; never raises."""
-        self.write_emf()
+        """Fold the observations made since the last flush (their EMF lines are printed), then write what was
+        recorded (one pipelined call). Returns whether it was written; never raises."""
+        self._fold()
         with self._lock:
             cells, self._cells = self._cells, {}
             events, self._events = self._events, {}
             counted, self._traffic = self._traffic, {}
             self._pending_since = None
+            if self._observed:  # made since the fold, by a request that found the figures pending: arm again
+                self._pending_since = self._clock()
         if not cells and not events:
             return True
         if self._flush_allowed():
@@ -218,27 +248,14 @@ class Recorder:
             self.flush()
 
     # -- CloudWatch EMF ---------------------------------------------------------------------------------------
-    def _emit_invocation(self, family: str, outcome: str, seconds: float, now: float) -> None:
-        """Print one EMF document of this invocation's figures, from a template prepared once per
-        (family, outcome): only the timestamp and the latency are written per call."""
+    def _emf_line(self, family: str, outcome: str, seconds: float, now: float) -> str:
+        """One EMF document of an invocation's figures, from a template prepared once per (family, outcome):
+        only the timestamp and the latency are written per line."""
         template = self._emf_lines.get((family, outcome))
         if template is None:
             template = self._emf_lines[(family, outcome)] = self._emf_template(family, outcome)
         head, tail = template
-        line = f"{head}{int(now * 1000)}{tail}{seconds * 1000:.3f}}}\n"
-        if not self._defer_emf:
-            self._emit(line)
-            return
-        pending = self._emf_pending
-        pending.append(line)  # a deque: appends and pops are atomic, no lock on the hot path
-        if len(pending) >= MAX_PENDING_EMF_LINES:
-            self.write_emf()
-
-    def write_emf(self) -> None:
-        """Print the EMF lines held back, in one write (lines appended meanwhile wait for the next)."""
-        pending = self._emf_pending
-        if pending:
-            self._emit("".join([pending.popleft() for _ in range(len(pending))]))
+        return f"{head}{int(now * 1000)}{tail}{seconds * 1000:.3f}}}\n"
 
     def _emf_template(self, family: str, outcome: str) -> tuple[str, str]:
         metric = _OUTCOME_METRICS.get(outcome, outcome)

@@ -234,9 +234,14 @@ def _traffic_subject(family: str, event: Mapping[str, Any], response: Mapping[st
         return None
     if family != "nfts-page":
         return (address, None)
-    query = event.get("queryStringParameters") or {}
-    if query.get("page", "0") != "0" or "cursor" in query or any(name.startswith("trait.") for name in query):
+    query = event.get("queryStringParameters")
+    if not query:
+        return (address, _DEFAULT_PAGE_SIZE)
+    if query.get("page", "0") != "0" or "cursor" in query:
         return (address, None)
+    for name in query:  # a loop, not any(<generator>): this runs on every HIT of a page
+        if name.startswith("trait."):
+            return (address, None)
     return (address, query.get("pageSize", _DEFAULT_PAGE_SIZE))
 
 
