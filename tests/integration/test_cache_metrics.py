@@ -299,3 +299,29 @@ def test_the_flusher_writes_behind_without_a_request(cache: redis.Redis) -> None
         time.sleep(0.025)
     assert written() == 3
     traffic.close()
+
+
+def test_a_response_recorded_while_a_flush_folds_is_written_by_the_next_flush(cache: redis.Redis) -> None:
+    # Given a deferred recorder (as on Lambda) whose flush is folding one response when another is recorded
+    clock = Clock(NOW)
+    arrivals: list[str] = []
+
+    def emit(text: str) -> None:
+        if not arrivals:  # the fold has taken the first response; a second request records now
+            arrivals.append(text)
+            container.observe("metadata", "MISS", 0.002)
+
+    container = Recorder(
+        client=lambda: cache, keys=KEYS, clock=clock, emf_namespace="SuchMarket", emit=emit, defer_emf=True
+    )
+    container.observe("metadata", "HIT", 0.001)
+    assert container.flush()
+
+    # When its interval passes
+    clock.now = NOW + container.flush_interval
+    assert container.due()  # the second response armed the next flush: it is not left waiting for a third
+    container.flush_if_due()
+
+    # Then both responses are in Valkey
+    metadata = report(cache, now=NOW + 60)["analytics"]["breakdown"]["byEndpoint"]["metadata"]
+    assert (metadata["hits"], metadata["misses"]) == (1, 1)
