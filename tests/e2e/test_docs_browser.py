@@ -189,3 +189,10 @@ def test_docs_page_works_offline_authorizes_and_runs_public_and_admin_routes(bro
     # and everything the page loaded came from the local API: nothing from a CDN or any other host
     assert docs_api.url + DOCS_PATH in requested
     assert [url for url in requested if not url.startswith(docs_api.url + "/")] == []
+    # and that is because it had to be: from this browser, any other host is unreachable (no-cors, so
+    # only a network failure rejects; the request goes to the closed proxy port, never out)
+    probe = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('https://example.com/', {mode: 'no-cors'}).then(() => done('reached'), (e) => done(e.name));"
+    )
+    assert probe == "TypeError"
