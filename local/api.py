@@ -21,8 +21,8 @@ API does with the Lambda proxy integration, payload format 2.0:
 
 With ``docs=True`` (``make dev``), a GET of a path no route serves may also be the Swagger UI page
 (``/api/docs``), its vendored script and stylesheet (``/api/docs/assets/…``) or the generated OpenAPI
-document (``/api/openapi.json``): ``local.docs``. A local
-convenience only: API Gateway serves neither.
+document (``/api/openapi.json``): ``local.docs``. A local convenience only: API Gateway serves none of
+them.
 
 One line per request goes to stderr: method, path, status, milliseconds.
 """

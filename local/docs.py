@@ -7,7 +7,7 @@ the code ``make dev`` runs). ``GET /api/docs`` answers a page that runs Swagger 
 "Authorize" button, scheme ``adminBearer``).
 
 Swagger UI's script and stylesheet come from the PyPI package ``swagger-ui-py`` (pinned in
-requirements-dev.txt; it ships the swagger-ui-dist build) and are served from our own
+requirements-dev.txt; 25.7.1 ships the swagger-ui-dist 5.24.2 build) and are served from our own
 ``/api/docs/assets/<digest>/`` paths: the page loads nothing from another host, so it works offline
 and behind a proxy. The digest is of the files' bytes, so their URLs change exactly when the pinned
 package does and a browser may keep them for a year (``immutable``); the page and the document, which
@@ -76,7 +76,7 @@ def load_assets(package: str = SWAGGER_UI_PACKAGE) -> SwaggerUiAssets:
 
 def page(assets: SwaggerUiAssets) -> bytes:
     """The docs page: Swagger UI from our own asset routes, pointed at the generated document."""
-    # validatorUrl null: Swagger UI would otherwise send the document to its public validator.
+    # validatorUrl null: no validator badge, which would fetch from Swagger's public validator service.
     return f"""<!doctype html>
 <html lang="en">
 <head>
