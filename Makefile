@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install jemalloc dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
+.PHONY: help install jemalloc browser dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	test -x $(PY) || $(PYTHON313) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	@$(MAKE) --no-print-directory jemalloc
+	@$(MAKE) --no-print-directory jemalloc browser
 	touch $@
 
 # Deployed Valkey runs on jemalloc; the embedded server is preloaded with it when the system has it
@@ -40,6 +40,16 @@ jemalloc:
 		timeout 120 apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1; }; }; } || \
 		echo "note: libjemalloc2 is not installed: the embedded Valkey runs on libc malloc (README, Benchmarks)" >&2
 
+# The browser test of /api/docs (tests/e2e/test_docs_browser.py) drives Debian's chromium through
+# chromium-driver. Installed as libjemalloc2 is (root and apt, bounded waits); without them `make test`
+# fails that test and says why.
+browser:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ timeout 300 apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+		{ timeout 300 apt-get update -q >/dev/null 2>&1 && \
+		timeout 300 apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } || \
+		echo "note: chromium and chromium-driver are not installed: the browser test of /api/docs fails under make test" >&2
+
 $(SAM_STAMP):
 	@if [ -z "$(PYTHON313)" ]; then \
 		echo "python3.13 not found. Install it with 'pyenv install 3.13' (or your OS packages) and retry." >&2; exit 1; fi
@@ -48,7 +58,7 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
-install: $(STAMP) $(SAM_STAMP) ## create the venvs (project and SAM CLI) and install everything
+install: $(STAMP) $(SAM_STAMP) browser ## create the venvs (project and SAM CLI) and install everything
 
 dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, Alchemy/Neynar stubs, local API on :3000, event bus, schedules
 	$(PY) -m local.dev
@@ -75,8 +85,8 @@ openapi: $(STAMP) ## regenerate openapi.json from the handlers
 openapi-check: $(STAMP) ## fail when openapi.json is out of date
 	$(PY) -m local.openapi --check openapi.json
 
-pytest: $(STAMP) ## the pytest suite only (real PostgreSQL and Valkey)
-	$(PY) -m pytest $(PYTEST_ARGS)
+pytest: $(STAMP) browser ## the pytest suite only (real PostgreSQL and Valkey, headless Chromium)
+	REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 pytest-cluster: $(STAMP) ## the integration and handler tests again, on a 3-primary Valkey cluster (REDIS_CLUSTER=true)
 	$(PY) -m pytest --cache-cluster tests/integration tests/functions $(PYTEST_ARGS)

@@ -20,8 +20,9 @@ API does with the Lambda proxy integration, payload format 2.0:
   ``{"message":"Internal Server Error"}``, with the traceback on stderr.
 
 With ``docs=True`` (``make dev``), a GET of a path no route serves may also be the Swagger UI page
-(``/api/docs``) or the generated OpenAPI document (``/api/openapi.json``): ``local.docs``. A local
-convenience only: API Gateway serves neither.
+(``/api/docs``), its vendored script and stylesheet (``/api/docs/assets/…``) or the generated OpenAPI
+document (``/api/openapi.json``): ``local.docs``. A local convenience only: API Gateway serves none of
+them.
 
 One line per request goes to stderr: method, path, status, milliseconds.
 """
@@ -222,7 +223,12 @@ class LocalApi:
         if match is None:
             served = docs_response(request.method, path) if self.docs else None
             if served is not None:
-                return LocalResponse(200, [("Content-Type", served[0]), ("Cache-Control", "no-store")], served[1])
+                headers = [
+                    ("Content-Type", served.content_type),
+                    ("Cache-Control", served.cache_control),
+                    ("X-Content-Type-Options", "nosniff"),
+                ]
+                return LocalResponse(served.status, headers, served.body)
             return _message(404, "Not Found")
         event = self.build_event(request, match)
         request_id = str(event["requestContext"]["requestId"])
