@@ -158,7 +158,7 @@ class EmbeddedPostgres:
         self.clear_leftover(self.data_dir)
         run_as = self._system_user()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            initdb = subprocess.run(
                 [
                     str(POSTGRES_BIN_PATH / "initdb"),
                     "-D",
@@ -169,10 +169,13 @@ class EmbeddedPostgres:
                     "--encoding=UTF8",
                     "--no-sync",
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
                 user=run_as,
             )
+            if initdb.returncode != 0:
+                output = (initdb.stdout + initdb.stderr).decode(errors="replace")
+                raise RuntimeError(f"initdb {self.data_dir} exited with {initdb.returncode}:\n{output}")
         log = self.data_dir / "server.log"
         with log.open("ab") as log_file:
             self.process = subprocess.Popen(
