@@ -116,6 +116,20 @@ def _server_of(pid: int, executable: str, data_dir: Path) -> psutil.Process | No
     return None
 
 
+def _ended(process: psutil.Process, timeout: float) -> bool:
+    """Wait until ``process`` (not our child) has exited. A zombie has: it holds no port or file, and
+    whoever adopted it may reap it late (PID 1 here took 1-2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def recover_leftover(pid_file: Path, *, executable: str, data_dir: Path, stop_signal: int) -> int | None:
     """Clear the way for a server on ``data_dir``: stop the ``executable`` a killed run left serving it (by
     ``stop_signal``, then SIGKILL), and remove ``pid_file`` when stale. Returns the pid stopped, if any."""
@@ -126,11 +140,9 @@ def recover_leftover(pid_file: Path, *, executable: str, data_dir: Path, stop_si
     if leftover is not None:
         with contextlib.suppress(psutil.NoSuchProcess):
             leftover.send_signal(stop_signal)
-            try:
-                leftover.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except psutil.TimeoutExpired:
+            if not _ended(leftover, STOP_TIMEOUT_SECONDS):
                 leftover.kill()
-                leftover.wait(timeout=5)
+                _ended(leftover, 5.0)
     # A clean shutdown removes its pid file; after a kill -9 it stays, naming a pid that another process
     # may own by now (PostgreSQL would then refuse to start: "lock file already exists").
     pid_file.unlink(missing_ok=True)

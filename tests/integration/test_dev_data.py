@@ -2,7 +2,8 @@
 one in place of ``.local/data``), with real PostgreSQL, Valkey, stubs, bus and local API.
 
 The second run finds the demo collection, a registered notification token and the cache where the first
-left them, and does not ask the Alchemy stub for the collection again; a server a killed run left behind
+left them, and does not ask the Alchemy stub for the collection again (a third, after an ingestion left
+unfinished, queues it again); a server a killed run left behind
 and a stale ``postmaster.pid`` do not stop a start; ``remove_data`` (``make dev-reset``) starts clean.
 """
 
@@ -168,6 +169,24 @@ def test_a_second_dev_run_serves_the_first_runs_data_without_fetching_it_again(
         assert cache.dbsize() >= cached_keys
         cache.close()
         assert _get(f"{second.api.url}{COLLECTION}/nfts?pageSize=20")[1]["x-cache"] == "HIT"
+
+        # Given (a third run's start) a first ingestion that a stopped run left unfinished: its bus is gone
+        with psycopg.connect(second.services.database_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE collections SET ingestion_state = 'running', ingestion_completed_at = NULL"
+                " WHERE contract_address = %s",
+                (ERC721_CONTRACT,),
+            )
+    dev_environment()
+
+    # When dev starts again
+    with ExitStack() as running:
+        third = _start(running, data_dir, tmp_path)
+        said = load_demo_collection(third.api.url, database_url=third.services.database_url, bus_url=third.bus.url)
+        # Then the ingestion is queued again (one more request, ours) and completes
+        assert "queued again" in said
+        assert _wait_for_ingestion(third.services.database_url)["nfts_indexed"] == ERC721_TOKEN_COUNT
+        assert _ingest_requests(third.services.database_url) == requests_written + 1
     dev_environment()
 
     # When the data are reset (make dev-reset)
