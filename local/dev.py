@@ -9,10 +9,11 @@ prints where everything is and the admin token of this run; the local API also s
 it started and exits 0.
 
 Data survive between runs: PostgreSQL's data directory and Valkey's append-only file live under
-``DATA_DIR`` (``.local/data``, gitignored), so a second start migrates only what is new, serves the demo
-collection it already ingested without asking Alchemy (or its stub) again, and keeps registered
-notification tokens and cached answers. A start after a crash stops the servers a killed run left behind
-(``local.services``). ``python -m local.dev --reset`` (``make dev-reset``) removes the data first.
+``DATA_DIR`` (``.local/data``, gitignored; ``DEV_DATA_DIR`` moves it), so a second start migrates only
+what is new, serves the demo collection it already ingested without asking Alchemy (or its stub) again,
+and keeps registered notification tokens and cached answers. A start after a crash stops the servers a
+killed run left behind (``local.services``); one still in use by a running ``make dev`` is refused.
+``python -m local.dev --reset`` (``make dev-reset``) removes the data first.
 
 The functions' environment (they share this process's), for each variable the first of:
 
@@ -58,7 +59,7 @@ from local.invoker import LOCAL_AWS, LOCAL_DEFAULTS, LOCAL_REGION, Invoker, ensu
 from local.neynar_stub import NeynarStub
 from local.notification_stub import NotificationClientStub
 from local.scheduler import LocalScheduler, describe
-from local.services import Services, remove_data, start_services
+from local.services import DataDirInUseError, Services, remove_data, start_services
 from local.stub_server import StubServer
 from local.template import DEFAULT_TEMPLATE, Template
 
@@ -322,13 +323,16 @@ def start_dev(
 
 
 def _data_dir(shell: Mapping[str, str]) -> Path | None:
-    """``DATA_DIR``, unless both servers are the user's own (then nothing of ours holds data)."""
-    return None if shell.get("DATABASE_URL") and shell.get("REDIS_URL") else DATA_DIR
+    """``DEV_DATA_DIR`` when set (a test's temporary directory), else ``DATA_DIR``; None when both servers
+    are the user's own (then nothing of ours holds data)."""
+    if shell.get("DATABASE_URL") and shell.get("REDIS_URL"):
+        return None
+    return Path(shell["DEV_DATA_DIR"]) if shell.get("DEV_DATA_DIR") else DATA_DIR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.dev", description="Run the whole backend locally.")
-    parser.add_argument("--reset", action="store_true", help=f"remove the kept data ({DATA_DIR}) first")
+    parser.add_argument("--reset", action="store_true", help="remove the kept data (.local/data or DEV_DATA_DIR) first")
     args = parser.parse_args(argv)
     ignore_signals = _install_stop_signals()
     port = int(os.environ.get("PORT", str(DEFAULT_PORT)))
@@ -336,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     with ExitStack() as running:
         try:
-            if args.reset:
-                remove_data(DATA_DIR)
-                print(f"removed {DATA_DIR}: starting clean", flush=True)
+            if args.reset and data_dir is not None:
+                remove_data(data_dir)
+                print(f"removed {data_dir}: starting clean", flush=True)
             where = f"data in {data_dir}, kept between runs; reset with make dev-reset" if data_dir else "yours"
             print(f"starting PostgreSQL and Valkey ({where}) …", flush=True)
             started = time.monotonic()
@@ -362,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ready in {time.monotonic() - started:.1f} s", flush=True)
             while not stop.wait(timeout=1.0):
                 pass  # the signal handlers end this wait by raising KeyboardInterrupt
+        except DataDirInUseError as error:
+            print(f"not started: {error}. Is make dev running already? Stop it first (Ctrl-C).", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             ignore_signals()  # a second Ctrl-C must not interrupt the shutdown
             print("\nstopping …", flush=True)

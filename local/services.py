@@ -116,6 +116,20 @@ def _server_of(pid: int, executable: str, data_dir: Path) -> psutil.Process | No
     return None
 
 
+class DataDirInUseError(RuntimeError):
+    """The data directory is served by a server whose starter still runs (another ``make dev``)."""
+
+
+def _live_owner(server: psutil.Process) -> int | None:
+    """The pid of the Python process that started ``server`` if it still runs (its servers are in use, not
+    left behind); a killed starter's servers are adopted by PID 1 or a subreaper, never a Python process."""
+    with contextlib.suppress(psutil.Error):
+        parent = server.parent()
+        if parent is not None and parent.name().startswith("python"):
+            return int(parent.pid)
+    return None
+
+
 def _ended(process: psutil.Process, timeout: float) -> bool:
     """Wait until ``process`` (not our child) has exited. A zombie has: it holds no port or file, and
     whoever adopted it may reap it late (PID 1 here took 1-2 s)."""
@@ -132,12 +146,16 @@ def _ended(process: psutil.Process, timeout: float) -> bool:
 
 def recover_leftover(pid_file: Path, *, executable: str, data_dir: Path, stop_signal: int) -> int | None:
     """Clear the way for a server on ``data_dir``: stop the ``executable`` a killed run left serving it (by
-    ``stop_signal``, then SIGKILL), and remove ``pid_file`` when stale. Returns the pid stopped, if any."""
+    ``stop_signal``, then SIGKILL), and remove ``pid_file`` when stale. Returns the pid stopped, if any;
+    raises ``DataDirInUseError`` when the server is not left behind but still in use by its starter."""
     pid = _pid_in(pid_file)
     if pid is None:
         return None
     leftover = _server_of(pid, executable, data_dir)
     if leftover is not None:
+        owner = _live_owner(leftover)
+        if owner is not None:
+            raise DataDirInUseError(f"{data_dir} is in use by {executable} (pid {pid}), started by pid {owner}")
         with contextlib.suppress(psutil.NoSuchProcess):
             leftover.send_signal(stop_signal)
             if not _ended(leftover, STOP_TIMEOUT_SECONDS):

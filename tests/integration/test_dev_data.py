@@ -29,7 +29,14 @@ import redis
 from local.alchemy_stub import ERC721_CONTRACT, ERC721_TOKEN_COUNT
 from local.dev import DevRun, load_demo_collection, start_dev
 from local.send_miniapp_event import signed_event
-from local.services import PG_SYSTEM_USER, POSTGRES_DIR, VALKEY_DIR, remove_data, start_services
+from local.services import (
+    PG_SYSTEM_USER,
+    POSTGRES_DIR,
+    VALKEY_DIR,
+    DataDirInUseError,
+    remove_data,
+    start_services,
+)
 from such_market.container import close_all
 
 pytestmark = pytest.mark.slow
@@ -113,17 +120,16 @@ def _wait_for_ingestion(database_url: str) -> dict[str, Any]:
     return row
 
 
-def _start(running: ExitStack, data_dir: Path, tmp_path: Path) -> DevRun:
-    return start_dev(running, data_dir=data_dir, port=0, env_vars_file=tmp_path / "sam-env-vars.json")
+def _start(running: ExitStack, dev_data_dir: Path, tmp_path: Path) -> DevRun:
+    return start_dev(running, data_dir=dev_data_dir, port=0, env_vars_file=tmp_path / "sam-env-vars.json")
 
 
 def test_a_second_dev_run_serves_the_first_runs_data_without_fetching_it_again(
-    dev_environment: Callable[[], None], tmp_path: Path
+    dev_environment: Callable[[], None], dev_data_dir: Path, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "data"
     # Given a first run that ingested the demo collection, registered a notification token and cached a page
     with ExitStack() as running:
-        first = _start(running, data_dir, tmp_path)
+        first = _start(running, dev_data_dir, tmp_path)
         assert first.alchemy_stub is not None
         url, database_url = first.api.url, first.services.database_url
         assert "ingestion queued" in load_demo_collection(url, database_url=database_url, bus_url=first.bus.url)
@@ -143,7 +149,7 @@ def test_a_second_dev_run_serves_the_first_runs_data_without_fetching_it_again(
     # When dev starts again on the same data directory
     with ExitStack() as running:
         started = time.monotonic()
-        second = _start(running, data_dir, tmp_path)
+        second = _start(running, dev_data_dir, tmp_path)
         said = load_demo_collection(second.api.url, database_url=second.services.database_url, bus_url=second.bus.url)
         status, _, answer = _get(f"{second.api.url}{COLLECTION}")
         ready = time.monotonic() - started
@@ -181,7 +187,7 @@ def test_a_second_dev_run_serves_the_first_runs_data_without_fetching_it_again(
 
     # When dev starts again
     with ExitStack() as running:
-        third = _start(running, data_dir, tmp_path)
+        third = _start(running, dev_data_dir, tmp_path)
         said = load_demo_collection(third.api.url, database_url=third.services.database_url, bus_url=third.bus.url)
         # Then the ingestion is queued again (one more request, ours) and completes
         assert "queued again" in said
@@ -190,10 +196,10 @@ def test_a_second_dev_run_serves_the_first_runs_data_without_fetching_it_again(
     dev_environment()
 
     # When the data are reset (make dev-reset)
-    remove_data(data_dir)
+    remove_data(dev_data_dir)
     # Then the next start is empty: no migration applied, no cached key
-    assert not data_dir.exists()
-    services = start_services(data_dir)
+    assert not dev_data_dir.exists()
+    services = start_services(dev_data_dir)
     try:
         with psycopg.connect(services.database_url, autocommit=True) as conn:
             assert conn.execute("SELECT to_regclass('collections')").fetchone() == (None,)
@@ -219,14 +225,13 @@ def no_user_services(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_servers_left_running_by_a_killed_dev_are_stopped_and_their_data_served(
-    no_user_services: None, tmp_path: Path
+    no_user_services: None, dev_data_dir: Path
 ) -> None:
     # Given a dev process that started its servers on the data directory, wrote data, and was killed -9
     # (its servers run on, in their own sessions)
-    data_dir = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", _LEAVE_SERVERS_RUNNING, str(data_dir)],
+        [sys.executable, "-c", _LEAVE_SERVERS_RUNNING, str(dev_data_dir)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -244,7 +249,7 @@ def test_servers_left_running_by_a_killed_dev_are_stopped_and_their_data_served(
     assert all(server.is_running() for server in leftovers)
     try:
         # When the services start again on it
-        services = start_services(data_dir)
+        services = start_services(dev_data_dir)
         try:
             # Then the leftover servers were stopped, and the new ones serve what they had written
             assert not any(_alive(server) for server in leftovers)
@@ -267,13 +272,12 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def test_a_stale_postmaster_pid_naming_another_live_process_does_not_stop_the_start(
-    no_user_services: None, tmp_path: Path
+    no_user_services: None, dev_data_dir: Path
 ) -> None:
     # Given a data directory whose PostgreSQL was killed -9, its postmaster.pid left behind, and that pid
     # now belonging to another process of the server's user (which PostgreSQL alone takes for a live
     # postmaster: "lock file already exists")
-    data_dir = tmp_path / "data"
-    services = start_services(data_dir)
+    services = start_services(dev_data_dir)
     postgres = services.started[0]
     assert postgres.process is not None
     with psycopg.connect(services.database_url, autocommit=True) as conn:
@@ -281,7 +285,7 @@ def test_a_stale_postmaster_pid_naming_another_live_process_does_not_stop_the_st
     postgres.process.send_signal(signal.SIGKILL)
     postgres.process.wait()
     services.stop()  # Valkey; the killed PostgreSQL has nothing left to stop
-    pid_file = data_dir / POSTGRES_DIR / "postmaster.pid"
+    pid_file = dev_data_dir / POSTGRES_DIR / "postmaster.pid"
     assert pid_file.exists()
     other = subprocess.Popen(
         ["sleep", "600"],  # noqa: S607 - coreutils' sleep, any on PATH
@@ -292,15 +296,32 @@ def test_a_stale_postmaster_pid_naming_another_live_process_does_not_stop_the_st
         pid_file.write_text("\n".join([str(other.pid), *lines[1:]]) + "\n")
 
         # When the services start again
-        services = start_services(data_dir)
+        services = start_services(dev_data_dir)
         try:
             # Then PostgreSQL runs on the same data, and the other process was left alone
             with psycopg.connect(services.database_url, autocommit=True) as conn:
                 assert conn.execute("SELECT to_regclass('kept')::text").fetchone() == ("kept",)
             assert other.poll() is None
-            assert (data_dir / VALKEY_DIR / "appendonlydir").is_dir()
+            assert (dev_data_dir / VALKEY_DIR / "appendonlydir").is_dir()
         finally:
             services.stop()
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_data_directory_in_use_by_a_running_dev_is_refused_not_taken_over(
+    no_user_services: None, dev_data_dir: Path
+) -> None:
+    # Given servers running on the data directory, their starter (this process, as a make dev) alive
+    services = start_services(dev_data_dir)
+    try:
+        # When another start on the same directory is attempted
+        with pytest.raises(DataDirInUseError, match="is in use by postgres"):
+            start_services(dev_data_dir)
+        # Then it is refused, and the running servers were left alone
+        with psycopg.connect(services.database_url, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert redis.Redis.from_url(services.redis_url).ping()
+    finally:
+        services.stop()
