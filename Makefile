@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install jemalloc browser dev test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
+.PHONY: help install jemalloc browser dev dev-reset test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -60,8 +60,11 @@ $(SAM_STAMP):
 
 install: $(STAMP) $(SAM_STAMP) browser ## create the venvs (project and SAM CLI) and install everything
 
-dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, Alchemy/Neynar stubs, local API on :3000, event bus, schedules
+dev: $(STAMP) ## run everything locally: PostgreSQL, Valkey, Alchemy/Neynar stubs, local API on :3000, event bus, schedules; data kept in .local/data
 	$(PY) -m local.dev
+
+dev-reset: $(STAMP) ## remove the data make dev keeps (.local/data), then run make dev from empty
+	$(PY) -m local.dev --reset
 
 lint: $(STAMP) ## ruff (format + lint) and mypy --strict
 	$(VENV)/bin/ruff format --check .

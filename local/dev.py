@@ -8,6 +8,13 @@ prints where everything is and the admin token of this run; the local API also s
 ``python -m local.invoke``) pointing at these services. Ctrl-C (SIGINT) or SIGTERM stops everything
 it started and exits 0.
 
+Data survive between runs: PostgreSQL's data directory and Valkey's append-only file live under
+``DATA_DIR`` (``.local/data``, gitignored; ``DEV_DATA_DIR`` moves it), so a second start migrates only
+what is new, serves the demo collection it already ingested without asking Alchemy (or its stub) again,
+and keeps registered notification tokens and cached answers. A start after a crash stops the servers a
+killed run left behind (``local.services``); one still in use by a running ``make dev`` is refused.
+``python -m local.dev --reset`` (``make dev-reset``) removes the data first.
+
 The functions' environment (they share this process's), for each variable the first of:
 
 1. what ``make dev`` runs and the user cannot move: the database and cache in use (``DATABASE_URL`` and
@@ -29,15 +36,19 @@ dropped: locally secrets are plain values, and the dummy credentials could not r
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from local.alchemy_stub import ERC721_CONTRACT, AlchemyStub
 from local.api import DEFAULT_PORT, LocalApi
@@ -48,14 +59,23 @@ from local.invoker import LOCAL_AWS, LOCAL_DEFAULTS, LOCAL_REGION, Invoker, ensu
 from local.neynar_stub import NeynarStub
 from local.notification_stub import NotificationClientStub
 from local.scheduler import LocalScheduler, describe
-from local.services import start_services
+from local.services import DataDirInUseError, Services, remove_data, start_services
 from local.stub_server import StubServer
 from local.template import DEFAULT_TEMPLATE, Template
 
+if TYPE_CHECKING:
+    import uuid
+
+    import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
+DATA_DIR = ROOT / ".local" / "data"
+"""Where ``make dev`` keeps the embedded PostgreSQL's and Valkey's data between runs."""
 HOST = "127.0.0.1"
 EVENT_BUS_NAME = "such-market"
+DEMO_RESUME_REASON = "dev_restart"
+"""The ``reason`` of the ingestion request that resumes a demo ingestion an earlier run left unfinished."""
 
 
 def needs_stub(shell: Mapping[str, str], upstream: str) -> bool:
@@ -147,6 +167,7 @@ def _upstream(environment: Mapping[str, str], upstream: str, stub: StubServer | 
 
 def _summary(
     *,
+    data_dir: Path | None,
     api: LocalApi,
     bus: LocalEventBus,
     scheduler: LocalScheduler,
@@ -176,6 +197,7 @@ def _summary(
         f"  event bus    {bus.url}  (bus {bus.bus_name}; dead letters: curl {bus.url}/dead-letters)",
         f"  database     {environment['DATABASE_URL']}",
         f"  cache        {environment['REDIS_URL']}{cluster}",
+        f"  data         {_data_line(data_dir)}",
         f"  alchemy      {_upstream(environment, 'ALCHEMY', alchemy_stub)}",
         f"  neynar       {_upstream(environment, 'NEYNAR', neynar_stub)}",
         f"  demo         curl {api.url}/api/collection/{ERC721_CONTRACT}/nfts?pageSize=5",
@@ -200,69 +222,153 @@ def _summary(
     return "\n".join(lines)
 
 
-def _load_demo_collection(api_url: str) -> None:
-    """Ask for the demo collection once, as a user would: seen for the first time, it is stored and
-    queued for ingestion, which the local bus delivers to the ingestion function."""
+def _data_line(data_dir: Path | None) -> str:
+    if data_dir is None:
+        return "DATABASE_URL and REDIS_URL are yours: nothing kept here"
+    return f"{data_dir} (PostgreSQL and Valkey, kept between runs; reset with make dev-reset)"
+
+
+def load_demo_collection(api_url: str, *, database_url: str, bus_url: str) -> str:
+    """Make sure the demo collection is there, and say how: asked for once as a user would when it is not
+    stored (stored and queued for ingestion, which the local bus delivers to the ingestion function);
+    left alone when an earlier run ingested it (no upstream call); its ingestion queued again, resuming
+    where it stopped, when an earlier run was stopped before it finished (that run's bus is gone)."""
+    ensure_layer_on_path()
     import urllib.request
 
+    import psycopg
+
+    from such_market.collections.queries import get_collection
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = get_collection(conn=conn, address=ERC721_CONTRACT)
+        if row is not None and row.ingestion_completed_at is not None:
+            return f"demo collection {ERC721_CONTRACT}: already stored ({row.nfts_indexed} NFTs), not fetched again"
+        if row is not None:
+            _requeue_ingestion(conn, row.id, bus_url)
+            return f"demo collection {ERC721_CONTRACT}: ingestion unfinished by an earlier run, queued again"
     url = f"{api_url}/api/collection/{ERC721_CONTRACT}"
     with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - our own local API
-        print(f"demo collection {ERC721_CONTRACT}: {response.status}, ingestion queued", flush=True)
+        return f"demo collection {ERC721_CONTRACT}: {response.status}, ingestion queued"
 
 
-def main() -> int:
+def _requeue_ingestion(conn: psycopg.Connection[tuple[Any, ...]], collection_id: uuid.UUID, bus_url: str) -> None:
+    from such_market.collections.writes import set_ingestion_state
+    from such_market.config import EventSettings
+    from such_market.events.models import CollectionIngestRequested, Event
+    from such_market.events.outbox import outbox_transaction
+    from such_market.events.publisher import EventPublisher
+
+    publisher = EventPublisher(EventSettings(event_bus_name=EVENT_BUS_NAME, eventbridge_endpoint_url=bus_url))
+    with outbox_transaction(conn, publisher) as tx:
+        set_ingestion_state(conn=conn, collection_id=collection_id, state="queued")
+        tx.add(Event(CollectionIngestRequested(contract_address=ERC721_CONTRACT, reason=DEMO_RESUME_REASON)))
+
+
+@dataclass
+class DevRun:
+    """What ``start_dev`` started (all stopped by the ``ExitStack`` it was given)."""
+
+    services: Services
+    api: LocalApi
+    bus: LocalEventBus
+    scheduler: LocalScheduler
+    environment: dict[str, str]
+    alchemy_stub: AlchemyStub | None
+    neynar_stub: NeynarStub | None
+    notification_stub: NotificationClientStub
+
+
+def start_dev(
+    running: ExitStack,
+    *,
+    data_dir: Path | None,
+    port: int = DEFAULT_PORT,
+    env_vars_file: Path = ENV_VARS_FILE,
+) -> DevRun:
+    """Start everything ``make dev`` runs, stopped by ``running``: the services (their data kept in
+    ``data_dir``; in temporary directories when None), migrated, then the stubs, the bus, the functions'
+    environment (applied to this process), the schedules and the local API on ``port``."""
+    template = Template.load(DEFAULT_TEMPLATE)
+    services = start_services(data_dir)
+    running.callback(services.stop)
+    _migrate(services.database_url)
+
+    shell = dict(os.environ)
+    alchemy_stub = running.enter_context(AlchemyStub(host=HOST)) if needs_stub(shell, "ALCHEMY") else None
+    neynar_stub = running.enter_context(NeynarStub(host=HOST)) if needs_stub(shell, "NEYNAR") else None
+    notification_stub = running.enter_context(NotificationClientStub(host=HOST))
+    invoker = Invoker(template, region=LOCAL_REGION)
+    bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
+    bus.start()
+    running.callback(bus.stop)
+    environment = function_environment(
+        template,
+        shell=shell,
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        bus_url=bus.url,
+        admin_token=secrets.token_urlsafe(32),
+        webhook_signing_key=secrets.token_urlsafe(24),
+        alchemy_stub=alchemy_stub,
+        neynar_stub=neynar_stub,
+    )
+    _apply_environment(environment)
+    write_env_vars(env_vars_file, environment, template)
+    scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
+    running.callback(scheduler.stop)
+    api = LocalApi(template, invoker, host=HOST, port=port, docs=True).start()
+    running.callback(api.stop)
+    return DevRun(services, api, bus, scheduler, environment, alchemy_stub, neynar_stub, notification_stub)
+
+
+def _data_dir(shell: Mapping[str, str]) -> Path | None:
+    """``DEV_DATA_DIR`` when set (a test's temporary directory), else ``DATA_DIR``; None when both servers
+    are the user's own (then nothing of ours holds data)."""
+    if shell.get("DATABASE_URL") and shell.get("REDIS_URL"):
+        return None
+    return Path(shell["DEV_DATA_DIR"]) if shell.get("DEV_DATA_DIR") else DATA_DIR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.dev", description="Run the whole backend locally.")
+    parser.add_argument("--reset", action="store_true", help="remove the kept data (.local/data or DEV_DATA_DIR) first")
+    args = parser.parse_args(argv)
     ignore_signals = _install_stop_signals()
     port = int(os.environ.get("PORT", str(DEFAULT_PORT)))
+    data_dir = _data_dir(os.environ)
     stop = threading.Event()
     with ExitStack() as running:
         try:
-            template = Template.load(DEFAULT_TEMPLATE)
-            print("starting PostgreSQL and Valkey …", flush=True)
-            services = start_services()
-            running.callback(services.stop)
-            _migrate(services.database_url)
-
-            shell = dict(os.environ)
-            alchemy_stub = running.enter_context(AlchemyStub(host=HOST)) if needs_stub(shell, "ALCHEMY") else None
-            neynar_stub = running.enter_context(NeynarStub(host=HOST)) if needs_stub(shell, "NEYNAR") else None
-            notification_stub = running.enter_context(NotificationClientStub(host=HOST))
-            invoker = Invoker(template, region=LOCAL_REGION)
-            bus = LocalEventBus(template, invoker, bus_name=EVENT_BUS_NAME, host=HOST, region=LOCAL_REGION)
-            bus.start()
-            running.callback(bus.stop)
-            environment = function_environment(
-                template,
-                shell=shell,
-                database_url=services.database_url,
-                redis_url=services.redis_url,
-                bus_url=bus.url,
-                admin_token=secrets.token_urlsafe(32),
-                webhook_signing_key=secrets.token_urlsafe(24),
-                alchemy_stub=alchemy_stub,
-                neynar_stub=neynar_stub,
-            )
-            _apply_environment(environment)
-            write_env_vars(ENV_VARS_FILE, environment, template)
-            scheduler = LocalScheduler(template, invoker, region=LOCAL_REGION).start()
-            running.callback(scheduler.stop)
-            api = LocalApi(template, invoker, host=HOST, port=port, docs=True).start()
-            running.callback(api.stop)
+            if args.reset and data_dir is not None:
+                remove_data(data_dir)
+                print(f"removed {data_dir}: starting clean", flush=True)
+            where = f"data in {data_dir}, kept between runs; reset with make dev-reset" if data_dir else "yours"
+            print(f"starting PostgreSQL and Valkey ({where}) …", flush=True)
+            started = time.monotonic()
+            run = start_dev(running, data_dir=data_dir, port=port)
             print(
                 _summary(
-                    api=api,
-                    bus=bus,
-                    scheduler=scheduler,
-                    environment=environment,
-                    alchemy_stub=alchemy_stub,
-                    neynar_stub=neynar_stub,
-                    notification_stub=notification_stub,
+                    data_dir=data_dir,
+                    api=run.api,
+                    bus=run.bus,
+                    scheduler=run.scheduler,
+                    environment=run.environment,
+                    alchemy_stub=run.alchemy_stub,
+                    neynar_stub=run.neynar_stub,
+                    notification_stub=run.notification_stub,
                 ),
                 flush=True,
             )
-            if alchemy_stub is not None:
-                _load_demo_collection(api.url)
+            if run.alchemy_stub is not None:
+                demo = load_demo_collection(run.api.url, database_url=run.services.database_url, bus_url=run.bus.url)
+                print(demo, flush=True)
+            print(f"ready in {time.monotonic() - started:.1f} s", flush=True)
             while not stop.wait(timeout=1.0):
                 pass  # the signal handlers end this wait by raising KeyboardInterrupt
+        except DataDirInUseError as error:
+            print(f"not started: {error}. Is make dev running already? Stop it first (Ctrl-C).", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             ignore_signals()  # a second Ctrl-C must not interrupt the shutdown
             print("\nstopping …", flush=True)

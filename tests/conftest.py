@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from moto import mock_aws
 
 from local.alchemy_stub import AlchemyStub
 from local.neynar_stub import NeynarStub
-from local.services import EmbeddedValkeyCluster, Services, start_services
+from local.services import EmbeddedValkeyCluster, Services, remove_data, start_services
 from such_market.container import close_all
 from such_market.db.connection import get_connection
 from such_market.db.migrations import migrate
@@ -54,6 +56,19 @@ def services() -> Iterator[Services]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def dev_data_dir() -> Iterator[Path]:
+    """A data directory for ``make dev``'s kept servers in place of ``.local/data``, removed afterwards. In
+    the system's temporary directory like the session's servers, not under ``tmp_path``: any other pytest
+    session sets its root (``/tmp/pytest-of-<user>``) back to 0700, locking PostgreSQL's system user out."""
+    parent = Path(tempfile.mkdtemp(prefix="such-market-dev-data-"))
+    try:
+        yield parent / "data"
+    finally:
+        remove_data(parent / "data")
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

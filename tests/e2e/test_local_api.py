@@ -234,11 +234,12 @@ def _collect_output(process: subprocess.Popen[str], lines: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_make_dev_serves_and_stops_everything_on_ctrl_c():
-    # Given `python -m local.dev` on a free port, starting its own PostgreSQL and Valkey
+def test_make_dev_serves_and_stops_everything_on_ctrl_c(dev_data_dir):
+    # Given `python -m local.dev` on a free port, starting its own PostgreSQL and Valkey (their data in a
+    # temporary directory: never the developer's .local/data)
     port = free_port()
     env = {name: value for name, value in os.environ.items() if name not in {"DATABASE_URL", "REDIS_URL"}}
-    env |= {"PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    env |= {"PORT": str(port), "PYTHONUNBUFFERED": "1", "DEV_DATA_DIR": str(dev_data_dir)}
     process = subprocess.Popen(
         [sys.executable, "-m", "local.dev"],
         cwd=ROOT,
@@ -263,6 +264,7 @@ def test_make_dev_serves_and_stops_everything_on_ctrl_c():
         assert "/api/admin/ownership/stats" in output
         assert "event bus" in output
         assert "OutboxRelayFunction" in output
+        assert f"data         {dev_data_dir}" in output
 
         # When /api/health is requested
         status, _, body = _request(url, "GET", "/api/health")
