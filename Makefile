@@ -38,7 +38,7 @@ jemalloc:
 		{ timeout 120 apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1 || \
 		{ timeout 300 apt-get update -q >/dev/null 2>&1 && \
 		timeout 120 apt-get install -y -q --no-install-recommends libjemalloc2 >/dev/null 2>&1; }; }; } || \
-		echo "note: libjemalloc2 is not installed: the embedded Valkey runs on libc malloc (README, Benchmarks)" >&2
+		echo "note: libjemalloc2 is not installed: the embedded Valkey runs on libc malloc (docs/benchmarks.md)" >&2
 
 # The browser test of /api/docs (tests/e2e/test_docs_browser.py) drives Debian's chromium through
 # chromium-driver. Installed as libjemalloc2 is (root and apt, bounded waits); without them `make test`

@@ -39,7 +39,8 @@ from local.template import DEFAULT_TEMPLATE, ROOT, Template
 ENV_VARS_FILE = ROOT / ".local" / "sam-env-vars.json"
 """Where ``make dev`` writes the env-vars file of its services (git-ignored: it holds this run's token)."""
 CONTAINER_HOST = "host.docker.internal"
-"""How a ``sam local invoke`` container reaches the host (Docker Desktop; on Linux see the README)."""
+"""How a ``sam local invoke`` container reaches the host (Docker Desktop; on Linux see
+docs/api.md#invoking-one-function-sam-local-invoke)."""
 
 SAM_VARIABLES = (
     "DATABASE_URL",

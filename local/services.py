@@ -289,7 +289,7 @@ VALKEY_MAXMEMORY_POLICY = "volatile-lru"
 """What goes when the bound is reached: the least recently used key *with a TTL*. Every cache key has a
 TTL (values, fill leases, index sets), so the cache always has something to give back; a key without
 one (durable state) is never evicted. ``allkeys-lru`` could evict a lock or an idempotency record as
-readily as a page (README, "The cache")."""
+readily as a page (docs/architecture.md#the-cache)."""
 
 
 def jemalloc_library() -> str | None:

@@ -10,7 +10,7 @@ schedule (``LocalScheduler``: the first run one period after the start, as on AW
   (``events.redrive.POLL_SECONDS``);
 - the outage falls between two runs: the next run redrives (at most one period after the recovery).
 
-Bar (README "Under faults"): ≤ ``BOUND_SECONDS`` after the recovery in both cases, and no event lost.
+Bar (docs/architecture.md#under-faults): ≤ ``BOUND_SECONDS`` after the recovery in both cases, and no event lost.
 """
 
 from __future__ import annotations

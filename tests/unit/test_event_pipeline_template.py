@@ -1,5 +1,5 @@
 """The template's event pipeline: who may write to the events dead-letter queue, and the retries that
-decide how long a failed invalidation waits (README "Under faults")."""
+decide how long a failed invalidation waits (docs/architecture.md#under-faults)."""
 
 from __future__ import annotations
 

@@ -304,7 +304,7 @@ def _health(
         advice.append("give the cache more memory: evictions turn hits into misses")
     if server is not None and server.maxmemory_bytes > 0 and server.maxmemory_policy == "noeviction":
         issues.append("the cache's maxmemory-policy is noeviction: a full cache refuses writes")
-        advice.append("set maxmemory-policy to allkeys-lru (see the README)")
+        advice.append("set maxmemory-policy to volatile-lru (docs/architecture.md#the-cache, Eviction policy)")
     if overview["requests"] == 0:
         advice.append("no cache-fronted traffic in this window yet")
     status = "healthy"

@@ -13,8 +13,8 @@ no event at all is *rejected*: left in the queue for a human (the DLQ alarm keep
 logged with the reason only, never its body. An event redriven ``MAX_REDRIVES`` times is left too, so a
 poison event does not loop forever.
 
-When (the staleness bound after a cache outage, README "Under faults"): a run waits for the cache —
-it asks ``PING`` every ``POLL_SECONDS`` while the cache does not answer — and redrives as soon as it
+When (the staleness bound after a cache outage, docs/architecture.md#under-faults): a run waits for the
+cache — it asks ``PING`` every ``POLL_SECONDS`` while the cache does not answer — and redrives as soon as it
 does. A run that saw the cache down keeps watching the queue for ``LATE_LETTERS_SECONDS`` after it
 answers again (a failure just before the recovery reaches the queue a moment later); a run that found
 the cache up and the queue empty ends at once. The schedule starts a run every minute, so a dead letter
