@@ -14,8 +14,9 @@ import pytest
 import warm_cache
 from moto import mock_aws
 
-from such_market.auth.admin import token_digest
+from such_market.auth.admin import stored_digest, token_digest
 from such_market.container import close_all
+from such_market.errors import ConfigurationError
 from tests.conftest import ADMIN_TOKEN
 from tests.functions.conftest import FakeContext, load_event
 
@@ -86,3 +87,36 @@ def test_token_digest_from_secrets_manager(
             "isAuthorized": False
         }
         assert ownership_stats.lambda_handler(load_event("ownership_stats"), context)["statusCode"] == 200
+
+
+@pytest.mark.parametrize("stored", ["plain", "json"])
+def test_token_itself_from_secrets_manager(
+    lambda_env: dict[str, str], context: FakeContext, monkeypatch: pytest.MonkeyPatch, stored: str
+) -> None:
+    # Given the secret the stack generates: the token itself (48 letters and digits), not its digest
+    with mock_aws():
+        value = ADMIN_TOKEN if stored == "plain" else json.dumps({"token": ADMIN_TOKEN})
+        arn = boto3.client("secretsmanager").create_secret(Name="admin-token", SecretString=value)["ARN"]
+        monkeypatch.delenv("ADMIN_TOKEN")
+        monkeypatch.setenv("ADMIN_TOKEN_SECRET_ARN", arn)
+        close_all()
+        # When requests carry the right and a wrong token, Then only the right one passes (it is hashed first)
+        assert admin_authorizer.lambda_handler(load_event("admin_authorizer"), context) == {"isAuthorized": True}
+        assert admin_authorizer.lambda_handler(load_event("admin_authorizer_wrong_token"), context) == {
+            "isAuthorized": False
+        }
+        assert ownership_stats.lambda_handler(load_event("ownership_stats"), context)["statusCode"] == 200
+        wrong = load_event("ownership_stats")
+        wrong["headers"]["authorization"] = "Bearer " + token_digest(ADMIN_TOKEN)  # the digest is no credential
+        assert ownership_stats.lambda_handler(wrong, context)["statusCode"] == 403
+
+
+def test_stored_token_forms() -> None:
+    digest = token_digest(ADMIN_TOKEN)
+    assert stored_digest(digest) == stored_digest(digest.upper()) == digest
+    assert stored_digest(json.dumps({"sha256": digest})) == digest
+    assert stored_digest(f" {ADMIN_TOKEN}\n") == stored_digest(json.dumps({"token": ADMIN_TOKEN})) == digest
+    for unusable in ("tiny-token", json.dumps({"token": "tiny"}), json.dumps({"other": 1}), "{not json"):
+        with pytest.raises(ConfigurationError) as error:
+            stored_digest(unusable)
+        assert "tiny" not in str(error.value)  # the message never quotes the secret

@@ -41,10 +41,22 @@ def test_every_function_gets_the_extension_layer_of_its_region_unless_none(templ
 def test_every_function_that_reads_a_secret_may_read_them_in_one_batch(template: dict[str, Any]) -> None:
     policy = template["Resources"]["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert policy == [{"Effect": "Allow", "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"}]
+    # Each secret's grant is its own read policy (test_deploy_template.py: one per settings part)
+    secret_policies = {
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IAM::ManagedPolicy"
+        and name.endswith("ReadPolicy")
+        and name != "SecretsBatchReadPolicy"
+    }
+    assert len(secret_policies) == 6
+    granted = 0
     for name, resource in template["Resources"].items():
         policies = resource.get("Properties", {}).get("Policies", [])
-        if any("AWSSecretsManagerGetSecretValuePolicy" in policy for policy in policies if isinstance(policy, dict)):
+        if any(f'"{policy}"' in repr(policies).replace("'", '"') for policy in secret_policies):
+            granted += 1
             assert {"Ref": "SecretsBatchReadPolicy"} in policies, name
+    assert granted >= 25
 
 
 def test_snapstart_is_a_parameter_applied_to_published_versions(template: dict[str, Any]) -> None:

@@ -2,14 +2,21 @@
 
 Timeouts are short on purpose: a slow or absent cache must cost a request a few milliseconds, after
 which callers fall back to PostgreSQL. ElastiCache Serverless speaks cluster mode (``REDIS_CLUSTER``).
+
+The secret ``REDIS_AUTH_SECRET_ARN`` names is either ``{"username": …, "password": …}`` (an ElastiCache RBAC
+user, which the stack creates: ``AUTH username password``) or a plain AUTH token (a password alone, the
+``default`` user).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from such_market.config import CacheSettings
 from such_market.container import per_container
+from such_market.errors import ConfigurationError
 from such_market.secrets import get_secret_string
 
 if TYPE_CHECKING:
@@ -19,6 +26,25 @@ if TYPE_CHECKING:
     CacheClient = Redis | RedisCluster
 
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 256
+
+
+def credentials(settings: CacheSettings) -> tuple[str | None, str | None]:
+    """(username, password) of the cache from its AUTH secret; (None, None) without one."""
+    if not settings.redis_auth_secret_arn:
+        return None, None
+    raw = get_secret_string(settings.redis_auth_secret_arn).strip()
+    if not raw.startswith("{"):
+        return None, raw
+    try:
+        stored = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        stored = None
+    password = stored.get("password") if isinstance(stored, dict) else None
+    username = stored.get("username") if isinstance(stored, dict) else None
+    if not isinstance(password, str) or not password or not isinstance(username, str | None):
+        # The message never quotes the secret.
+        raise ConfigurationError('REDIS_AUTH_SECRET_ARN: the secret is neither a token nor {"username", "password"}')
+    return username or None, password
 
 
 def build_client(settings: CacheSettings) -> CacheClient:
@@ -33,12 +59,13 @@ def build_client(settings: CacheSettings) -> CacheClient:
     driver_info = DriverInfo(lib_version=__version__)
     connect_timeout = settings.cache_connect_timeout_ms / 1000
     socket_timeout = settings.cache_socket_timeout_ms / 1000
-    password = get_secret_string(settings.redis_auth_secret_arn) if settings.redis_auth_secret_arn else None
+    username, password = credentials(settings)
     if settings.redis_cluster:
         # One connection per node suffices for a Lambda container; the bound only guards against leaks.
         cluster_options: dict[str, Any] = {
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": socket_timeout,
+            "username": username,
             "password": password,
             "max_connections": CLUSTER_MAX_CONNECTIONS_PER_NODE,
             "driver_info": driver_info,
@@ -53,6 +80,7 @@ def build_client(settings: CacheSettings) -> CacheClient:
             settings.redis_url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
+            username=username,
             password=password,
             single_connection_client=True,
             driver_info=driver_info,
@@ -61,6 +89,7 @@ def build_client(settings: CacheSettings) -> CacheClient:
         host=settings.redis_host or "localhost",
         port=settings.redis_port,
         ssl=settings.redis_tls,
+        username=username,
         password=password,
         socket_connect_timeout=connect_timeout,
         socket_timeout=socket_timeout,
