@@ -9,6 +9,7 @@ is retried a bounded number of times within the invocation's deadline, then give
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import threading
@@ -139,6 +140,15 @@ def test_the_function_ships_the_repository_migrations() -> None:
     # Then it holds every migration, up to the version the code requires
     assert shipped == ALL_VERSIONS
     assert shipped[-1] == REQUIRED_SCHEMA_VERSION
+
+
+def test_no_migration_steps_out_of_its_transaction() -> None:
+    # Given every migration's SQL without its comments
+    for migration in discover(MIGRATIONS):
+        sql = re.sub(r"--[^\n]*", "", migration.sql)
+        # Then none ends, begins or escapes the runner's transaction (which is what makes a failure leave nothing)
+        assert not re.search(r"(?im)^\s*(begin|commit|rollback|start\s+transaction)\s*;", sql), migration.path.name
+        assert not re.search(r"(?i)\b(concurrently|vacuum)\b", sql), migration.path.name
 
 
 def test_create_migrates_an_empty_database_and_answers_success(
