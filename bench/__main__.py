@@ -32,6 +32,7 @@ GROUPS = {
     "warming": "bench.warming",
     "flood": "bench.flood",
     "ingestion": "bench.ingestion",
+    "growth": "bench.growth",
 }
 
 

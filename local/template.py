@@ -211,7 +211,7 @@ def parse_template(document: Mapping[str, Any], path: Path) -> Template:
             elif event_type in _RULE_EVENT_TYPES:
                 rules.append(_rule_spec(logical_id, event_name, event_properties, resolver))
             elif event_type in _SCHEDULE_EVENT_TYPES:
-                schedules.append(_schedule_spec(logical_id, event_name, str(event_type), event_properties))
+                schedules.append(_schedule_spec(logical_id, event_name, str(event_type), event_properties, resolver))
     return Template(
         path=path,
         root=root,
@@ -417,8 +417,11 @@ def _bus_name_of(name_or_arn: str) -> str:
     return name_or_arn.rsplit("event-bus/", 1)[-1] if name_or_arn.startswith("arn:") else name_or_arn
 
 
-def _schedule_spec(function_id: str, event_name: str, kind: str, properties: Mapping[str, Any]) -> ScheduleSpec:
-    expression = properties.get("ScheduleExpression") or properties.get("Schedule")
+def _schedule_spec(
+    function_id: str, event_name: str, kind: str, properties: Mapping[str, Any], resolver: _Resolver
+) -> ScheduleSpec:
+    # A !Ref to a parameter (the data-lifecycle job's period) runs on the parameter's default.
+    expression = resolver.string(properties.get("ScheduleExpression") or properties.get("Schedule"))
     if not isinstance(expression, str):
         raise TemplateError(f"{function_id}.{event_name}: a schedule needs a ScheduleExpression")
     if kind == "ScheduleV2":

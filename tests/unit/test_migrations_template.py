@@ -1,0 +1,51 @@
+"""The template migrates on deploy: the custom resource asks for the schema version the code requires,
+is served by the migration function (which may read the database secret), and every function that reads
+the database waits for it, so no new code serves an old schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.template import load_yaml
+from such_market.db.migrations import REQUIRED_SCHEMA_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, Any]:
+    resources: dict[str, Any] = load_yaml(ROOT / "template.yaml")["Resources"]
+    return resources
+
+
+def test_the_custom_resource_asks_for_the_schema_version_the_code_requires(resources: dict[str, Any]) -> None:
+    migrations = resources["DatabaseMigrations"]
+    assert migrations["Type"] == "Custom::DatabaseMigrations"
+    assert migrations["Properties"]["SchemaVersion"] == REQUIRED_SCHEMA_VERSION
+    assert migrations["Properties"]["ServiceToken"] == {"Ref": "MigrateDatabaseFunction.Alias"}
+
+
+def test_the_migration_function_may_read_the_database_secret(resources: dict[str, Any]) -> None:
+    function = resources["MigrateDatabaseFunction"]["Properties"]
+    assert function["Handler"] == "migrate_database.lambda_handler"
+    assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DbSecretArn"}}} in function["Policies"]
+    assert "VpcConfig" not in function  # the Globals' VpcConfig applies: it reaches the database
+
+
+def test_every_function_that_reads_the_database_waits_for_the_migrations(resources: dict[str, Any]) -> None:
+    readers = [
+        name
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+        and name != "MigrateDatabaseFunction"
+        and {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DbSecretArn"}}}
+        in resource["Properties"].get("Policies", [])
+    ]
+    assert readers
+    waiting = [
+        name for name in readers if resources[name].get("DependsOn") in ("DatabaseMigrations", ["DatabaseMigrations"])
+    ]
+    assert waiting == readers
