@@ -36,8 +36,8 @@ QUEUE_SUFFIXES = ("_QUEUE_URL", "_DLQ_URL")
 class CodeNeeds:
     """The environment variables through which one function's code reaches AWS resources."""
 
-    settings: tuple[str, ...]
-    """The settings classes the handler uses (for messages)."""
+    settings: tuple[type[FunctionSettings], ...]
+    """The settings classes the handler uses."""
     secret_variables: frozenset[str]
     bus_variables: frozenset[str]
     queue_variables: frozenset[str]
@@ -85,7 +85,7 @@ def code_needs(code_dir: Path, handler: str) -> CodeNeeds:
     classes = settings_classes(handler_module(code_dir, handler))
     variables = _variables(part for kind in classes for part in kind.parts().values())
     return CodeNeeds(
-        settings=tuple(kind.__name__ for kind in classes),
+        settings=tuple(classes),
         secret_variables=frozenset(name for name in variables if name.endswith(SECRET_REFERENCE_SUFFIX)),
         bus_variables=frozenset(name for name in variables if name.endswith(BUS_SUFFIX)),
         queue_variables=frozenset(name for name in variables if name.endswith(QUEUE_SUFFIXES)),
