@@ -157,7 +157,7 @@ def _destination_findings(evaluator: Evaluator, function: Function, permissions:
             continue
         for outcome, destination in properties.get("DestinationConfig", {}).items():
             arn = str(destination.get("Destination", ""))
-            service = arn.split(":")[2] if arn.count(":") >= 5 else ""  # noqa: PLR2004 - arn:partition:service:…
+            service = arn.split(":")[2] if arn.count(":") >= 5 else ""
             action = _DESTINATION_ACTIONS.get(service, "lambda:InvokeFunction")
             if not permissions.allows(action, arn):
                 problem = f"its {outcome} destination is not granted ({action})"

@@ -35,7 +35,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +86,7 @@ class Deployment:
 # -- moto taught what AWS checks -------------------------------------------------------------------------
 
 
-class _AsGetSecretValue(IAMRequest):  # type: ignore[misc]
+class _AsGetSecretValue(IAMRequest):
     """The permission check of ``GetSecretValue``, made for each secret of a batch."""
 
     def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - moto's keyword arguments
@@ -94,19 +94,19 @@ class _AsGetSecretValue(IAMRequest):  # type: ignore[misc]
 
 
 def _secret_resource(response: SecretsManagerResponse) -> str:
-    secret_id = response._get_param("SecretId")  # noqa: SLF001 - moto's request parser
+    secret_id = response._get_param("SecretId")
     if not isinstance(secret_id, str):
         return "*"
     if secret_id.startswith("arn:"):
         return secret_id
     try:
-        return str(response.backend.describe_secret(secret_id)["ARN"])
-    except Exception:  # noqa: BLE001 - an unknown secret: moto answers it as AWS does
+        return str(getattr(response.backend.describe_secret(secret_id), "arn", "*"))
+    except Exception:  # an unknown secret: moto answers the request itself as AWS does
         return "*"
 
 
 def _bus_resource(response: EventsHandler) -> str:
-    entries = response._get_param("Entries") or [{}]  # noqa: SLF001 - moto's request parser
+    entries = response._get_param("Entries") or [{}]
     bus = entries[0].get("EventBusName") or "default"
     return bus if bus.startswith("arn:") else f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"
 
@@ -115,10 +115,10 @@ def _batch_get_secret_value(self: SecretsManagerResponse) -> str:
     """``BatchGetSecretValue`` by a list of ids, as AWS answers it: only the secrets the caller may also
     ``GetSecretValue``; each other one is an ``AccessDeniedException`` error."""
     allowed, denied = [], []
-    for secret_id in self._get_param("SecretIdList", if_none=[]):  # noqa: SLF001 - moto's request parser
+    for secret_id in self._get_param("SecretIdList", if_none=[]):
         arn = secret_id if secret_id.startswith("arn:") else _secret_resource(self)
         try:
-            self._authenticate_and_authorize_action(_AsGetSecretValue, resource=arn)  # noqa: SLF001
+            self._authenticate_and_authorize_action(_AsGetSecretValue, resource=arn)
             allowed.append(secret_id)
         except HTTPException:
             denied.append(secret_id)
@@ -141,8 +141,8 @@ def enforce_resources() -> Iterator[None]:
         (EventsHandler, "_determine_resource"): getattr(EventsHandler, "_determine_resource", None),
         (SecretsManagerResponse, "batch_get_secret_value"): SecretsManagerResponse.batch_get_secret_value,
     }
-    SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]  # noqa: SLF001
-    EventsHandler._determine_resource = _bus_resource  # type: ignore[attr-defined]  # noqa: SLF001
+    SecretsManagerResponse._determine_resource = _secret_resource  # type: ignore[attr-defined]
+    EventsHandler._determine_resource = _bus_resource  # type: ignore[attr-defined]
     SecretsManagerResponse.batch_get_secret_value = _batch_get_secret_value  # type: ignore[method-assign]
     try:
         yield
@@ -317,7 +317,7 @@ def _start(function: Function) -> str | None:
                     return f"PutEvents to {events.event_bus_name} failed: {answer['Entries']}"
             if (dead_letters := loaded.optional_part(DeadLetterSettings)) is not None:
                 dead_letter_depth(dead_letters)
-    except Exception as error:  # noqa: BLE001 - the report names whatever stopped the cold start
+    except Exception as error:  # the report names whatever stopped the cold start
         return f"{type(error).__name__}: {error}"
     return None
 

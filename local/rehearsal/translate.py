@@ -32,7 +32,8 @@ class TranslationError(RuntimeError):
 
 def transformed_template(template: Path) -> dict[str, Any]:
     """``template`` translated to plain CloudFormation (cached per file content)."""
-    return json.loads(_translated(template.resolve(), template.read_bytes()))  # a fresh copy: callers mutate it
+    # a fresh copy on every call: callers may edit it
+    return cast("dict[str, Any]", json.loads(_translated(template.resolve(), template.read_bytes())))
 
 
 @functools.cache
@@ -41,7 +42,7 @@ def _translated(template: Path, content: bytes) -> str:
     if not SAM_PYTHON.exists():
         raise TranslationError(f"{SAM_PYTHON} is missing: run `make install` (the SAM CLI's venv)")
     environment = {**os.environ, "AWS_DEFAULT_REGION": REGION, "PYTHONPATH": str(ROOT)}
-    finished = subprocess.run(  # noqa: S603 - our own interpreter and module
+    finished = subprocess.run(
         [str(SAM_PYTHON), "-m", "local.rehearsal.translate", str(template)],
         capture_output=True,
         text=True,
