@@ -40,7 +40,21 @@ def test_every_function_gets_the_extension_layer_of_its_region_unless_none(templ
 
 def test_every_function_that_reads_a_secret_may_read_them_in_one_batch(template: dict[str, Any]) -> None:
     policy = template["Resources"]["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert policy == [{"Effect": "Allow", "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"}]
+    assert policy[0] == {"Effect": "Allow", "Action": "secretsmanager:BatchGetSecretValue", "Resource": "*"}
+    # Besides the batch, only the cache AUTH secret (every cache client reads it), and only when it is given
+    assert policy[1:] == [
+        {
+            "Fn::If": [
+                "HasCacheAuth",
+                {
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": {"Ref": "CacheAuthSecretArn"},
+                },
+                {"Ref": "AWS::NoValue"},
+            ]
+        }
+    ]
     for name, resource in template["Resources"].items():
         policies = resource.get("Properties", {}).get("Policies", [])
         if any("AWSSecretsManagerGetSecretValuePolicy" in policy for policy in policies if isinstance(policy, dict)):
