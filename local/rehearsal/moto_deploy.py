@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -40,6 +41,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from moto import mock_aws, settings
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.events.responses import EventsHandler
@@ -208,7 +211,7 @@ def _document(document: Mapping[str, Any]) -> str:
 
 def deploy(template: Mapping[str, Any], scenario: Scenario) -> Deployment:
     """Create the IAM-relevant part of the stack in moto (inside ``mock_aws``; see the module doc)."""
-    session = boto3.Session(region_name=REGION)
+    session = boto3.Session(botocore_session=_botocore_session(), region_name=REGION)
     probe = Evaluator(template, scenario)
     evaluator = Evaluator(template, _deploy_secrets(probe, session.client("secretsmanager")))
     evaluator.physical.update(probe.physical)
@@ -264,8 +267,21 @@ def deploy(template: Mapping[str, Any], scenario: Scenario) -> Deployment:
     )
 
 
+@functools.cache
+def _service_models() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A new botocore session (its own credentials, read from the environment) on the shared models."""
+    session = botocore.session.Session()
+    session.register_component("data_loader", _service_models())
+    return session
+
+
 def _role_credentials(deployment: Deployment, function: str) -> dict[str, str]:
     deployer = boto3.Session(
+        botocore_session=_botocore_session(),
         aws_access_key_id=deployment.deployer["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=deployment.deployer["AWS_SECRET_ACCESS_KEY"],
         region_name=REGION,
@@ -294,9 +310,11 @@ def cold_start(deployment: Deployment, function: Function) -> ColdStart:
     variables["AWS_DEFAULT_REGION"] = REGION
     credentials = _role_credentials(deployment, function.logical_id)
     close_all()  # a cold container: no settings, secrets or clients kept from another function
-    boto3.DEFAULT_SESSION = None  # nor boto3's default session, which keeps the credentials it first read
     try:
         with environment({**variables, **credentials}):
+            # nor boto3's default session, which keeps the credentials it first read (its service models,
+            # which are the same for every function, are shared: reading them is most of a client's cost)
+            boto3.setup_default_session(botocore_session=_botocore_session())
             return ColdStart(function.logical_id, _start(function))
     finally:
         close_all()
