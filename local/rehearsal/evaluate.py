@@ -16,6 +16,8 @@ properties, or given by whoever created it (``physical``: the moto deployment pa
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import re
 import zlib
 from collections.abc import Mapping
@@ -177,8 +179,8 @@ class Evaluator:
         if name == "Fn::GetAZs":
             return [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
         if name == "Fn::Equals":
-            left, right = (self.value(item) for item in argument)
-            return str(left) == str(right)
+            left, right = (_text(self.value(item)) for item in argument)
+            return left == right
         if name == "Fn::Not":
             return not self.value(argument[0])
         if name == "Fn::And":
@@ -187,6 +189,11 @@ class Evaluator:
             return any(self.value(item) for item in argument)
         if name == "Fn::Base64":
             return self.value(argument)
+        if name == "Fn::Cidr":
+            block, count, bits = (self.value(item) for item in argument)
+            return _cidrs(str(block), int(count), int(bits))
+        if name == "Fn::ImportValue":
+            return f"import:{self.value(argument)}"
         raise EvaluationError(f"{name} is not evaluated by the rehearsal")
 
     def _sub(self, text: str, variables: Mapping[str, Any]) -> str:
@@ -235,7 +242,7 @@ class Evaluator:
             function_arn = function if function.startswith("arn:") else _arn("lambda", f"function:{function}")
             return f"{function_arn}:{self.value(properties['Name']) if 'Name' in properties else '1'}"
         identity = _identities(logical_id, resource["Type"], self._name_property(logical_id))
-        return identity.get(attribute, f"{logical_id}.{attribute}")
+        return identity.get(attribute) or _attribute(logical_id, resource["Type"], attribute)
 
     def _name_property(self, logical_id: str) -> str | None:
         properties = self.resources[logical_id].get("Properties", {})
@@ -243,6 +250,47 @@ class Evaluator:
             if key in properties:
                 return str(self.value(properties[key]))
         return None
+
+
+def secret_attributes(node: Any) -> set[tuple[str, str]]:  # noqa: ANN401 - any JSON value
+    """Every ``Fn::GetAtt`` of ``node`` that names a secret of a resource this module does not model (an
+    Aurora cluster's ``MasterUserSecret.SecretArn``): whoever creates stand-ins for them needs them."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= secret_attributes(item)
+    elif isinstance(node, dict):
+        target = node.get("Fn::GetAtt") if len(node) == 1 else None
+        if target is not None:
+            logical_id, attribute = target if isinstance(target, list) else str(target).split(".", 1)
+            if "Secret" in str(attribute):
+                found.add((str(logical_id), str(attribute)))
+        for item in node.values():
+            found |= secret_attributes(item)
+    return found
+
+
+def _text(value: object) -> str:
+    """A value as ``Fn::Equals`` compares it (a list parameter as CloudFormation passes it: comma-joined)."""
+    return ",".join(str(item) for item in value) if isinstance(value, list) else str(value)
+
+
+def _cidrs(block: str, count: int, bits: int) -> list[str]:
+    try:
+        network = ipaddress.ip_network(block)
+    except ValueError:  # a made-up attribute (a VPC's CidrBlock): any private block will do
+        network = ipaddress.ip_network("10.0.0.0/16")
+    return [str(subnet) for subnet in itertools.islice(network.subnets(new_prefix=network.max_prefixlen - bits), count)]
+
+
+def _attribute(logical_id: str, kind: str, attribute: str) -> str:
+    """A made-up ``Fn::GetAtt`` value of a type this module does not model, shaped as CloudFormation
+    returns it where the code parses it: a port is a number, a secret's ARN is an ARN."""
+    if attribute.endswith("Port"):
+        return str(6379 if "ElastiCache" in kind else 5432 if "RDS" in kind else 443)
+    if "Secret" in attribute:
+        return _arn("secretsmanager", f"secret:{logical_id}-{attribute.replace('.', '-')}-Rehrsl")
+    return f"{logical_id}.{attribute}"
 
 
 def _identities(logical_id: str, kind: str, name: str | None) -> dict[str, str]:  # noqa: PLR0911 - one per type

@@ -51,7 +51,7 @@ from moto.secretsmanager.responses import SecretsManagerResponse
 from werkzeug.exceptions import HTTPException
 
 from local.rehearsal.checks import Function, functions
-from local.rehearsal.evaluate import ACCOUNT, REGION, Evaluator, Scenario, scenarios
+from local.rehearsal.evaluate import ACCOUNT, REGION, Evaluator, Scenario, scenarios, secret_attributes
 from local.rehearsal.policies import AWS_MANAGED_POLICY_PREFIX, _as_list
 from such_market import secrets
 from such_market.config import EventSettings, load_settings
@@ -195,6 +195,12 @@ def _deploy_secrets(evaluator: Evaluator, client: Any) -> Scenario:  # noqa: ANN
         if ":secretsmanager:" in value:
             secret_name = value.rsplit(":", 1)[-1][: -len("-AbCdEf")]
             parameters[name] = client.create_secret(Name=secret_name, SecretString=f"rehearsal {name}")["ARN"]
+    for logical_id, attribute in sorted(secret_attributes(evaluator.template)):
+        # a secret that a resource moto does not create makes (Aurora's master user secret): a stand-in
+        if evaluator.resources.get(logical_id, {}).get("Type") != "AWS::SecretsManager::Secret":
+            name = f"{logical_id}-{attribute.replace('.', '-')}"
+            arn = client.create_secret(Name=name, SecretString=f"rehearsal {name}")["ARN"]
+            evaluator.physical.setdefault(logical_id, {})[attribute] = arn
     for logical_id, resource in evaluator.resources.items():
         if resource["Type"] == "AWS::SecretsManager::Secret" and evaluator.exists(logical_id):
             name = str(evaluator.properties(logical_id).get("Name", logical_id))

@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 CODE_BUCKET = "rehearsal"
 REGION = "us-east-1"
-_LOCAL_URI_PROPERTIES = {"AWS::Serverless::Function": "CodeUri", "AWS::Serverless::LayerVersion": "ContentUri"}
+_LOCAL_URI_PROPERTIES = {
+    "AWS::Serverless::Function": "CodeUri",
+    "AWS::Serverless::LayerVersion": "ContentUri",
+    "AWS::Serverless::Application": "Location",
+    "AWS::CloudFormation::Stack": "TemplateURL",
+}
 
 
 class TranslationError(RuntimeError):
@@ -73,8 +78,9 @@ def _translate(template: Path) -> dict[str, Any]:  # pragma: no cover - runs in 
         key = _LOCAL_URI_PROPERTIES.get(resource.get("Type"))
         properties = resource.get("Properties", {})
         location = properties.get(key) if key else None
-        if isinstance(location, str) and not location.startswith("s3://"):
-            properties[key] = f"s3://{CODE_BUCKET}/{location.rstrip('/')}/"
+        if isinstance(location, str) and not location.startswith(("s3://", "https://")):
+            folder = "/" if (template.parent / location).is_dir() else ""
+            properties[key] = f"s3://{CODE_BUCKET}/{location.rstrip('/')}{folder}"
 
     class _NoManagedPolicies:
         def load(self) -> dict[str, str]:
