@@ -9,11 +9,12 @@ Per function (``AWS::Lambda::Function`` and its role):
   destination (``EventInvokeConfig``) is granted;
 - in a VPC, its security groups may reach each database endpoint (RDS Proxy, else the cluster/instance) on
   its port and each cache on 6379, where the template creates those security groups (given ones are the
-  deployer's: not checkable here);
+  deployer's: not checkable here); the proxy's groups may reach the cluster's;
 - when the template manages log groups, the function has one; every log group has a retention.
 
-Per rule and schedule: its target is a function (alias or version) of the template, the invoke permission
-exists (rules) or the scheduler's role may invoke it (schedules), and a dead-letter queue lets the rule send.
+Per rule and schedule: it listens on a bus of the template (or the default bus), its target is a function
+(alias or version) of the template, the invoke permission exists (rules) or the scheduler's role may invoke
+it (schedules), and a dead-letter queue lets the rule send.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def check_template(template: Mapping[str, Any], *, only: Iterable[Scenario] | No
             if evaluator.exists(function.logical_id):
                 findings.update(_function_findings(evaluator, function))
         findings.update(_target_findings(evaluator))
+        findings.update(_proxy_findings(evaluator))
         findings.update(_log_group_findings(evaluator))
     return sorted(findings)
 
@@ -209,6 +211,22 @@ def _network_findings(evaluator: Evaluator, function: Function) -> Iterator[Find
             yield Finding(evaluator.scenario.name, function.logical_id, problem, ",".join(sorted(groups)))
 
 
+def _proxy_findings(evaluator: Evaluator) -> Iterator[Finding]:
+    """The RDS Proxy must reach the database it fronts (where the template creates both groups)."""
+    created = {evaluator.attribute(group, "GroupId") for group in _of_type(evaluator, ("AWS::EC2::SecurityGroup",))}
+    rules = _ingress_rules(evaluator)
+    for proxy in _of_type(evaluator, _DATABASE_ENDPOINTS):
+        sources = _security_groups(evaluator, proxy)
+        for server in _of_type(evaluator, _DATABASE_SERVERS):
+            port = int(evaluator.properties(server).get("Port", DATABASE_PORT))
+            groups = _security_groups(evaluator, server)
+            if not sources or not groups or not (sources | groups) <= created:
+                continue
+            if not any(_admits(rule, group, sources, port) for rule in rules for group in groups):
+                problem = f"cannot reach {server} on {port} (no ingress from its security groups)"
+                yield Finding(evaluator.scenario.name, proxy, problem, ",".join(sorted(groups)))
+
+
 def _invocable(evaluator: Evaluator) -> dict[str, str]:
     """ARN of every function, alias and version of the template → its function's logical id."""
     arns = {}
@@ -223,8 +241,12 @@ def _target_findings(evaluator: Evaluator) -> Iterator[Finding]:
     scenario, invocable = evaluator.scenario.name, _invocable(evaluator)
     permissions = [evaluator.properties(permission) for permission in _of_type(evaluator, ("AWS::Lambda::Permission",))]
     queue_policies = [evaluator.properties(policy) for policy in _of_type(evaluator, ("AWS::SQS::QueuePolicy",))]
+    buses = {str(evaluator.properties(bus).get("Name")) for bus in _of_type(evaluator, ("AWS::Events::EventBus",))}
     for rule in _of_type(evaluator, ("AWS::Events::Rule",)):
         rule_arn = evaluator.attribute(rule, "Arn")
+        bus = str(evaluator.properties(rule).get("EventBusName", "default"))
+        if bus_arn(bus) not in {bus_arn(known) for known in buses | {"default"}}:
+            yield Finding(scenario, rule, "listens on a bus the template does not create", bus)
         for target in evaluator.properties(rule).get("Targets", []):
             arn = str(target.get("Arn"))
             if arn not in invocable:

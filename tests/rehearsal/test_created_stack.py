@@ -23,12 +23,12 @@ from local.rehearsal.translate import ROOT, transformed_template
 DB_SECRET = {"Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]}
 
 
-def _ingress(group: str, port: int) -> dict[str, Any]:
+def _ingress(group: str, port: int, *, source: str = "FunctionsSecurityGroup") -> dict[str, Any]:
     return {
         "Type": "AWS::EC2::SecurityGroupIngress",
         "Properties": {
             "GroupId": {"Fn::GetAtt": [group, "GroupId"]},
-            "SourceSecurityGroupId": {"Fn::GetAtt": ["FunctionsSecurityGroup", "GroupId"]},
+            "SourceSecurityGroupId": {"Fn::GetAtt": [source, "GroupId"]},
             "IpProtocol": "tcp",
             "FromPort": port,
             "ToPort": port,
@@ -43,9 +43,12 @@ def _created_stack(template: dict[str, Any]) -> dict[str, Any]:
         .replace(json.dumps({"Ref": "CacheAuthSecretArn"}), json.dumps({"Ref": "CacheAuthSecret"}))
     )
     resources = created["Resources"]
-    for group in ("FunctionsSecurityGroup", "ProxySecurityGroup", "CacheSecurityGroup"):
+    for group in ("FunctionsSecurityGroup", "ProxySecurityGroup", "CacheSecurityGroup", "DatabaseSecurityGroup"):
         resources[group] = {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": group}}
-    resources["DatabaseCluster"] = {"Type": "AWS::RDS::DBCluster", "Properties": {"ManageMasterUserPassword": True}}
+    resources["DatabaseCluster"] = {
+        "Type": "AWS::RDS::DBCluster",
+        "Properties": {"ManageMasterUserPassword": True, "VpcSecurityGroupIds": [{"Ref": "DatabaseSecurityGroup"}]},
+    }
     resources["DatabaseProxy"] = {
         "Type": "AWS::RDS::DBProxy",
         "Properties": {"VpcSecurityGroupIds": [{"Fn::GetAtt": ["ProxySecurityGroup", "GroupId"]}]},
@@ -57,6 +60,7 @@ def _created_stack(template: dict[str, Any]) -> dict[str, Any]:
     resources["CacheAuthSecret"] = {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "such-market/cache"}}
     resources["ProxyIngress"] = _ingress("ProxySecurityGroup", 5432)
     resources["CacheIngress"] = _ingress("CacheSecurityGroup", 6379)
+    resources["DatabaseIngress"] = _ingress("DatabaseSecurityGroup", 5432, source="ProxySecurityGroup")
     # The cache AUTH grant, unconditional now that the stack creates the secret
     statements = resources["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     statements[1] = statements[1]["Fn::If"][1]
@@ -105,3 +109,18 @@ def test_its_generated_database_secret_ungranted_is_reported_and_refused(created
     failed = rehearse(template, only=scenarios(template)[:1], functions_named={"HealthFunction"})
     assert len(failed) == 1
     assert "DatabaseCluster-MasterUserSecret-SecretArn" in str(failed[0].error)
+
+
+def test_a_proxy_that_cannot_reach_its_database_or_functions_that_cannot_reach_the_cache_are_reported(
+    created: dict[str, Any],
+) -> None:
+    template = copy.deepcopy(created)
+    del template["Resources"]["DatabaseIngress"]
+    del template["Resources"]["CacheIngress"]
+    findings = check_template(template, only=scenarios(template)[:1])
+    problems = {(finding.subject, finding.problem) for finding in findings}
+    assert ("DatabaseProxy", "cannot reach DatabaseCluster on 5432 (no ingress from its security groups)") in problems
+    assert {finding.subject for finding in findings} == {"DatabaseProxy"} | {
+        function.logical_id for function in functions(template)
+    }
+    assert {finding.resource for finding in findings} == {"sg-DatabaseSecurityGroup", "sg-CacheSecurityGroup"}

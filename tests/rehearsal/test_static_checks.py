@@ -86,16 +86,19 @@ def test_a_queue_reader_without_its_queue_grant_is_reported(template: dict[str, 
     }
 
 
-def test_a_rule_targeting_no_function_and_a_dead_letter_queue_refusing_it_are_reported(
+def test_a_rule_on_an_unknown_bus_targeting_no_function_and_refused_by_its_dead_letter_queue_is_reported(
     template: dict[str, Any],
 ) -> None:
     resources = template["Resources"]
-    resources["IngestCollectionFunctionIngestRequested"]["Properties"]["Targets"][0]["Arn"] = "arn:aws:lambda:x"
+    rule = resources["IngestCollectionFunctionIngestRequested"]["Properties"]
+    rule["Targets"][0]["Arn"] = "arn:aws:lambda:x"
+    rule["EventBusName"] = "elsewhere"
     resources["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]["ArnEquals"][
         "aws:SourceArn"
     ].pop(0)
     findings = check_template(template)
     assert {(finding.subject, finding.problem) for finding in findings} == {
+        ("IngestCollectionFunctionIngestRequested", "listens on a bus the template does not create"),
         ("IngestCollectionFunctionIngestRequested", "targets no function of the template"),
         ("IngestCollectionFunctionIngestRequested", "may not send to its dead-letter queue"),
     }
