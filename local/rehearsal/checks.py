@@ -14,7 +14,8 @@ Per function (``AWS::Lambda::Function`` and its role):
 
 Per rule and schedule: it listens on a bus of the template (or the default bus), its target is a function
 (alias or version) of the template, the invoke permission exists (rules) or the scheduler's role may invoke
-it (schedules), and a dead-letter queue lets the rule send.
+it (schedules), and a dead-letter queue lets the rule send. Every route and authorizer of an HTTP API calls
+a function of the template that API Gateway may invoke.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _DESTINATION_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish", "events"
 _DATABASE_ENDPOINTS = ("AWS::RDS::DBProxy",)
 _DATABASE_SERVERS = ("AWS::RDS::DBCluster", "AWS::RDS::DBInstance")
 _CACHES = ("AWS::ElastiCache::ServerlessCache", "AWS::ElastiCache::ReplicationGroup", "AWS::ElastiCache::CacheCluster")
+_HTTP_METHODS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "x-amazon-apigateway-any-method"}
+)
 _SECURITY_GROUP_PROPERTIES = ("VpcSecurityGroupIds", "SecurityGroupIds", "VpcSecurityGroups")
 
 
@@ -87,6 +91,7 @@ def check_template(template: Mapping[str, Any], *, only: Iterable[Scenario] | No
                 findings.update(_function_findings(evaluator, function))
         findings.update(_target_findings(evaluator))
         findings.update(_proxy_findings(evaluator))
+        findings.update(_route_findings(evaluator))
         findings.update(_log_group_findings(evaluator))
     return sorted(findings)
 
@@ -268,6 +273,36 @@ def _target_findings(evaluator: Evaluator) -> Iterator[Finding]:
             yield Finding(scenario, schedule, "targets no function of the template", arn)
         elif role is None or not role_permissions(evaluator, role).allows("lambda:InvokeFunction", arn):
             yield Finding(scenario, schedule, "its role may not invoke its target", arn)
+
+
+def _lambda_uris(node: Any, where: str) -> Iterator[tuple[str, str]]:  # noqa: ANN401 - any JSON value
+    """``(where, function ARN)`` of every Lambda invocation URI in an evaluated OpenAPI body."""
+    if isinstance(node, dict):
+        for key, item in node.items():
+            yield from _lambda_uris(item, f"{where} {key}" if key.startswith("/") or key in _HTTP_METHODS else where)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _lambda_uris(item, where)
+    elif isinstance(node, str) and ":lambda:path/2015-03-31/functions/" in node:
+        yield where.strip(), node.split("/functions/", 1)[1].rsplit("/invocations", 1)[0]
+
+
+def _route_findings(evaluator: Evaluator) -> Iterator[Finding]:
+    """Every route and authorizer of an HTTP API calls a function of the template that API Gateway may invoke."""
+    scenario, invocable = evaluator.scenario.name, _invocable(evaluator)
+    permissions = [evaluator.properties(permission) for permission in _of_type(evaluator, ("AWS::Lambda::Permission",))]
+    for api in _of_type(evaluator, ("AWS::ApiGatewayV2::Api",)):
+        api_id = evaluator.attribute(api, "Ref")
+        for where, arn in _lambda_uris(evaluator.properties(api).get("Body", {}), ""):
+            if arn not in invocable:
+                yield Finding(scenario, api, f"{where or 'an authorizer'} calls no function of the template", arn)
+            elif not any(
+                permission.get("FunctionName") in (arn, evaluator.attribute(invocable[arn], "Ref"))
+                and permission.get("Principal") == "apigateway.amazonaws.com"
+                and f":{api_id}/" in str(permission.get("SourceArn", f":{api_id}/"))
+                for permission in permissions
+            ):
+                yield Finding(scenario, api, f"{where or 'an authorizer'} may not invoke its function", arn)
 
 
 def _queue_admits_rule(evaluator: Evaluator, policies: list[dict[str, Any]], queue_arn: str, rule_arn: str) -> bool:

@@ -55,10 +55,11 @@ def made_up_value(name: str, declaration: Mapping[str, Any], *, optional_given: 
         return str(declaration.get("MinValue", 1))
     candidates = _candidates(name, kind)
     pattern = declaration.get("AllowedPattern")
+    shortest, longest = int(declaration.get("MinLength", 0)), int(declaration.get("MaxLength", 4096))
     for candidate in candidates:
-        if pattern is None or re.fullmatch(str(pattern), candidate):
+        if (pattern is None or re.fullmatch(str(pattern), candidate)) and shortest <= len(candidate) <= longest:
             return candidate
-    raise EvaluationError(f"parameter {name}: no made-up value matches its AllowedPattern {pattern!r}")
+    raise EvaluationError(f"parameter {name}: no made-up value fits its AllowedPattern {pattern!r} and lengths")
 
 
 def _candidates(name: str, kind: str) -> list[str]:

@@ -160,3 +160,18 @@ def test_functions_in_the_vpc_must_reach_the_database_and_cache_security_groups(
     assert Evaluator(template, scenarios(template)[0]).attribute("ProxySecurityGroup", "GroupId") == (
         "sg-ProxySecurityGroup"
     )
+
+
+def test_a_route_whose_function_api_gateway_may_not_invoke_is_reported(template: dict[str, Any]) -> None:
+    del template["Resources"]["HealthFunctionGetPermission"]
+    template["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]["/api/webhook"]["post"][
+        "x-amazon-apigateway-integration"
+    ]["uri"] = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:gone/invocations"
+    findings = check_template(template)
+    assert {(finding.problem, finding.resource) for finding in findings} == {
+        (
+            "/api/health get may not invoke its function",
+            "arn:aws:lambda:us-east-1:123456789012:function:HealthFunction:live",
+        ),
+        ("/api/webhook post calls no function of the template", "arn:aws:lambda:gone"),
+    }
