@@ -329,18 +329,18 @@ def cold_start(deployment: Deployment, function: Function) -> ColdStart:
 def _start(function: Function) -> str | None:
     try:
         for model in function.needs.settings:
-            loaded = load_settings(model)
-            for part in (getattr(loaded, name) for name in model.parts()):
-                for field in dataclasses.fields(part):
-                    reference = getattr(part, field.name)
-                    if field.name.upper().endswith(SECRET_REFERENCE_SUFFIX) and reference:
-                        secrets.get_secret_string(reference)
-            if (events := loaded.optional_part(EventSettings)) is not None:
-                answer = get_events_client(events).put_events(Entries=[_harmless_event(events.event_bus_name)])
+            load_settings(model)  # every variable of every part validated, as the handler does first
+        for part in (load_settings(kind) for kind in function.needs.parts):
+            for field in dataclasses.fields(part):  # type: ignore[arg-type]
+                reference = getattr(part, field.name)
+                if field.name.upper().endswith(SECRET_REFERENCE_SUFFIX) and reference:
+                    secrets.get_secret_string(reference)
+            if isinstance(part, EventSettings):
+                answer = get_events_client(part).put_events(Entries=[_harmless_event(part.event_bus_name)])
                 if answer.get("FailedEntryCount"):
-                    return f"PutEvents to {events.event_bus_name} failed: {answer['Entries']}"
-            if (dead_letters := loaded.optional_part(DeadLetterSettings)) is not None:
-                dead_letter_depth(dead_letters)
+                    return f"PutEvents to {part.event_bus_name} failed: {answer['Entries']}"
+            if isinstance(part, DeadLetterSettings):
+                dead_letter_depth(part)
     except Exception as error:  # the report names whatever stopped the cold start
         return f"{type(error).__name__}: {error}"
     return None

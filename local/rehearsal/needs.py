@@ -38,6 +38,8 @@ class CodeNeeds:
 
     settings: tuple[type[FunctionSettings], ...]
     """The settings classes the handler uses."""
+    parts: tuple[type[SettingsPart], ...]
+    """Their parts, and the parts the handler loads alone."""
     secret_variables: frozenset[str]
     bus_variables: frozenset[str]
     queue_variables: frozenset[str]
@@ -68,12 +70,14 @@ def handler_module(code_dir: Path, handler: str) -> ModuleType:
 
 def settings_classes(module: ModuleType) -> list[type[FunctionSettings]]:
     """The ``FunctionSettings`` classes in a handler module's namespace."""
-    found = {
-        value
-        for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, FunctionSettings) and value is not FunctionSettings
+    return _classes(module, FunctionSettings)
+
+
+def _classes[T](module: ModuleType, base: type[T]) -> list[type[T]]:
+    found: set[type[T]] = {
+        value for value in vars(module).values() if isinstance(value, type) and issubclass(value, base)
     }
-    return sorted(found, key=lambda kind: kind.__name__)
+    return sorted(found - {base}, key=lambda kind: kind.__name__)
 
 
 def _variables(parts: Iterable[type[SettingsPart]]) -> set[str]:
@@ -81,11 +85,15 @@ def _variables(parts: Iterable[type[SettingsPart]]) -> set[str]:
 
 
 def code_needs(code_dir: Path, handler: str) -> CodeNeeds:
-    """What the function whose code is in ``code_dir`` (with ``handler``) reads, from its settings classes."""
-    classes = settings_classes(handler_module(code_dir, handler))
-    variables = _variables(part for kind in classes for part in kind.parts().values())
+    """What the function whose code is in ``code_dir`` (with ``handler``) reads, from its settings classes
+    and the settings parts it names (a part it loads alone, ``load_settings(CacheSettings)``, counts too)."""
+    module = handler_module(code_dir, handler)
+    classes = settings_classes(module)
+    parts = {part for kind in classes for part in kind.parts().values()} | set(_classes(module, SettingsPart))
+    variables = _variables(parts)
     return CodeNeeds(
         settings=tuple(classes),
+        parts=tuple(sorted(parts, key=lambda part: part.__name__)),
         secret_variables=frozenset(name for name in variables if name.endswith(SECRET_REFERENCE_SUFFIX)),
         bus_variables=frozenset(name for name in variables if name.endswith(BUS_SUFFIX)),
         queue_variables=frozenset(name for name in variables if name.endswith(QUEUE_SUFFIXES)),
