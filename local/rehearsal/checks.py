@@ -6,7 +6,7 @@ Per function (``AWS::Lambda::Function`` and its role):
   template gives the variable (and ``BatchGetSecretValue``, the extension-less path of ``such_market.secrets``);
 - every bus it publishes to is created by the template and granted (``events:PutEvents``); every queue it
   reads is created by the template and granted some ``sqs:`` action on it; every asynchronous-invocation
-  destination (``EventInvokeConfig``) is granted;
+  destination (``EventInvokeConfig``) is granted, and every queue an event source mapping feeds it from;
 - in a VPC, its security groups may reach each database endpoint (RDS Proxy, else the cluster/instance) on
   its port and each cache on 6379, where the template creates those security groups (given ones are the
   deployer's: not checkable here); the proxy's groups may reach the cluster's;
@@ -32,6 +32,7 @@ from local.rehearsal.translate import code_path
 
 DATABASE_PORT = 5432
 CACHE_PORT = 6379
+QUEUE_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 QUEUE_ACCESS = ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:GetQueueAttributes", "sqs:DeleteMessage")
 _DESTINATION_ACTIONS = {"sqs": "sqs:SendMessage", "sns": "sns:Publish", "events": "events:PutEvents"}
 _DATABASE_ENDPOINTS = ("AWS::RDS::DBProxy",)
@@ -84,9 +85,10 @@ def functions(template: Mapping[str, Any]) -> list[Function]:
 def check_template(template: Mapping[str, Any], *, only: Iterable[Scenario] | None = None) -> list[Finding]:
     """Every finding of every check under every scenario (none: the template's wiring is sound)."""
     findings: set[Finding] = set()
-    for scenario in only if only is not None else scenarios(template):
+    template_functions = functions(template)
+    for scenario in only if only is not None else scenarios(template, every_choice=True):
         evaluator = Evaluator(template, scenario)
-        for function in functions(template):
+        for function in template_functions:
             if evaluator.exists(function.logical_id):
                 findings.update(_function_findings(evaluator, function))
         findings.update(_target_findings(evaluator))
@@ -153,6 +155,7 @@ def _function_findings(evaluator: Evaluator, function: Function) -> Iterator[Fin
         elif not any(permissions.allows(action, evaluator.attribute(queue, "Arn")) for action in QUEUE_ACCESS):
             yield Finding(scenario, subject, "reads a queue it may not (sqs:*)", evaluator.attribute(queue, "Arn"))
     yield from _destination_findings(evaluator, function, permissions)
+    yield from _event_source_findings(evaluator, function, permissions)
     yield from _network_findings(evaluator, function)
 
 
@@ -169,6 +172,22 @@ def _destination_findings(evaluator: Evaluator, function: Function, permissions:
             if not permissions.allows(action, arn):
                 problem = f"its {outcome} destination is not granted ({action})"
                 yield Finding(evaluator.scenario.name, function.logical_id, problem, arn)
+
+
+def _event_source_findings(evaluator: Evaluator, function: Function, permissions: Permissions) -> Iterator[Finding]:
+    """A queue the function is fed from (an event source mapping) is read by Lambda with its role."""
+    names = {evaluator.attribute(function.logical_id, "Ref"), evaluator.attribute(function.logical_id, "Arn")}
+    for mapping in _of_type(evaluator, ("AWS::Lambda::EventSourceMapping",)):
+        properties = evaluator.properties(mapping)
+        source = str(properties.get("EventSourceArn", ""))
+        function_name = str(properties.get("FunctionName"))
+        if ":sqs:" not in source or not (function_name in names or function_name.rsplit(":", 1)[0] in names):
+            continue
+        for action in QUEUE_SOURCE_ACTIONS:
+            if not permissions.allows(action, source):
+                yield Finding(
+                    evaluator.scenario.name, function.logical_id, f"its queue source is not granted ({action})", source
+                )
 
 
 def _security_groups(evaluator: Evaluator, logical_id: str) -> set[str]:

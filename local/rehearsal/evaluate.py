@@ -87,16 +87,28 @@ def _candidates(name: str, kind: str) -> list[str]:
     ]
 
 
-def scenarios(template: Mapping[str, Any]) -> list[Scenario]:
-    """The two scenarios the checks run under: optional parameters at their defaults, and all given."""
+def scenarios(template: Mapping[str, Any], *, every_choice: bool = False) -> list[Scenario]:
+    """The scenarios the checks run under: optional parameters at their defaults, and all given; with
+    ``every_choice``, also each other ``AllowedValues`` of each parameter, one at a time (from the defaults),
+    so that a condition on a choice (``SnapStart``, ``CacheClusterMode``) is seen both ways."""
     parameters = template.get("Parameters", {})
-    return [
+    main = [
         Scenario(
             name,
             {key: made_up_value(key, declaration, optional_given=given) for key, declaration in parameters.items()},
         )
         for name, given in (("defaults", False), ("everything given", True))
     ]
+    if not every_choice:
+        return main
+    defaults = main[0].parameters
+    choices = [
+        Scenario(f"{key}={choice}", {**defaults, key: str(choice)})
+        for key, declaration in parameters.items()
+        for choice in declaration.get("AllowedValues", [])
+        if str(choice) != defaults[key]
+    ]
+    return main + choices
 
 
 def _arn(service: str, resource: str, *, region: str = REGION) -> str:
@@ -112,6 +124,7 @@ class Evaluator:
     physical: dict[str, dict[str, str]] = field(default_factory=dict)
     """Logical id → {"Ref": …, attribute: …} of resources whose identity someone else decided."""
     _conditions: dict[str, bool] = field(default_factory=dict)
+    _properties: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def resources(self) -> Mapping[str, Any]:
@@ -133,9 +146,12 @@ class Evaluator:
         return self._conditions[name]
 
     def properties(self, logical_id: str) -> dict[str, Any]:
-        """A resource's properties, evaluated."""
-        evaluated = self.value(self.resources[logical_id].get("Properties", {}))
-        return evaluated if isinstance(evaluated, dict) else {}
+        """A resource's properties, evaluated (once: the template does not change while it is checked, and
+        ``physical`` identities are all known before a resource that uses them is evaluated)."""
+        if logical_id not in self._properties:
+            evaluated = self.value(self.resources[logical_id].get("Properties", {}))
+            self._properties[logical_id] = evaluated if isinstance(evaluated, dict) else {}
+        return self._properties[logical_id]
 
     def value(self, node: Any) -> Any:  # noqa: ANN401 - any JSON value
         """``node`` with every intrinsic function evaluated."""

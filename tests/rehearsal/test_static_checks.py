@@ -51,7 +51,7 @@ def test_a_function_without_the_grant_of_a_secret_its_settings_read_is_reported(
     findings = check_template(template)
     assert _subjects(findings) == {"CollectionNftsFunction"}
     assert {finding.resource for finding in findings} == {_secret_of(template, "DbSecretArn")}
-    assert {finding.scenario for finding in findings} == {"defaults", _given()}
+    assert {"defaults", _given()} <= {finding.scenario for finding in findings}
 
 
 def test_the_cache_auth_secret_granted_to_no_function_is_reported_for_every_cache_client(
@@ -175,3 +175,29 @@ def test_a_route_whose_function_api_gateway_may_not_invoke_is_reported(template:
         ),
         ("/api/webhook post calls no function of the template", "arn:aws:lambda:gone"),
     }
+
+
+def test_a_function_fed_from_a_queue_it_may_not_read_is_reported(template: dict[str, Any]) -> None:
+    # Given the metrics function (granted only GetQueueAttributes on the dead-letter queue) fed from it
+    template["Resources"]["MetricsFeed"] = {
+        "Type": "AWS::Lambda::EventSourceMapping",
+        "Properties": {
+            "FunctionName": {"Ref": "CacheMetricsFunctionAliaslive"},
+            "EventSourceArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]},
+        },
+    }
+    findings = check_template(template, only=scenarios(template)[:1])
+    assert {(finding.subject, finding.problem) for finding in findings} == {
+        ("CacheMetricsFunction", "its queue source is not granted (sqs:ReceiveMessage)"),
+        ("CacheMetricsFunction", "its queue source is not granted (sqs:DeleteMessage)"),
+    }
+
+
+def test_conditions_on_a_choice_are_checked_both_ways(template: dict[str, Any]) -> None:
+    # Given a grant that exists only with SnapStart (a condition on an AllowedValues choice) - here the
+    # outbox relay's PutEvents, made conditional on the opposite choice
+    policies = template["Resources"]["OutboxRelayFunctionRole"]["Properties"]["Policies"]
+    index = next(position for position, policy in enumerate(policies) if "events:PutEvents" in str(policy))
+    policies[index] = {"Fn::If": ["SnapStartEnabled", {"Ref": "AWS::NoValue"}, policies[index]]}
+    findings = check_template(template)
+    assert {(finding.scenario, finding.subject) for finding in findings} == {("SnapStart=true", "OutboxRelayFunction")}
