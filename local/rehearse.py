@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     started = time.monotonic()
     template = transformed_template(arguments.template)
-    names = ", ".join(scenario.name for scenario in scenarios(template))
+    static, moto = scenarios(template, every_choice=True), scenarios(template)
     findings = check_template(template)
     for finding in findings:
         log.error("static: %s", finding)
@@ -40,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("moto: %s did not start: %s", start.function, start.error)
     count = len(functions(template))
     log.info(
-        "rehearsal of %s: %d functions, scenarios %s: %d static findings, %d failed starts (%.1f s)",
+        "rehearsal of %s: %d functions, %d static findings (%d scenarios), %d failed starts (%d scenarios) in %.1f s",
         arguments.template.name,
         count,
-        names,
         len(findings),
+        len(static),
         len(failed),
+        len(moto),
         time.monotonic() - started,
     )
     return 1 if findings or failed else 0
