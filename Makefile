@@ -17,7 +17,7 @@ PYTHON313 := $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.1
 # sam build looks for python3.13 on PATH: the project venv provides it.
 SAM_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
 
-.PHONY: help install jemalloc browser dev dev-reset test lint format validate build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
+.PHONY: help install jemalloc browser dev dev-reset test lint format validate rehearse build bench chaos openapi openapi-check migrate pytest pytest-cluster clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -76,8 +76,13 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 
 validate: $(STAMP) $(SAM_STAMP) ## cfn-lint and sam validate --lint on template.yaml
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint template.yaml $(wildcard infra/*.yaml)
 	$(SAM_ENV) $(SAM) validate --lint
+
+# The template proven without AWS (docs/deploy.md#rehearsal-the-template-proven-without-aws-make-rehearse): the linters, then the static checks of the
+# translated template against the code, and a deployment into moto with IAM enforced (local/rehearse.py).
+rehearse: validate ## cfn-lint, sam validate, grants vs code, every function started in moto under its role
+	PYTHONPATH=layers/shared $(PY) -m local.rehearse
 
 build: $(STAMP) $(SAM_STAMP) ## sam build (the layer's package and dependencies under python/)
 	$(SAM_ENV) $(SAM) build
@@ -94,7 +99,7 @@ pytest: $(STAMP) browser ## the pytest suite only (real PostgreSQL and Valkey, h
 pytest-cluster: $(STAMP) ## the integration and handler tests again, on a 3-primary Valkey cluster (REDIS_CLUSTER=true)
 	$(PY) -m pytest --cache-cluster tests/integration tests/functions $(PYTEST_ARGS)
 
-test: lint validate build openapi-check pytest pytest-cluster ## everything CI runs
+test: lint rehearse build openapi-check pytest pytest-cluster ## everything CI runs
 
 chaos: $(STAMP) ## the fault suite alone (pauses and kills real PostgreSQL/Valkey, breaks the stubs); prints its table
 	$(PY) -m pytest tests/chaos -p no:cacheprovider -q -rN
