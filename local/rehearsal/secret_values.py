@@ -87,7 +87,7 @@ def counterparts(template: Mapping[str, Any]) -> dict[str, str]:
         elif isinstance(node, dict):
             branches = node.get("Fn::If") if len(node) == 1 else None
             if isinstance(branches, list) and len(branches) == len(("condition", "then", "else")):
-                names = [branch.get("Ref") for branch in branches[1:] if isinstance(branch, dict)]
+                names = [str(branch["Ref"]) for branch in branches[1:] if isinstance(branch, dict) and "Ref" in branch]
                 secrets = [name for name in names if resources.get(name, {}).get("Type") == SECRET_TYPE]
                 given = [name for name in names if name in parameters]
                 if len(secrets) == 1 and len(given) == 1:
