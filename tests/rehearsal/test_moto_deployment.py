@@ -79,3 +79,19 @@ def test_a_queue_reader_without_its_queue_grant_is_refused_by_moto(translated: d
     assert len(failed) == 1
     assert "AccessDenied" in str(failed[0].error)
     assert "GetQueueAttributes" in str(failed[0].error)
+
+
+def test_a_created_database_secret_without_the_username_the_code_reads_stops_the_cold_start(
+    translated: dict[str, Any],
+) -> None:
+    # Given the generated database secret's template without its username
+    template = copy.deepcopy(translated)
+    generate = template["Resources"]["DatabaseSecret"]["Properties"]["GenerateSecretString"]
+    generate["SecretStringTemplate"] = '{"dbname": "such_market"}'
+    defaults = [scenario for scenario in scenarios(template) if scenario.name == "defaults"]
+    failed = rehearse(template, only=defaults, functions_named={"HealthFunction", "OutboxRelayFunction"})
+    # Then every reader of the database fails where the code builds its DSN out of the secret
+    assert [(start.function, start.error) for start in failed] == [
+        ("[defaults] HealthFunction", "KeyError: 'username'"),
+        ("[defaults] OutboxRelayFunction", "KeyError: 'username'"),
+    ]
