@@ -3,9 +3,10 @@
 A ``Scenario`` is one set of parameter values. ``scenarios(template)`` gives the two that matter to the
 checks: every optional parameter left at its default (the stack creates what it may create), and every
 optional parameter given a value (bring your own: a secret ARN, a security group, a host). Parameters
-without a default get the same made-up value in both. A made-up value is chosen by the parameter's type
-and must satisfy its ``AllowedPattern``/``AllowedValues`` (a template whose patterns refuse all of them
-is reported, not guessed around).
+without a default get the same made-up value in both. A made-up value is chosen by the parameter's type,
+name ending and ``NoEcho``, and must satisfy its ``AllowedPattern``/``AllowedValues`` (a template whose
+patterns refuse all of them is reported, not guessed around); a scenario the template's ``Rules`` refuse
+is never run (``refused_by_rules``).
 
 ``Evaluator.value`` evaluates ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::If``,
 ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap``, ``Fn::GetAZs`` and the condition functions; a value under
