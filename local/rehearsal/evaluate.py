@@ -3,9 +3,10 @@
 A ``Scenario`` is one set of parameter values. ``scenarios(template)`` gives the two that matter to the
 checks: every optional parameter left at its default (the stack creates what it may create), and every
 optional parameter given a value (bring your own: a secret ARN, a security group, a host). Parameters
-without a default get the same made-up value in both. A made-up value is chosen by the parameter's type
-and must satisfy its ``AllowedPattern``/``AllowedValues`` (a template whose patterns refuse all of them
-is reported, not guessed around).
+without a default get the same made-up value in both. A made-up value is chosen by the parameter's type,
+name ending and ``NoEcho``, and must satisfy its ``AllowedPattern``/``AllowedValues`` (a template whose
+patterns refuse all of them is reported, not guessed around); a scenario the template's ``Rules`` refuse
+is never run (``refused_by_rules``).
 
 ``Evaluator.value`` evaluates ``Ref``, ``Fn::GetAtt``, ``Fn::Sub``, ``Fn::Join``, ``Fn::If``,
 ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap``, ``Fn::GetAZs`` and the condition functions; a value under
@@ -53,7 +54,7 @@ def made_up_value(name: str, declaration: Mapping[str, Any], *, optional_given: 
         return str(next((value for value in allowed if str(value) != ""), allowed[0]))
     if kind == "Number":
         return str(declaration.get("MinValue", 1))
-    candidates = _candidates(name, kind)
+    candidates = _candidates(name, kind, no_echo=str(declaration.get("NoEcho", "")).lower() == "true")
     pattern = declaration.get("AllowedPattern")
     shortest, longest = int(declaration.get("MinLength", 0)), int(declaration.get("MaxLength", 4096))
     for candidate in candidates:
@@ -62,35 +63,70 @@ def made_up_value(name: str, declaration: Mapping[str, Any], *, optional_given: 
     raise EvaluationError(f"parameter {name}: no made-up value fits its AllowedPattern {pattern!r} and lengths")
 
 
-def _candidates(name: str, kind: str) -> list[str]:
+# What a name ending says its value is (the first candidates tried; the pattern has the last word)
+_NAME_HINTS = (("Arn", "arn"), ("Endpoint", "host"), ("Host", "host"), ("Url", "url"), ("Email", "email"))
+
+
+def _candidates(name: str, kind: str, *, no_echo: bool = False) -> list[str]:
     slug = re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
     hex_id = f"{zlib.crc32(name.encode()):08x}0abcdef01"  # deterministic: 17 hex digits per name
+    ids = {
+        "subnets": f"subnet-{hex_id},subnet-{hex_id[::-1]}",
+        "subnet": f"subnet-{hex_id}",
+        "groups": f"sg-{hex_id},sg-{hex_id[::-1]}",
+        "group": f"sg-{hex_id}",
+        "vpc": f"vpc-{hex_id}",
+    }
     by_type = {
-        "List<AWS::EC2::Subnet::Id>": [f"subnet-{hex_id},subnet-{hex_id[::-1]}"],
-        "AWS::EC2::Subnet::Id": [f"subnet-{hex_id}"],
-        "List<AWS::EC2::SecurityGroup::Id>": [f"sg-{hex_id}"],
-        "AWS::EC2::SecurityGroup::Id": [f"sg-{hex_id}"],
-        "AWS::EC2::VPC::Id": [f"vpc-{hex_id}"],
+        "List<AWS::EC2::Subnet::Id>": [ids["subnets"]],
+        "AWS::EC2::Subnet::Id": [ids["subnet"]],
+        "List<AWS::EC2::SecurityGroup::Id>": [ids["groups"]],
+        "AWS::EC2::SecurityGroup::Id": [ids["group"]],
+        "AWS::EC2::VPC::Id": [ids["vpc"]],
         "CommaDelimitedList": [slug],
     }
     if kind in by_type:
         return by_type[kind]
-    return [
-        f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:rehearsal/{slug}-AbCdEf",
-        f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:layer:rehearsal-{slug}:1",
-        f"arn:{PARTITION}:iam::{ACCOUNT}:role/rehearsal-{slug}",
-        f"{slug}.rehearsal.example.com",
-        f"https://{slug}.rehearsal.example.com",
-        f"rehearsal-{slug}@example.com",
-        f"rehearsal-{slug}",
-        "none",
-    ]
+    kinds = {
+        "arn": [
+            f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:rehearsal/{slug}-AbCdEf",
+            f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:layer:rehearsal-{slug}:1",
+            f"arn:{PARTITION}:iam::{ACCOUNT}:role/rehearsal-{slug}",
+        ],
+        "host": [f"{slug}.rehearsal.example.com"],
+        "url": [f"https://{slug}.rehearsal.example.com"],
+        "email": [f"rehearsal-{slug}@example.com"],
+    }
+    # a NoEcho parameter is a secret's value itself (an API key): a token, not a reference
+    hinted = ["token"] if no_echo else [hint for ending, hint in _NAME_HINTS if name.endswith(ending)]
+    kinds["token"] = [f"rehearsal-{slug}-value"]
+    first = [candidate for hint in hinted for candidate in kinds[hint]]
+    rest = [candidate for candidates in kinds.values() for candidate in candidates]
+    # an EC2 id (or a comma-separated list of them) in a String parameter is recognised by its pattern
+    return first + rest + [ids["vpc"], ids["subnets"], ids["groups"], f"rehearsal-{slug}", "none"]
+
+
+def refused_by_rules(template: Mapping[str, Any], parameters: Mapping[str, str]) -> list[str]:
+    """The ``AssertDescription`` of every template ``Rules`` assertion that ``parameters`` break
+    (CloudFormation refuses such a stack before creating anything)."""
+    evaluator = Evaluator(template, Scenario("rules", parameters))
+    refused = []
+    for name, rule in template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not evaluator.value(rule["RuleCondition"]):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not evaluator.value(assertion["Assert"]):
+                refused.append(f"{name}: {assertion.get('AssertDescription', 'refused')}")
+    return refused
 
 
 def scenarios(template: Mapping[str, Any], *, every_choice: bool = False) -> list[Scenario]:
-    """The scenarios the checks run under: optional parameters at their defaults, and all given; with
-    ``every_choice``, also each other ``AllowedValues`` of each parameter, one at a time (from the defaults),
-    so that a condition on a choice (``SnapStart``, ``CacheClusterMode``) is seen both ways."""
+    """The scenarios the checks run under: optional parameters at their defaults (the stack creates what it
+    may create), and all given (bring your own). With ``every_choice``, also: each optional parameter given
+    alone (from the defaults) and each left blank alone (from everything given), and each other
+    ``AllowedValues`` of each parameter a condition or rule reads (from the defaults, else from everything
+    given), so that every condition is seen both ways. Only combinations the template's ``Rules`` accept
+    are kept (CloudFormation refuses the others); the two main ones must be accepted."""
     parameters = template.get("Parameters", {})
     main = [
         Scenario(
@@ -99,16 +135,42 @@ def scenarios(template: Mapping[str, Any], *, every_choice: bool = False) -> lis
         )
         for name, given in (("defaults", False), ("everything given", True))
     ]
+    for scenario in main:
+        if refused := refused_by_rules(template, scenario.parameters):
+            raise EvaluationError(f"the template's Rules refuse the {scenario.name} scenario: {refused}")
     if not every_choice:
         return main
-    defaults = main[0].parameters
-    choices = [
-        Scenario(f"{key}={choice}", {**defaults, key: str(choice)})
-        for key, declaration in parameters.items()
-        for choice in declaration.get("AllowedValues", [])
-        if str(choice) != defaults[key]
-    ]
-    return main + choices
+    defaults, given = main[0].parameters, main[1].parameters
+    optional = [key for key in parameters if defaults[key] != given[key]]
+    candidates = [Scenario(f"{key} given alone", {**defaults, key: given[key]}) for key in optional]
+    candidates += [Scenario(f"{key} left blank", {**given, key: defaults[key]}) for key in optional]
+    deciding = _referenced(template.get("Conditions", {})) | _referenced(template.get("Rules", {}))
+    for key, declaration in parameters.items():
+        if key not in deciding:
+            continue  # a choice no condition or rule reads (LogRetentionDays) is passed through, not branched on
+        for choice in map(str, declaration.get("AllowedValues", [])):
+            bases = [base for base in (defaults, given) if choice != base[key]]
+            accepted = [base for base in bases if not refused_by_rules(template, {**base, key: choice})]
+            if len(bases) == len((defaults, given)) and accepted:  # a choice neither main scenario makes
+                candidates.append(Scenario(f"{key}={choice}", {**accepted[0], key: choice}))
+    seen = {tuple(sorted(scenario.parameters.items())) for scenario in main}
+    kept = []
+    for scenario in candidates:
+        identity = tuple(sorted(scenario.parameters.items()))
+        if identity not in seen and not refused_by_rules(template, scenario.parameters):
+            seen.add(identity)
+            kept.append(scenario)
+    return main + kept
+
+
+def _referenced(node: Any) -> set[str]:  # noqa: ANN401 - any JSON value
+    """The names every ``Ref`` in ``node`` names."""
+    if isinstance(node, list):
+        return {name for item in node for name in _referenced(item)}
+    if not isinstance(node, dict):
+        return set()
+    own = {str(node["Ref"])} if len(node) == 1 and "Ref" in node else set()
+    return own | {name for item in node.values() for name in _referenced(item)}
 
 
 def _arn(service: str, resource: str, *, region: str = REGION) -> str:

@@ -25,8 +25,10 @@ A role's trust policy names ``lambda.amazonaws.com``; moto's STS cannot be that 
 created trusting the rehearsal's deployer user instead, which assumes it (the only change made to a role).
 ``cold_start`` then runs what a function does when its container starts, with that role's credentials and
 the function's evaluated environment: its settings classes loaded, every secret they reference resolved
-through ``such_market.secrets`` (the extension-less path: one ``BatchGetSecretValue``), a harmless event
-put on each bus it publishes to, and the depth of each queue it reads.
+through ``such_market.secrets`` (the extension-less path: one ``BatchGetSecretValue``), the database's DSN
+and the cache's credentials read out of their secrets as the code reads them (so each secret is made up in
+the shape AWS stores it: ``local.rehearsal.secret_values``), a harmless event put on each bus it publishes
+to, and the depth of each queue it reads.
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ from werkzeug.exceptions import HTTPException
 from local.rehearsal.checks import Function, functions
 from local.rehearsal.evaluate import ACCOUNT, REGION, Evaluator, Scenario, scenarios, secret_attributes
 from local.rehearsal.policies import AWS_MANAGED_POLICY_PREFIX, _as_list
+from local.rehearsal.secret_values import counterparts, secret_string
 from such_market import secrets
-from such_market.config import EventSettings, load_settings
+from such_market.cache.client import credentials as cache_credentials
+from such_market.config import CacheSettings, DatabaseSettings, EventSettings, load_settings
 from such_market.container import close_all
+from such_market.db.connection import resolve_dsn
 from such_market.events.dead_letters import DeadLetterSettings, dead_letter_depth
 from such_market.events.publisher import get_events_client
 from such_market.secrets import SECRET_REFERENCE_SUFFIX
@@ -191,10 +196,12 @@ def environment(variables: Mapping[str, str]) -> Iterator[None]:
 def _deploy_secrets(evaluator: Evaluator, client: Any) -> Scenario:  # noqa: ANN401 - a boto3 client
     """Moto's secrets for the secret-ARN parameters and the template's secrets; the scenario with their ARNs."""
     parameters = dict(evaluator.scenario.parameters)
+    shapes = counterparts(evaluator.template)
     for name, value in sorted(parameters.items()):
         if ":secretsmanager:" in value:
             secret_name = value.rsplit(":", 1)[-1][: -len("-AbCdEf")]
-            parameters[name] = client.create_secret(Name=secret_name, SecretString=f"rehearsal {name}")["ARN"]
+            shape = secret_string(evaluator, shapes[name]) if name in shapes else f"rehearsal {name}"
+            parameters[name] = client.create_secret(Name=secret_name, SecretString=shape)["ARN"]
     for logical_id, attribute in sorted(secret_attributes(evaluator.template)):
         # a secret that a resource moto does not create makes (Aurora's master user secret): a stand-in
         if evaluator.resources.get(logical_id, {}).get("Type") != "AWS::SecretsManager::Secret":
@@ -204,7 +211,7 @@ def _deploy_secrets(evaluator: Evaluator, client: Any) -> Scenario:  # noqa: ANN
     for logical_id, resource in evaluator.resources.items():
         if resource["Type"] == "AWS::SecretsManager::Secret" and evaluator.exists(logical_id):
             name = str(evaluator.properties(logical_id).get("Name", logical_id))
-            arn = client.create_secret(Name=name, SecretString=f"rehearsal {logical_id}")["ARN"]
+            arn = client.create_secret(Name=name, SecretString=secret_string(evaluator, logical_id))["ARN"]
             evaluator.physical[logical_id] = {"Ref": arn, "Id": arn}
     return replace(evaluator.scenario, parameters=parameters)
 
@@ -335,6 +342,11 @@ def _start(function: Function) -> str | None:
                 reference = getattr(part, field.name)
                 if field.name.upper().endswith(SECRET_REFERENCE_SUFFIX) and reference:
                     secrets.get_secret_string(reference)
+            # what the code reads out of the database and cache secrets (no connection is made)
+            if isinstance(part, DatabaseSettings):
+                resolve_dsn(part)
+            if isinstance(part, CacheSettings):
+                cache_credentials(part)
             if isinstance(part, EventSettings):
                 answer = get_events_client(part).put_events(Entries=[_harmless_event(part.event_bus_name)])
                 if answer.get("FailedEntryCount"):

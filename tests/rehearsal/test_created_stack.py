@@ -1,10 +1,9 @@
-"""The rehearsal on a stack that creates its database, cache, network and log groups (what the template
-becomes when it builds everything): it passes when the wiring is right, whatever the identities of those
-parts (an Aurora cluster's generated master secret, the cache's endpoint and port from ``Fn::GetAtt``).
-
-The variant is made from the translated template the way a correct template would say it: the functions'
-variables point at the created parts, each grant names the created secret, security groups admit the
-functions on 5432 (the proxy) and 6379 (the cache), and every function has a log group with a retention.
+"""The rehearsal on the stack the template creates by default (the main case): with every "bring your own"
+parameter blank, it creates the network, Aurora behind an RDS Proxy, ElastiCache Serverless and the secrets,
+and the rehearsal proves that wiring - the created secrets granted through their ``*ReadPolicy``, the
+created security groups letting the functions reach the proxy and the cache (and the proxy the database),
+every function's log group with a retention - and that removing one piece is reported for exactly the
+function it belongs to, statically and (for a grant) by moto's AccessDenied.
 """
 
 from __future__ import annotations
@@ -16,111 +15,113 @@ from typing import Any
 import pytest
 
 from local.rehearsal.checks import check_template, functions
-from local.rehearsal.evaluate import scenarios
+from local.rehearsal.evaluate import Evaluator, Scenario, scenarios
 from local.rehearsal.moto_deploy import rehearse
 from local.rehearsal.translate import ROOT, transformed_template
 
-DB_SECRET = {"Fn::GetAtt": ["DatabaseCluster", "MasterUserSecret.SecretArn"]}
-
-
-def _ingress(group: str, port: int, *, source: str = "FunctionsSecurityGroup") -> dict[str, Any]:
-    return {
-        "Type": "AWS::EC2::SecurityGroupIngress",
-        "Properties": {
-            "GroupId": {"Fn::GetAtt": [group, "GroupId"]},
-            "SourceSecurityGroupId": {"Fn::GetAtt": [source, "GroupId"]},
-            "IpProtocol": "tcp",
-            "FromPort": port,
-            "ToPort": port,
-        },
-    }
-
-
-def _created_stack(template: dict[str, Any]) -> dict[str, Any]:
-    created = json.loads(
-        json.dumps(template)
-        .replace(json.dumps({"Ref": "DbSecretArn"}), json.dumps(DB_SECRET))
-        .replace(json.dumps({"Ref": "CacheAuthSecretArn"}), json.dumps({"Ref": "CacheAuthSecret"}))
-    )
-    resources = created["Resources"]
-    for group in ("FunctionsSecurityGroup", "ProxySecurityGroup", "CacheSecurityGroup", "DatabaseSecurityGroup"):
-        resources[group] = {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": group}}
-    resources["DatabaseCluster"] = {
-        "Type": "AWS::RDS::DBCluster",
-        "Properties": {"ManageMasterUserPassword": True, "VpcSecurityGroupIds": [{"Ref": "DatabaseSecurityGroup"}]},
-    }
-    resources["DatabaseProxy"] = {
-        "Type": "AWS::RDS::DBProxy",
-        "Properties": {"VpcSecurityGroupIds": [{"Fn::GetAtt": ["ProxySecurityGroup", "GroupId"]}]},
-    }
-    resources["Cache"] = {
-        "Type": "AWS::ElastiCache::ServerlessCache",
-        "Properties": {"SecurityGroupIds": [{"Ref": "CacheSecurityGroup"}]},
-    }
-    resources["CacheAuthSecret"] = {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "such-market/cache"}}
-    resources["ProxyIngress"] = _ingress("ProxySecurityGroup", 5432)
-    resources["CacheIngress"] = _ingress("CacheSecurityGroup", 6379)
-    resources["DatabaseIngress"] = _ingress("DatabaseSecurityGroup", 5432, source="ProxySecurityGroup")
-    # The cache AUTH grant, unconditional now that the stack creates the secret
-    statements = resources["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    statements[1] = statements[1]["Fn::If"][1]
-    for function in functions(template):
-        properties = resources[function.logical_id]["Properties"]
-        properties["VpcConfig"]["SecurityGroupIds"] = [{"Fn::GetAtt": ["FunctionsSecurityGroup", "GroupId"]}]
-        variables = properties["Environment"]["Variables"]
-        variables["REDIS_AUTH_SECRET_ARN"] = {"Ref": "CacheAuthSecret"}
-        variables["REDIS_HOST"] = {"Fn::GetAtt": ["Cache", "Endpoint.Address"]}
-        variables["REDIS_PORT"] = {"Fn::GetAtt": ["Cache", "Endpoint.Port"]}
-        variables["DB_HOST_OVERRIDE"] = {"Fn::GetAtt": ["DatabaseProxy", "Endpoint"]}
-        resources[f"{function.logical_id}LogGroup"] = {
-            "Type": "AWS::Logs::LogGroup",
-            "Properties": {
-                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{function.logical_id}}}"},
-                "RetentionInDays": 30,
-            },
-        }
-    return created
+CREATED_DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/database-Rehrsl"
+CREATED_CACHE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/cache-auth-Rehrsl"
 
 
 @pytest.fixture(scope="module")
-def created() -> dict[str, Any]:
-    return _created_stack(transformed_template(ROOT / "template.yaml"))
+def translated() -> dict[str, Any]:
+    return transformed_template(ROOT / "template.yaml")
 
 
-def test_a_stack_that_creates_everything_passes_the_static_checks(created: dict[str, Any]) -> None:
-    assert check_template(created) == []
+@pytest.fixture
+def template(translated: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(translated)
 
 
-def test_a_stack_that_creates_everything_starts_every_function_in_moto(created: dict[str, Any]) -> None:
-    assert rehearse(created, only=scenarios(created)[:1]) == []
+def _defaults(template: dict[str, Any]) -> list[Scenario]:
+    return [scenario for scenario in scenarios(template) if scenario.name == "defaults"]
 
 
-def test_its_generated_database_secret_ungranted_is_reported_and_refused(created: dict[str, Any]) -> None:
-    template = copy.deepcopy(created)
-    policies = template["Resources"]["HealthFunctionRole"]["Properties"]["Policies"]
-    policies[:] = [policy for policy in policies if "MasterUserSecret" not in json.dumps(policy)]
+def _without_managed_policy(template: dict[str, Any], role: str, policy: str) -> None:
+    arns = template["Resources"][role]["Properties"]["ManagedPolicyArns"]
+    kept = [arn for arn in arns if json.dumps({"Ref": policy}) not in json.dumps(arn)]
+    assert len(kept) == len(arns) - 1
+    arns[:] = kept
+
+
+def test_the_defaults_create_network_database_cache_and_secrets(translated: dict[str, Any]) -> None:
+    evaluator = Evaluator(translated, _defaults(translated)[0])
+    for created in ("Vpc", "NatGatewayA", "DatabaseCluster", "DatabaseProxy", "DatabaseSecret", "Cache"):
+        assert evaluator.exists(created), created
+    assert evaluator.exists("CacheAuthSecret")
+    assert evaluator.properties("HealthFunction")["Environment"]["Variables"]["DB_SECRET_ARN"] == (
+        CREATED_DATABASE_SECRET
+    )
+
+
+def test_every_function_of_the_code_is_rehearsed(translated: dict[str, Any]) -> None:
+    # Each folder under functions/ is a function of the template whose code the rehearsal derives needs from
+    rehearsed = {function.logical_id for function in functions(translated)}
+    folders = {path.name for path in (ROOT / "functions").iterdir() if path.is_dir() and not path.name.startswith("_")}
+    assert len(rehearsed) == len(folders) == 33
+    assert {"MigrateDatabaseFunction", "PruneDataFunction"} <= rehearsed
+
+
+def test_the_created_stack_passes_the_static_checks(translated: dict[str, Any]) -> None:
+    assert check_template(translated, only=_defaults(translated)) == []
+
+
+def test_the_created_stack_starts_every_function_in_moto(translated: dict[str, Any]) -> None:
+    assert rehearse(translated, only=_defaults(translated)) == []
+
+
+def test_the_cache_auth_read_policy_removed_from_one_function_is_reported_for_it(template: dict[str, Any]) -> None:
+    _without_managed_policy(template, "CollectionNftsFunctionRole", "CacheAuthSecretReadPolicy")
     findings = check_template(template)
-    assert {(finding.subject, finding.resource) for finding in findings} == {
-        (
-            "HealthFunction",
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:DatabaseCluster-MasterUserSecret-SecretArn-Rehrsl",
-        )
+    assert {(finding.subject, finding.resource) for finding in findings if finding.scenario == "defaults"} == {
+        ("CollectionNftsFunction", CREATED_CACHE_SECRET)
     }
-    failed = rehearse(template, only=scenarios(template)[:1], functions_named={"HealthFunction"})
-    assert len(failed) == 1
-    assert "DatabaseCluster-MasterUserSecret-SecretArn" in str(failed[0].error)
+    assert {finding.subject for finding in findings} == {"CollectionNftsFunction"}
+    failed = rehearse(template, only=_defaults(template), functions_named={"CollectionNftsFunction"})
+    assert [start.function for start in failed] == ["[defaults] CollectionNftsFunction"]
+    assert "such-market/prod/cache-auth" in str(failed[0].error)
 
 
-def test_a_proxy_that_cannot_reach_its_database_or_functions_that_cannot_reach_the_cache_are_reported(
-    created: dict[str, Any],
-) -> None:
-    template = copy.deepcopy(created)
-    del template["Resources"]["DatabaseIngress"]
-    del template["Resources"]["CacheIngress"]
-    findings = check_template(template, only=scenarios(template)[:1])
+def test_the_database_read_policy_removed_is_reported_and_refused_by_moto(template: dict[str, Any]) -> None:
+    _without_managed_policy(template, "MigrateDatabaseFunctionRole", "DatabaseSecretReadPolicy")
+    findings = check_template(template, only=_defaults(template))
+    assert {(finding.subject, finding.resource) for finding in findings} == {
+        ("MigrateDatabaseFunction", CREATED_DATABASE_SECRET)
+    }
+    failed = rehearse(template, only=_defaults(template), functions_named={"MigrateDatabaseFunction"})
+    assert [start.function for start in failed] == ["[defaults] MigrateDatabaseFunction"]
+    # BatchGetSecretValue leaves out the secret it may not read (AWS answers AccessDeniedException for it)
+    assert "such-market/prod/database" in str(failed[0].error)
+    assert "could not be read (missing or not allowed)" in str(failed[0].error)
+
+
+def test_a_created_security_group_without_its_ingress_is_reported(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    del resources["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    del resources["CacheSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    findings = check_template(template, only=_defaults(template))
     problems = {(finding.subject, finding.problem) for finding in findings}
     assert ("DatabaseProxy", "cannot reach DatabaseCluster on 5432 (no ingress from its security groups)") in problems
+    # every function (all are in the VPC) loses the cache; none loses the proxy
     assert {finding.subject for finding in findings} == {"DatabaseProxy"} | {
         function.logical_id for function in functions(template)
     }
     assert {finding.resource for finding in findings} == {"sg-DatabaseSecurityGroup", "sg-CacheSecurityGroup"}
+
+
+def test_the_proxy_ingress_on_the_wrong_port_is_reported_for_every_function(template: dict[str, Any]) -> None:
+    ingress = template["Resources"]["DatabaseProxySecurityGroup"]["Properties"]["SecurityGroupIngress"][0]
+    ingress["FromPort"] = ingress["ToPort"] = 6379
+    findings = check_template(template, only=_defaults(template))
+    assert {finding.problem for finding in findings} == {
+        "cannot reach DatabaseProxy on 5432 (no ingress from its security groups)"
+    }
+    assert len(findings) == len(functions(template))
+
+
+def test_a_function_without_its_log_group_is_reported(template: dict[str, Any]) -> None:
+    del template["Resources"]["PruneDataLogGroup"]
+    findings = check_template(template, only=_defaults(template))
+    assert [(finding.subject, finding.problem) for finding in findings] == [
+        ("PruneDataFunction", "logs to a group the template does not manage (no retention)")
+    ]

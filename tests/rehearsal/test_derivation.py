@@ -1,6 +1,6 @@
 """The rehearsal's parts on their own: needs derived from a handler's settings (not from a list), made-up
-parameter values that satisfy the template's constraints, and moto answering ``BatchGetSecretValue`` per
-secret as AWS does."""
+parameter values that satisfy the template's constraints, scenarios its ``Rules`` accept, secrets made up
+in the shape the code reads, and moto answering ``BatchGetSecretValue`` per secret as AWS does."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.rehearsal.evaluate import EvaluationError, made_up_value
+from local.rehearsal.evaluate import EvaluationError, Evaluator, made_up_value, refused_by_rules, scenarios
 from local.rehearsal.moto_deploy import enforce_resources, environment, iam_enforced
 from local.rehearsal.needs import code_needs
+from local.rehearsal.secret_values import counterparts, secret_string
+from local.rehearsal.translate import ROOT, transformed_template
 
 HANDLER = '''
 """A handler whose settings hold a new part."""
@@ -57,6 +59,52 @@ def test_made_up_values_satisfy_the_parameter_constraints() -> None:
     assert [subnet.startswith("subnet-") for subnet in subnets.split(",")] == [True, True]
     with pytest.raises(EvaluationError, match="Impossible"):
         made_up_value("Impossible", {"Type": "String", "AllowedPattern": "^$x"}, optional_given=False)
+
+
+def test_made_up_values_fit_patterns_that_allow_blank_and_name_what_the_parameter_is() -> None:
+    def given(name: str, declaration: dict[str, object]) -> str:
+        return made_up_value(name, {"Type": "String", "Default": "", **declaration}, optional_given=True)
+
+    assert given("VpcId", {"AllowedPattern": "^(|vpc-[0-9a-f]+)$"}).startswith("vpc-")
+    subnets = given("SubnetIds", {"AllowedPattern": "^(|subnet-[0-9a-f]+(,subnet-[0-9a-f]+)*)$"})
+    assert [subnet.startswith("subnet-") for subnet in subnets.split(",")] == [True, True]
+    groups = given("SecurityGroupIds", {"AllowedPattern": "^(|sg-[0-9a-f]+(,sg-[0-9a-f]+)*)$"})
+    assert [group.startswith("sg-") for group in groups.split(",")] == [True, True]
+    assert given("CacheEndpoint", {}) == "cache-endpoint.rehearsal.example.com"  # no pattern: the name says
+    # a NoEcho key is the secret's value, not a reference to one
+    key = made_up_value("AlchemyApiKey", {"Type": "String", "NoEcho": True, "MinLength": 1}, optional_given=False)
+    assert key == "rehearsal-alchemy-api-key-value"
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, object]:
+    return transformed_template(ROOT / "template.yaml")
+
+
+def test_scenarios_are_only_combinations_the_template_rules_accept(translated: dict[str, object]) -> None:
+    every = scenarios(translated, every_choice=True)
+    assert all(refused_by_rules(translated, scenario.parameters) == [] for scenario in every)
+    names = {scenario.name for scenario in every}
+    # SubnetIds alone breaks VpcOfExistingSubnets, SubnetIds left blank breaks SecurityGroupsNeedSubnets
+    assert {"defaults", "everything given", "DbSecretArn left blank", "CacheClusterMode=false"} <= names
+    assert not {"SubnetIds given alone", "SubnetIds left blank"} & names
+    (standalone,) = (scenario for scenario in every if scenario.name == "CacheClusterMode=false")
+    assert standalone.parameters["CacheEndpoint"] != ""  # the created cache must stay clustered
+    assert not any(name.startswith("LogRetentionDays=") for name in names)  # no condition reads it
+    broken = {**every[0].parameters, "SubnetIds": "subnet-0a"}
+    assert [refusal.split(":")[0] for refusal in refused_by_rules(translated, broken)] == ["VpcOfExistingSubnets"]
+
+
+def test_secrets_are_made_up_in_the_shape_the_code_reads(translated: dict[str, object]) -> None:
+    evaluator = Evaluator(translated, scenarios(translated)[0])
+    database = json.loads(secret_string(evaluator, "DatabaseSecret"))
+    assert set(database) == {"username", "password", "dbname", "engine", "host", "port", "dbClusterIdentifier"}
+    assert (database["username"], database["port"], len(database["password"])) == ("such_market", 5432, 32)
+    assert set(json.loads(secret_string(evaluator, "CacheAuthSecret"))) == {"username", "password"}
+    assert len(secret_string(evaluator, "AdminTokenSecret")) == 48
+    assert secret_string(evaluator, "AlchemyApiKeySecret") == "rehearsal-alchemy-api-key-value"
+    # a given secret takes the shape of the one the template creates in its place
+    assert counterparts(translated) == {"DbSecretArn": "DatabaseSecret", "CacheAuthSecretArn": "CacheAuthSecret"}
 
 
 def test_moto_answers_a_batch_with_only_the_secrets_the_caller_may_read() -> None:

@@ -5,8 +5,9 @@ Moto creates only the IAM-relevant part of the stack (secrets, bus, queue, polic
 ``local.rehearsal.moto_deploy`` for what it cannot create - Lambda, layers, VPC, Aurora, RDS Proxy,
 ElastiCache Serverless, the HTTP API and its authorizer, rules and schedules - and the static check that
 covers each). A cold start here is the function's settings loaded, every secret they reference read
-through ``such_market.secrets`` (one ``BatchGetSecretValue``), a harmless ``PutEvents`` on its bus and its
-queue's depth, with the credentials of its assumed role.
+through ``such_market.secrets`` (one ``BatchGetSecretValue``), the database DSN and cache credentials read
+out of their secrets, a harmless ``PutEvents`` on its bus and its queue's depth, with the credentials of its
+assumed role.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def _everything_given(template: dict[str, Any]) -> list[Any]:
 
 def test_a_function_without_its_database_secret_grant_cannot_read_it(translated: dict[str, Any]) -> None:
     template = copy.deepcopy(translated)
-    policies = template["Resources"]["CollectionNftsFunctionRole"]["Properties"]["Policies"]
-    policies[:] = [policy for policy in policies if "DbSecretArn" not in str(policy)]
+    arns = template["Resources"]["CollectionNftsFunctionRole"]["Properties"]["ManagedPolicyArns"]
+    arns[:] = [arn for arn in arns if arn != {"Ref": "DatabaseSecretReadPolicy"}]
     failed = rehearse(template, only=_everything_given(template), functions_named={"CollectionNftsFunction"})
     # BatchGetSecretValue leaves out the secret it may not read (AWS answers AccessDeniedException for it)
     assert [(start.function, start.error) for start in failed] == [
@@ -51,8 +52,9 @@ def test_a_function_without_its_database_secret_grant_cannot_read_it(translated:
 
 def test_the_cache_auth_secret_granted_to_no_function_stops_every_cache_client(translated: dict[str, Any]) -> None:
     template = copy.deepcopy(translated)
-    statements = template["Resources"]["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    statements[:] = [statement for statement in statements if "CacheAuthSecretArn" not in str(statement)]
+    # (its statement on another secret: IAM refuses a policy without one)
+    (statement,) = template["Resources"]["CacheAuthSecretReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statement["Resource"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:another-AbCdEf"
     wanted = {"HealthFunction", "OutboxRelayFunction"}
     failed = rehearse(template, only=_everything_given(template), functions_named=wanted)
     assert [start.function for start in failed] == ["[everything given] HealthFunction"]
@@ -77,3 +79,19 @@ def test_a_queue_reader_without_its_queue_grant_is_refused_by_moto(translated: d
     assert len(failed) == 1
     assert "AccessDenied" in str(failed[0].error)
     assert "GetQueueAttributes" in str(failed[0].error)
+
+
+def test_a_created_database_secret_without_the_username_the_code_reads_stops_the_cold_start(
+    translated: dict[str, Any],
+) -> None:
+    # Given the generated database secret's template without its username
+    template = copy.deepcopy(translated)
+    generate = template["Resources"]["DatabaseSecret"]["Properties"]["GenerateSecretString"]
+    generate["SecretStringTemplate"] = '{"dbname": "such_market"}'
+    defaults = [scenario for scenario in scenarios(template) if scenario.name == "defaults"]
+    failed = rehearse(template, only=defaults, functions_named={"HealthFunction", "OutboxRelayFunction"})
+    # Then every reader of the database fails where the code builds its DSN out of the secret
+    assert [(start.function, start.error) for start in failed] == [
+        ("[defaults] HealthFunction", "KeyError: 'username'"),
+        ("[defaults] OutboxRelayFunction", "KeyError: 'username'"),
+    ]

@@ -7,6 +7,7 @@ Each case edits the translated template (plain CloudFormation), as a wrong templ
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ import pytest
 from local.rehearsal.checks import Finding, check_template
 from local.rehearsal.evaluate import Evaluator, scenarios
 from local.rehearsal.translate import ROOT, transformed_template
+
+CREATED_DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/database-Rehrsl"
+CREATED_CACHE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/cache-auth-Rehrsl"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,11 @@ def _secret_of(template: dict[str, Any], parameter: str) -> str:
     return given.parameters[parameter]
 
 
+def _without_managed_policy(template: dict[str, Any], role: str, policy: str) -> None:
+    arns = template["Resources"][role]["Properties"]["ManagedPolicyArns"]
+    arns[:] = [arn for arn in arns if json.dumps({"Ref": policy}) not in json.dumps(arn)]
+
+
 def _subjects(findings: list[Finding]) -> set[str]:
     return {finding.subject for finding in findings}
 
@@ -45,25 +54,28 @@ def test_the_template_passes_every_static_check(template: dict[str, Any]) -> Non
 
 def test_a_function_without_the_grant_of_a_secret_its_settings_read_is_reported(template: dict[str, Any]) -> None:
     # Given the read function's role without its database-secret policy
-    policies = template["Resources"]["CollectionNftsFunctionRole"]["Properties"]["Policies"]
-    policies[:] = [policy for policy in policies if "DbSecretArn" not in str(policy)]
-    # Then that function, and only it, is reported with the secret's ARN, in both scenarios
+    _without_managed_policy(template, "CollectionNftsFunctionRole", "DatabaseSecretReadPolicy")
+    # Then that function, and only it, is reported with the secret's ARN: the created one, or the given one
     findings = check_template(template)
     assert _subjects(findings) == {"CollectionNftsFunction"}
-    assert {finding.resource for finding in findings} == {_secret_of(template, "DbSecretArn")}
+    assert {finding.resource for finding in findings} == {CREATED_DATABASE_SECRET, _secret_of(template, "DbSecretArn")}
     assert {"defaults", _given()} <= {finding.scenario for finding in findings}
 
 
 def test_the_cache_auth_secret_granted_to_no_function_is_reported_for_every_cache_client(
     template: dict[str, Any],
 ) -> None:
-    # Given the template as it was: the cache AUTH secret in no policy
-    statements = template["Resources"]["SecretsBatchReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    statements[:] = [statement for statement in statements if "CacheAuthSecretArn" not in str(statement)]
+    # Given the cache AUTH read policy granting nothing (the first deploy that set CacheAuthSecretArn)
+    # (its statement on another secret: IAM refuses a policy without one)
+    (statement,) = template["Resources"]["CacheAuthSecretReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    statement["Resource"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:another-AbCdEf"
     findings = check_template(template)
-    # Then every function whose settings hold a cache client is reported, when the secret is given
-    assert {finding.resource for finding in findings} == {_secret_of(template, "CacheAuthSecretArn")}
-    assert {finding.scenario for finding in findings} == {_given()}
+    # Then every function whose settings hold a cache client is reported, for the created and the given secret
+    assert {finding.resource for finding in findings} == {
+        CREATED_CACHE_SECRET,
+        _secret_of(template, "CacheAuthSecretArn"),
+    }
+    assert {"defaults", _given()} <= {finding.scenario for finding in findings}
     assert {"HealthFunction", "CollectionNftsFunction", "InvalidateCacheFunction"} <= _subjects(findings)
     assert "OutboxRelayFunction" not in _subjects(findings)  # no cache in its settings
 
@@ -111,54 +123,31 @@ def test_a_schedule_whose_role_may_not_invoke_its_function_is_reported(template:
 
 
 def test_log_groups_need_a_retention_and_every_function_one(template: dict[str, Any]) -> None:
-    # Given one managed log group, without a retention
-    template["Resources"]["HealthLogGroup"] = {
-        "Type": "AWS::Logs::LogGroup",
-        "Properties": {"LogGroupName": {"Fn::Sub": "/aws/lambda/${HealthFunction}"}},
+    # Given one log group without its retention, and one function's log group gone
+    del template["Resources"]["HealthLogGroup"]["Properties"]["RetentionInDays"]
+    del template["Resources"]["CollectionNftsLogGroup"]
+    findings = check_template(template)
+    assert {(finding.subject, finding.problem) for finding in findings} == {
+        ("HealthLogGroup", "keeps its logs forever (no RetentionInDays)"),
+        ("CollectionNftsFunction", "logs to a group the template does not manage (no retention)"),
+    }
+
+
+def test_functions_in_given_security_groups_must_reach_the_created_proxy(template: dict[str, Any]) -> None:
+    # Given a proxy whose ingress admits the functions' created group, but not the given ones
+    ingress = template["Resources"]["DatabaseProxySecurityGroup"]["Properties"]["SecurityGroupIngress"][0]
+    ingress["SourceSecurityGroupId"] = {
+        "Fn::If": ["CreateFunctionSecurityGroup", {"Fn::GetAtt": ["FunctionSecurityGroup", "GroupId"]}, "sg-0000"]
     }
     findings = check_template(template)
-    assert ("HealthLogGroup", "keeps its logs forever (no RetentionInDays)") in {
-        (finding.subject, finding.problem) for finding in findings
-    }
-    # And every other function logs to a group the template does not manage
-    unmanaged = {finding.subject for finding in findings if "does not manage" in finding.problem}
-    assert "HealthFunction" not in unmanaged
-    assert "CollectionNftsFunction" in unmanaged
-
-
-def test_functions_in_the_vpc_must_reach_the_database_and_cache_security_groups(template: dict[str, Any]) -> None:
-    # Given a template that creates the functions', the proxy's and the cache's security groups, with an
-    # ingress rule for the proxy only
-    resources = template["Resources"]
-    for group in ("FunctionsSecurityGroup", "ProxySecurityGroup", "CacheSecurityGroup"):
-        resources[group] = {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": group}}
-    resources["Proxy"] = {
-        "Type": "AWS::RDS::DBProxy",
-        "Properties": {"VpcSecurityGroupIds": [{"Ref": "ProxySecurityGroup"}]},
-    }
-    resources["Cache"] = {
-        "Type": "AWS::ElastiCache::ServerlessCache",
-        "Properties": {"SecurityGroupIds": [{"Ref": "CacheSecurityGroup"}]},
-    }
-    resources["ProxyIngress"] = {
-        "Type": "AWS::EC2::SecurityGroupIngress",
-        "Properties": {
-            "GroupId": {"Fn::GetAtt": ["ProxySecurityGroup", "GroupId"]},
-            "SourceSecurityGroupId": {"Ref": "FunctionsSecurityGroup"},
-            "IpProtocol": "tcp",
-            "FromPort": 5432,
-            "ToPort": 5432,
-        },
-    }
-    health = resources["HealthFunction"]["Properties"]
-    health["VpcConfig"]["SecurityGroupIds"] = [{"Ref": "FunctionsSecurityGroup"}]
-    findings = [finding for finding in check_template(template) if finding.subject == "HealthFunction"]
-    # Then the function is reported for the cache only
+    # Then every function is reported, only where the network is given and the database created
+    assert {finding.scenario for finding in findings} == {"DbSecretArn left blank"}
     assert {(finding.problem, finding.resource) for finding in findings} == {
-        ("cannot reach Cache on 6379 (no ingress from its security groups)", "sg-CacheSecurityGroup")
+        ("cannot reach DatabaseProxy on 5432 (no ingress from its security groups)", "sg-DatabaseProxySecurityGroup")
     }
-    assert Evaluator(template, scenarios(template)[0]).attribute("ProxySecurityGroup", "GroupId") == (
-        "sg-ProxySecurityGroup"
+    assert "HealthFunction" in _subjects(findings)
+    assert Evaluator(template, scenarios(template)[0]).attribute("DatabaseProxySecurityGroup", "GroupId") == (
+        "sg-DatabaseProxySecurityGroup"
     )
 
 

@@ -35,6 +35,7 @@ def test_the_custom_resource_asks_for_the_schema_version_the_code_requires(resou
 def test_the_migration_function_may_read_the_database_secret(resources: dict[str, Any]) -> None:
     function = resources["MigrateDatabaseFunction"]["Properties"]
     assert function["Handler"] == "migrate_database.lambda_handler"
+    # the created database's secret, or the given one (the policy chooses)
     assert {"Ref": "DatabaseSecretReadPolicy"} in function["Policies"]
     assert "VpcConfig" not in function  # the Globals' VpcConfig applies: it reaches the database
 
