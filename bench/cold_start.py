@@ -101,6 +101,9 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "ingest_collection": (*UPSTREAM, "boto3"),
     "invalidate_cache": CACHED,
     "miniapp_webhook": UPSTREAM,
+    # The migration custom resource: migrations through psycopg, its answer PUT with urllib (stdlib).
+    "migrate_database": DB,
+    "prune_data": DB,
     # An idempotent consumer: its first answer builds Powertools' idempotency (the record in the cache),
     # whose package __init__ imports the DynamoDB persistence layer and with it boto3; no import path avoids
     # it short of replacing Powertools' idempotency (ingest_collection's floor has boto3 for its own reasons).
@@ -365,6 +368,33 @@ def read_events(address: str) -> dict[str, dict[str, Any]]:
     }
 
 
+@contextlib.contextmanager
+def _response_url() -> Iterator[str]:
+    """A stand-in for CloudFormation's presigned response URL that accepts every PUT (the sample event's
+    own URL refuses connections, so the first answer would be the custom resource's retries)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Accepting(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # the base class names it "format"
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accepting)
+    thread = threading.Thread(target=server.serve_forever, name="coldstart-response-url", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cloudformation-response"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def sample_event(function: str) -> dict[str, Any]:
     """``events/<function>.json``, else the first bus sample one of the function's rules matches."""
     if (EVENTS / f"{function}.json").is_file():
@@ -507,6 +537,11 @@ def run(env: BenchEnv, *, quick: bool, vs: str | None = None, functions: Sequenc
             if tree is not None:
                 compile_tree(tree)
         answers = {function: hits.get(function) or sample_event(function) for function in functions}
+        if "migrate_database" in answers:  # its answer goes to CloudFormation's response URL: a local one
+            answers["migrate_database"] = {
+                **answers["migrate_database"],
+                "ResponseURL": stack.enter_context(_response_url()),
+            }
         events: dict[str, Path] = {}
         for function, event in answers.items():
             events[function] = events_dir / f"{function}.json"
