@@ -1,4 +1,4 @@
--- 0019: cheaper nft_traits writes (issue 18: a first ingestion of 10,000 tokens at 100 ms upstream latency
+-- 0019: cheaper nft_traits and rank writes (issue 18: a first ingestion of 10,000 tokens at 100 ms upstream latency
 -- in ≤ 3 s; measured by bench/ingestion.py). Ingestion writes about six nft_traits rows per token, and
 -- the foreign key to nfts checked each of them with a lookup of its token (one SPI query per row: about a
 -- fifth of the insert's time). The rows are only ever written by such_market.collections.writes.upsert_nfts,
@@ -38,3 +38,13 @@ DROP TRIGGER IF EXISTS nfts_delete_traits ON nfts;
 CREATE TRIGGER nfts_delete_traits
     AFTER DELETE ON nfts REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION nfts_delete_traits();
+
+-- nfts.updated_at says when a token's data last changed, not its ranks: the per-row trigger that stamps
+-- it no longer fires for statements that set only ranks (assign_positions, rank_rarity), which rewrite
+-- every row of a collection (about a fifth of rank_rarity's UPDATE went to the trigger). Nothing reads
+-- the column; the writers that change data set these columns and still stamp it.
+DROP TRIGGER IF EXISTS nfts_set_updated_at ON nfts;
+CREATE TRIGGER nfts_set_updated_at
+    BEFORE UPDATE OF collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
+        metadata_error, owner_address, last_owner_check_at
+    ON nfts FOR EACH ROW EXECUTE FUNCTION set_updated_at();

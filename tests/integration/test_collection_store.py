@@ -657,11 +657,15 @@ def test_new_tokens_above_the_max_are_ranked_as_they_are_inserted(db: Conn) -> N
     assert_dense(db, collection_id)
     # And a new token below the max still re-ranks the collection (rewriting the ranks that move)
     upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(2**64, []), record(5000, [])])
+    stamp = "SELECT updated_at FROM nfts WHERE collection_id = %s AND token_id = 5000"
+    before = db.execute(stamp, (collection_id,)).fetchone()
     with db.transaction():
         upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(1500, []), record(2**65, [])])
         assert nfts_rows_written(db)[1] > 0
     assert_dense(db, collection_id)
     assert ranks(db, collection_id)[-5:] == [(1199, 1199), (1500, 1200), (5000, 1201), (2**64, 1202), (2**65, 1203)]
+    # (a new rank is not a change of the token's data: its updated_at stays)
+    assert db.execute(stamp, (collection_id,)).fetchone() == before
 
 
 def test_traits_go_with_their_tokens_without_a_foreign_key(db: Conn) -> None:
