@@ -117,20 +117,32 @@ COPY nft_batch (token_id, title, description, image_url, thumbnail_url, metadata
 FROM STDIN
 """
 
-# Rows that did not change are left alone (no new tuple, no updated_at bump); ranks of stored rows are not
-# touched. A token new to the collection (stale_traits NULL: no row when the batch was marked) takes its
-# token-order rank here when %(base)s is given (_APPEND_STATE: every new token of the batch lies above the
-# highest ranked one), so that the row is written once, not inserted and then rewritten with its rank.
-_UPSERT_NFTS = """
-INSERT INTO nfts AS n
+# Tokens new to the collection (stale_traits NULL: no row when the batch was marked) are plainly inserted,
+# without ON CONFLICT (PostgreSQL's speculative insertion costs about a third of an insert): upsert_nfts
+# holds the collection's ranking lock, which every writer that inserts nfts rows takes first, so none can
+# have appeared since. Each takes its token-order rank here when %(base)s is given (_APPEND_STATE: every
+# new token of the batch lies above the highest ranked one), so that the row is written once, not
+# inserted and then rewritten with its rank.
+_INSERT_NEW_NFTS = """
+INSERT INTO nfts
     (collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error,
      position)
 SELECT %(collection_id)s, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
-       metadata_error,
-       CASE WHEN stale_traits IS NULL
-            THEN %(base)s::integer + row_number() OVER (PARTITION BY stale_traits IS NULL ORDER BY token_id) - 1
-       END
+       metadata_error, %(base)s::integer + row_number() OVER (ORDER BY token_id) - 1
 FROM nft_batch
+WHERE stale_traits IS NULL
+ORDER BY token_id
+"""
+
+# Stored tokens: rows that did not change are left alone (no new tuple, no updated_at bump); ranks are not
+# touched. (An upsert onto the primary key rather than an UPDATE ... FROM join: see the note below.)
+_UPDATE_NFTS = """
+INSERT INTO nfts AS n
+    (collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error)
+SELECT %(collection_id)s, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
+       metadata_error
+FROM nft_batch
+WHERE stale_traits IS NOT NULL
 ORDER BY token_id
 ON CONFLICT (collection_id, token_id) DO UPDATE
 SET title = excluded.title, description = excluded.description, image_url = excluded.image_url,
@@ -163,6 +175,8 @@ LEFT JOIN LATERAL (
 #
 # A batch token's nft_traits rows are derived from its stored attributes, so they are rewritten only for
 # tokens whose attributes change (stale_traits true) or that are new (NULL); unchanged tokens cost nothing.
+# Only tokens up to the collection's highest stored one are probed: those above it are new (an ingestion
+# in token order probes nothing).
 _MARK_STALE_TRAITS = """
 UPDATE nft_batch AS b
 SET stale_traits = (
@@ -170,6 +184,7 @@ SET stale_traits = (
     FROM nfts AS n
     WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
 )
+WHERE b.token_id <= (SELECT max(token_id) FROM nfts WHERE collection_id = %(collection_id)s)
 """
 
 # A token new to the collection's ranking (new, or listed without metadata until now) or whose attributes
@@ -573,7 +588,8 @@ def upsert_nfts(
             append_state = cur.execute(_APPEND_STATE, params).fetchone()
             assert append_state is not None  # noqa: S101 - a one-row SELECT
             base = append_state[0]
-        cur.execute(_UPSERT_NFTS, {**params, "base": base})
+        cur.execute(_INSERT_NEW_NFTS, {**params, "base": base})
+        cur.execute(_UPDATE_NFTS, params)
         traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
         traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
         if traits_changed or base is not None:  # new traits, or new ranks
