@@ -7,6 +7,7 @@ they should, ownership syncs keep the summaries consistent, and deep pages are i
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -634,6 +635,100 @@ def test_ranks_stay_dense_as_tokens_arrive_above_and_below_the_max(db: Conn) -> 
     assert_dense(db, collection_id)
     page = get_nft_page(conn=db, collection_id=collection_id, page=2, page_size=2)
     assert (ids(page), page.total, page.has_more) == ([2**70], 5, False)
+
+
+def nfts_rows_written(conn: Conn) -> tuple[int, int]:
+    """(inserted, updated) nfts row versions of the current transaction."""
+    row = conn.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'nfts'").fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))
+
+
+def test_new_tokens_above_the_max_are_ranked_as_they_are_inserted(db: Conn) -> None:
+    # Given a collection loaded in token order, batch by batch (as ingestion does)
+    collection_id = new_collection(db)
+    rng = random.Random(11)
+    with db.transaction():
+        for first in (0, 400, 800):
+            batch = [record(t, random_attributes(rng)) for t in range(first + 399, first - 1, -1)]
+            upsert_nfts(conn=db, collection_id=collection_id, nfts=batch)
+        # Then each token row was written once, with its rank: none was inserted and then rewritten
+        assert nfts_rows_written(db) == (1200, 0)
+    assert_dense(db, collection_id)
+    # And a new token below the max still re-ranks the collection (rewriting the ranks that move)
+    upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(2**64, []), record(5000, [])])
+    stamp = "SELECT updated_at FROM nfts WHERE collection_id = %s AND token_id = 5000"
+    before = db.execute(stamp, (collection_id,)).fetchone()
+    with db.transaction():
+        upsert_nfts(conn=db, collection_id=collection_id, nfts=[record(1500, []), record(2**65, [])])
+        assert nfts_rows_written(db)[1] > 0
+    assert_dense(db, collection_id)
+    assert ranks(db, collection_id)[-5:] == [(1199, 1199), (1500, 1200), (5000, 1201), (2**64, 1202), (2**65, 1203)]
+    # (a new rank is not a change of the token's data: its updated_at stays)
+    assert db.execute(stamp, (collection_id,)).fetchone() == before
+
+
+def test_traits_go_with_their_tokens_without_a_foreign_key(db: Conn) -> None:
+    # Given two collections with traits (nft_traits has no foreign key to nfts since migration 0019)
+    keys = db.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'nft_traits'::regclass AND contype = 'f'"
+    ).fetchone()
+    assert keys == (0,)
+    collection_id, other_id = new_collection(db), new_collection(db, 0xC1)
+    cap = [{"trait_type": "hat", "value": "cap"}, {"trait_type": "eyes", "value": "wide"}]
+    for target in (collection_id, other_id):
+        upsert_nfts(conn=db, collection_id=target, nfts=[record(t, cap) for t in range(1, 6)])
+
+    def traits(target: uuid.UUID) -> list[int]:
+        rows = db.execute(
+            "SELECT token_id::int FROM nft_traits WHERE collection_id = %s ORDER BY 1", (target,)
+        ).fetchall()
+        return [int(str(token)) for (token,) in rows]
+
+    # When tokens are deleted, directly or by deleting their collection
+    db.execute("DELETE FROM nfts WHERE collection_id = %s AND token_id IN (2, 4)", (collection_id,))
+    assert traits(collection_id) == [1, 1, 3, 3, 5, 5]
+    db.execute("DELETE FROM collections WHERE id = %s", (collection_id,))
+    # Then their trait rows went with them, and only theirs
+    assert traits(collection_id) == []
+    assert traits(other_id) == [t for t in range(1, 6) for _ in cap]
+
+
+def test_concurrent_writers_of_the_same_new_tokens_leave_one_set_of_traits(db: Conn, db_url: str) -> None:
+    # Given two writers storing the same new tokens at once, with different attributes
+    collection_id = new_collection(db)
+    tokens = range(300)
+    versions = [
+        [record(t, [{"trait_type": "hat", "value": "cap"}, {"trait_type": "hat", "value": "cap"}]) for t in tokens],
+        [record(t, [{"trait_type": "hat", "value": "crown"}]) for t in tokens],
+    ]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write(records: list[NftRecord]) -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                start.wait()
+                upsert_nfts(conn=conn, collection_id=collection_id, nfts=records)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    writers = [threading.Thread(target=write, args=(records,)) for records in versions]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    # Then both succeed, and every token's trait rows are exactly those of the attributes it holds
+    assert errors == []
+    rows = db.execute(
+        "SELECT n.token_id::int, n.attributes -> 0 ->> 'value', array_agg(t.trait_value ORDER BY t.trait_value)"
+        " FROM nfts AS n JOIN nft_traits AS t USING (collection_id, token_id)"
+        " WHERE n.collection_id = %s GROUP BY 1, 2",
+        (collection_id,),
+    ).fetchall()
+    assert len(rows) == len(tokens)
+    assert all(values == [held] for _, held, values in rows)
+    assert_dense(db, collection_id)
 
 
 # --- owners ------------------------------------------------------------------------------------------

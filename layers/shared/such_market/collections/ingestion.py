@@ -8,8 +8,8 @@ writers of ``such_market.collections.writes``:
    address without an NFT contract ends ``failed`` at once, without an exception, so the event is not
    retried for nothing;
 2. token pages stream from a fetch thread through a bounded queue into ``upsert_nfts`` batches on the
-   calling thread, each batch given its token-order ranks (``assign_positions``) as it is committed,
-   so the fetch of the next pages overlaps the write of the current batch and memory
+   calling thread, each batch given its token-order ranks in its own transaction (appended as its rows
+   are inserted), so the fetch of the next pages overlaps the write of the current batch and memory
    holds at most ``prefetch_pages`` pages plus one batch. Alchemy's ``pageKey`` chain is sequential
    (each key comes from the page before), so a 10,000-token collection at 100 ms per call takes at least
    10 s that way. When the first page shows dense integer ids (a full page of consecutive ids whose
@@ -452,11 +452,11 @@ class _Run:
         (None: the batch ends the listing, and the resume point stays where it was)."""
         if self.clock() > self.deadline:
             raise _StopIngestion(TIME_BUDGET_ERROR, retryable=True)
-        self.written += upsert_nfts(conn=self.conn, collection_id=collection_id, nfts=batch, rank=False)
-        # Token-order ranks now, while the listing is still on the wire: pages arrive in id order, so this
-        # appends after the last rank (cheap) and the finishing transaction's assign_positions, on the run's
-        # critical path, finds nothing left to rank. (Rarity still waits for the finish: it needs every token.)
-        assign_positions(conn=self.conn, collection_id=collection_id)
+        # Token-order ranks in the batch's own transaction, while the listing is still on the wire: pages
+        # arrive in id order, so upsert_nfts appends them as it inserts the rows, and the finishing
+        # transaction's assign_positions, on the run's critical path, finds nothing left to rank. Rarity
+        # waits for the finish: it needs every token.
+        self.written += upsert_nfts(conn=self.conn, collection_id=collection_id, nfts=batch, rarity=False)
         if next_key is not None:
             self.resume_key = next_key
             highest = max(record.token_id for record in batch)

@@ -6,17 +6,17 @@ writers with its outbox event). Batches go through ``COPY`` into a temporary tab
 few single statements, never row by row: ``nft_ownership`` carries statement-level summary triggers
 (migration 0003), which then run once per statement over the whole batch.
 
-Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` calls it
-unless told not to, so the page-number read path stays a range scan. Rarity ranks (migration 0016) are
-kept by ``rank_rarity``, which ``upsert_nfts`` calls in the same way when tokens or their traits change
-(ingestion passes ``rank=False`` and ranks once at its finish). Trait bitmaps (migration 0010) are
-built by ``rebuild_traits`` (``rebuild_trait_bitmaps``) for a fully ranked collection; every writer that
-changes ranks or ``nft_traits`` bumps the collection's generation in its own transaction, which makes the
-bitmaps built before it ignored by readers until the next ``rebuild_traits``. Lock order, to keep
-writers of one collection from deadlocking: the ranking advisory lock, then rows, then the generation
-row. Addresses are expected lower-case
-(the callers validate them; the table constraints reject anything else); token ids and balances are
-Python ints stored as ``numeric(78,0)``.
+Ranks (``nfts.position``, migration 0007) are kept by ``assign_positions``; ``upsert_nfts`` appends the
+ranks of new tokens as it inserts them when they all lie above the highest ranked one, and calls
+``assign_positions`` for the rest unless told not to, so the page-number read path stays a range scan.
+Rarity ranks (migration 0016) are kept by ``rank_rarity``, which ``upsert_nfts`` calls in the same way
+when tokens or their traits change (ingestion passes ``rarity=False`` and ranks once at its finish). Trait
+bitmaps (migration 0010) are built by ``rebuild_traits`` (``rebuild_trait_bitmaps``) for a fully ranked
+collection; every writer that changes ranks or ``nft_traits`` bumps the collection's generation in its own
+transaction, which makes the bitmaps built before it ignored by readers until the next ``rebuild_traits``.
+Lock order, to keep writers of one collection from deadlocking: the ranking advisory lock, then rows, then
+the generation row. Addresses are expected lower-case (the callers validate them; the table constraints
+reject anything else); token ids and balances are Python ints stored as ``numeric(78,0)``.
 """
 
 from __future__ import annotations
@@ -117,13 +117,32 @@ COPY nft_batch (token_id, title, description, image_url, thumbnail_url, metadata
 FROM STDIN
 """
 
-# Rows that did not change are left alone (no new tuple, no updated_at bump). Ranks are not touched.
-_UPSERT_NFTS = """
+# Tokens new to the collection (stale_traits NULL: no row when the batch was marked) are plainly inserted,
+# without ON CONFLICT (PostgreSQL's speculative insertion costs about a third of an insert): upsert_nfts
+# holds the collection's ranking lock, which every writer that inserts nfts rows takes first, so none can
+# have appeared since. Each takes its token-order rank here when %(base)s is given (_APPEND_STATE: every
+# new token of the batch lies above the highest ranked one), so that the row is written once, not
+# inserted and then rewritten with its rank.
+_INSERT_NEW_NFTS = """
+INSERT INTO nfts
+    (collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error,
+     position)
+SELECT %(collection_id)s, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
+       metadata_error, %(base)s::integer + row_number() OVER (ORDER BY token_id) - 1
+FROM nft_batch
+WHERE stale_traits IS NULL
+ORDER BY token_id
+"""
+
+# Stored tokens: rows that did not change are left alone (no new tuple, no updated_at bump); ranks are not
+# touched. (An upsert onto the primary key rather than an UPDATE ... FROM join: see the note below.)
+_UPDATE_NFTS = """
 INSERT INTO nfts AS n
     (collection_id, token_id, title, description, image_url, thumbnail_url, metadata, attributes, metadata_error)
 SELECT %(collection_id)s, token_id, title, description, image_url, thumbnail_url, metadata, attributes,
        metadata_error
 FROM nft_batch
+WHERE stale_traits IS NOT NULL
 ORDER BY token_id
 ON CONFLICT (collection_id, token_id) DO UPDATE
 SET title = excluded.title, description = excluded.description, image_url = excluded.image_url,
@@ -135,12 +154,29 @@ WHERE (n.title, n.description, n.image_url, n.thumbnail_url, n.metadata, n.attri
        excluded.attributes, excluded.metadata_error)
 """
 
+# The first rank the batch's new tokens can take (NULL when they cannot simply be appended: some token of
+# the collection is unranked, a new one falls below the highest ranked one, or no token is new;
+# assign_positions then ranks them).
+_APPEND_STATE = """
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM nfts WHERE collection_id = %(collection_id)s AND position IS NULL)
+             AND new.first_token > coalesce(last.token_id, -1)
+            THEN coalesce(last.position + 1, 0) END
+FROM (SELECT min(token_id) AS first_token FROM nft_batch WHERE stale_traits IS NULL) AS new
+LEFT JOIN LATERAL (
+    SELECT position, token_id FROM nfts
+    WHERE collection_id = %(collection_id)s AND position IS NOT NULL
+    ORDER BY position DESC LIMIT 1
+) AS last ON true
+"""
+
 # The statements below never join the batch against a big table: the planner's estimates for a collection
 # that is being loaded are stale (often "1 row"), and a misjudged nested loop there turns quadratic. They
 # probe by primary key per batch row (a correlated subquery) or pass the batch as an array instead.
 #
 # A batch token's nft_traits rows are derived from its stored attributes, so they are rewritten only for
 # tokens whose attributes change (stale_traits true) or that are new (NULL); unchanged tokens cost nothing.
+# Only tokens up to the collection's highest stored one are probed: those above it are new (an ingestion
+# in token order probes nothing).
 _MARK_STALE_TRAITS = """
 UPDATE nft_batch AS b
 SET stale_traits = (
@@ -148,6 +184,7 @@ SET stale_traits = (
     FROM nfts AS n
     WHERE n.collection_id = %(collection_id)s AND n.token_id = b.token_id
 )
+WHERE b.token_id <= (SELECT max(token_id) FROM nfts WHERE collection_id = %(collection_id)s)
 """
 
 # A token new to the collection's ranking (new, or listed without metadata until now) or whose attributes
@@ -167,9 +204,14 @@ WHERE collection_id = %(collection_id)s
   AND token_id = ANY (ARRAY(SELECT token_id FROM nft_batch WHERE stale_traits))
 """
 
+# A plain INSERT, neither ON CONFLICT (PostgreSQL's speculative insertion costs about a third of the
+# statement) nor a foreign key to nfts (migration 0019): the rows cannot exist yet. upsert_nfts is their
+# only writer and holds the collection's ranking lock from before it marks the batch, so the tokens it
+# writes traits for have none: the changed ones' were deleted just above, and the new ones had no nfts row
+# (and a token's traits go with its row: 0019's delete trigger). DISTINCT: a pair listed twice for a token.
 _INSERT_TRAITS = """
 INSERT INTO nft_traits (collection_id, token_id, trait_type, trait_value)
-SELECT %(collection_id)s::uuid, b.token_id, a.attr ->> 'trait_type', a.attr ->> 'value'
+SELECT DISTINCT %(collection_id)s::uuid, b.token_id, a.attr ->> 'trait_type', a.attr ->> 'value'
 FROM nft_batch AS b
 CROSS JOIN LATERAL jsonb_array_elements(
     CASE WHEN jsonb_typeof(b.attributes) = 'array' THEN b.attributes ELSE '[]'::jsonb END
@@ -177,7 +219,6 @@ CROSS JOIN LATERAL jsonb_array_elements(
 WHERE b.stale_traits IS NOT FALSE
   AND jsonb_typeof(a.attr) = 'object'
   AND a.attr ->> 'trait_type' IS NOT NULL AND a.attr ->> 'value' IS NOT NULL
-ON CONFLICT DO NOTHING  -- also skips a pair listed twice for one token
 """
 
 # Tokens of the collection that a complete listing did not return (burned, or never real): an anti-join
@@ -503,20 +544,28 @@ def upsert_collection(*, conn: Connection, metadata: CollectionMetadata) -> Coll
     return collection_row(row)
 
 
-def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[NftRecord], rank: bool = True) -> int:
+def upsert_nfts(
+    *, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[NftRecord], rank: bool = True, rarity: bool = True
+) -> int:
     """Insert or update a batch of tokens and make their ``nft_traits`` rows match their attributes.
 
     A token listed twice counts once (the last record wins). Returns the number of distinct tokens
-    written. ``rank=True`` ranks new tokens in the same transaction (``assign_positions``), and, when
-    tokens were added or their attributes changed in a collection an ingestion has completed, the
-    collection's rarity (``rank_rarity``); a bulk load can pass ``False`` and call both once at the end.
-    Collection trait counts are not touched: call ``rebuild_traits`` after the batches. When traits
-    change, the collection's trait generation is bumped (its bitmaps become stale until ``rebuild_traits``).
+    written. ``rank=True`` ranks new tokens in the same transaction: as they are inserted when they all
+    lie above the collection's highest ranked one (ingestion in token order, a new mint), otherwise with
+    ``assign_positions``; and, unless ``rarity=False``, when tokens were added or their attributes changed
+    in a collection an ingestion has completed, the collection's rarity (``rank_rarity``). A bulk load can
+    pass ``rarity=False`` (ingestion: it ranks rarity once at its finish), or ``rank=False`` and call both
+    once at the end. Collection trait counts are not touched: call ``rebuild_traits`` after the batches.
+    When traits or ranks change, the collection's trait generation is bumped (its bitmaps become stale
+    until ``rebuild_traits``). Holds the collection's ranking lock from the start: it serializes every
+    writer of the collection's ``nft_traits`` rows (see ``_INSERT_TRAITS``) and of its ranks.
     """
     batch = {record.token_id: record for record in nfts}
     if not batch:
         return 0
+    params: dict[str, object] = {"collection_id": collection_id}
     with conn.transaction(), conn.cursor() as cur:
+        cur.execute(_LOCK_POSITIONS, {**params, "lock_class": _POSITIONS_LOCK_CLASS})
         cur.execute(_NFT_BATCH)
         with cur.copy(_COPY_NFTS) as copy:
             for record in batch.values():
@@ -532,17 +581,22 @@ def upsert_nfts(*, conn: Connection, collection_id: uuid.UUID, nfts: Iterable[Nf
                         _text(record.metadata_error),
                     )
                 )
-        params = {"collection_id": collection_id}
         cur.execute(_MARK_STALE_TRAITS, params)
         rarity_changed = cur.execute(_NEW_OR_CHANGED_ATTRIBUTES, params).rowcount > 0
-        traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
-        cur.execute(_UPSERT_NFTS, params)
-        traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
+        base: int | None = None  # the rank of the batch's first new token, when they can be appended
         if rank:
-            assign_positions(conn=conn, collection_id=collection_id)
-        if traits_changed:  # after the ranking lock (see the module docstring for the lock order)
+            append_state = cur.execute(_APPEND_STATE, params).fetchone()
+            assert append_state is not None  # noqa: S101 - a one-row SELECT
+            base = append_state[0]
+        cur.execute(_INSERT_NEW_NFTS, {**params, "base": base})
+        cur.execute(_UPDATE_NFTS, params)
+        traits_changed = cur.execute(_DELETE_STALE_TRAITS, params).rowcount > 0
+        traits_changed |= cur.execute(_INSERT_TRAITS, params).rowcount > 0
+        if traits_changed or base is not None:  # new traits, or new ranks
             cur.execute(_BUMP_GENERATION, params)
-        if rank and rarity_changed:  # a token read for the first time or new traits: every score moves
+        if rank and base is None:  # new tokens that could not be appended (it bumps the generation itself)
+            assign_positions(conn=conn, collection_id=collection_id)
+        if rank and rarity and rarity_changed:  # a token read for the first time or new traits: every score moves
             rank_rarity(conn=conn, collection_id=collection_id)  # (its bitmaps stamped after the bump)
     return len(batch)
 

@@ -23,7 +23,7 @@ from such_market.errors import SuchMarketError
 if TYPE_CHECKING:
     import psycopg
 
-REQUIRED_SCHEMA_VERSION = "0018"
+REQUIRED_SCHEMA_VERSION = "0019"
 MIGRATION_LOCK_KEY = 0x5C_4D_41_52_4B_45_54  # "such-market" migrations, an arbitrary constant
 _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
