@@ -39,6 +39,22 @@ CREATE TRIGGER nfts_delete_traits
     AFTER DELETE ON nfts REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION nfts_delete_traits();
 
+-- A TRUNCATE fires no delete trigger, and without the key `TRUNCATE ... CASCADE` no longer reaches nft_traits:
+-- emptying nfts empties it too.
+CREATE OR REPLACE FUNCTION nfts_truncate_traits() RETURNS trigger
+    LANGUAGE plpgsql AS
+$$
+BEGIN
+    TRUNCATE nft_traits;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS nfts_truncate_traits ON nfts;
+CREATE TRIGGER nfts_truncate_traits
+    AFTER TRUNCATE ON nfts
+    FOR EACH STATEMENT EXECUTE FUNCTION nfts_truncate_traits();
+
 -- nfts.updated_at says when a token's data last changed, not its ranks: the per-row trigger that stamps
 -- it no longer fires for statements that set only ranks (assign_positions, rank_rarity), which rewrite
 -- every row of a collection (about a fifth of rank_rarity's UPDATE went to the trigger). Nothing reads

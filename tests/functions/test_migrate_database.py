@@ -233,6 +233,15 @@ def test_a_failing_migration_answers_failed_with_its_error_and_leaves_nothing_ha
         assert conn.execute("SELECT to_regclass('deploy_fine')").fetchone() != (None,)
     assert applied(db_url) == [*ALL_VERSIONS, "9998"]
 
+    # When CloudFormation rolls back: an Update with the old SchemaVersion, served by the function that still
+    # ships the broken migration (the alias rolls back after the custom resource)
+    migrate_database.lambda_handler(request("Update", response_url.url, schema_version="9998"), FakeContext())
+    # Then the rollback succeeds: nothing past the version it asks for is tried again
+    rollback = response_url.bodies()[-1]
+    assert rollback["Status"] == "SUCCESS", rollback["Reason"]
+    assert rollback["Data"] == {"SchemaVersion": "9998", "Applied": "none"}
+    assert applied(db_url) == [*ALL_VERSIONS, "9998"]
+
 
 def test_a_template_needing_a_newer_schema_than_shipped_fails(
     database: None, db_url: str, response_url: ResponseUrl, monkeypatch: pytest.MonkeyPatch

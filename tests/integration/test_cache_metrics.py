@@ -325,3 +325,28 @@ def test_a_response_recorded_while_a_flush_folds_is_written_by_the_next_flush(ca
     # Then both responses are in Valkey
     metadata = report(cache, now=NOW + 60)["analytics"]["breakdown"]["byEndpoint"]["metadata"]
     assert (metadata["hits"], metadata["misses"]) == (1, 1)
+
+
+def test_a_response_folded_while_a_flush_swaps_the_counters_arms_the_next_flush(cache: redis.Redis) -> None:
+    # Given a recorder that prints each EMF line at once (Lambda without the extension), whose request thread
+    # has popped its observation when a flush swaps the counters (stood in for by a flush inside the pop)
+    clock = Clock(NOW)
+    container = Recorder(client=lambda: cache, keys=KEYS, clock=clock, defer_emf=False)
+    observed = container._observed
+
+    class SwappedDuringThePop(type(observed)):  # type: ignore[misc]
+        def popleft(self) -> object:
+            item = super().popleft()
+            container.flush()  # finds nothing folded yet, resets what is pending
+            return item
+
+    container._observed = SwappedDuringThePop()
+    # When the response is recorded
+    container.observe("metadata", "HIT", 0.001)
+    container._observed = observed
+    # Then its figure arms the next flush, which writes it
+    clock.now = NOW + container.flush_interval
+    assert container.due()
+    container.flush_if_due()
+    metadata = report(cache, now=NOW + 60)["analytics"]["breakdown"]["byEndpoint"]["metadata"]
+    assert metadata["hits"] == 1

@@ -692,6 +692,12 @@ def test_traits_go_with_their_tokens_without_a_foreign_key(db: Conn) -> None:
     # Then their trait rows went with them, and only theirs
     assert traits(collection_id) == []
     assert traits(other_id) == [t for t in range(1, 6) for _ in cap]
+    # And emptying the tables (TRUNCATE ... CASCADE fires no delete trigger) empties nft_traits too;
+    # inside a transaction rolled back, so the other tests' rows stay
+    with db.transaction(force_rollback=True):
+        db.execute("TRUNCATE collections CASCADE")
+        assert db.execute("SELECT count(*) FROM nft_traits").fetchone() == (0,)
+    assert traits(other_id) == [t for t in range(1, 6) for _ in cap]
 
 
 def test_concurrent_writers_of_the_same_new_tokens_leave_one_set_of_traits(db: Conn, db_url: str) -> None:

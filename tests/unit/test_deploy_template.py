@@ -259,6 +259,7 @@ def test_the_connection_budget_holds_at_the_smallest_database(
     parameters = template["Parameters"]
     assert parameters["DbMaxCapacity"]["MinValue"] >= 1
     proxy_share = parameters["DbProxyMaxConnectionsPercent"]["Default"] / 100
+    smallest_share = parameters["DbProxyMaxConnectionsPercent"]["MinValue"] / 100
     pool = resources["DatabaseProxyTargetGroup"]["Properties"]["ConnectionPoolConfigurationInfo"]
     assert pool["MaxConnectionsPercent"] == {"Ref": "DbProxyMaxConnectionsPercent"}
     proxy_connections = int(SMALLEST_MAX_CONNECTIONS * proxy_share)
@@ -276,8 +277,10 @@ def test_the_connection_budget_holds_at_the_smallest_database(
             assert cap["Fn::If"][0] == "ReservesConcurrency"
             assert cap["Fn::If"][2] == NO_VALUE
             reserved += cap["Fn::If"][1] * CONNECTIONS_PER_CONTAINER
-    # The capped functions take at most a quarter of what the proxy may open at 1 ACU: the API keeps the rest
+    # The capped functions take at most a quarter of what the proxy may open at 1 ACU: the API keeps the rest;
+    # and at most half of it at the smallest share the template allows the proxy
     assert 0 < reserved <= proxy_connections // 4
+    assert reserved <= int(SMALLEST_MAX_CONNECTIONS * smallest_share) // 2
 
 
 def test_every_log_group_has_a_retention_and_every_function_its_log_group(resources: dict[str, Any]) -> None:

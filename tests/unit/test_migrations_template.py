@@ -53,3 +53,22 @@ def test_every_function_that_reads_the_database_waits_for_the_migrations(resourc
         name for name in readers if resources[name].get("DependsOn") in ("DatabaseMigrations", ["DatabaseMigrations"])
     ]
     assert waiting == readers
+
+
+def test_the_custom_resource_can_answer_and_fails_in_minutes(resources: dict[str, Any]) -> None:
+    migrations = resources["DatabaseMigrations"]
+    # its log group is there before Lambda could create it on the first invocation
+    assert migrations["DependsOn"] == "MigrateDatabaseLogGroup"
+    # a lost answer fails the deploy soon after the function's own timeout, not after CloudFormation's hour
+    timeout = resources["MigrateDatabaseFunction"]["Properties"]["Timeout"]
+    assert timeout < migrations["Properties"]["ServiceTimeout"] <= timeout + 120
+    # in a created network, its way out (the NAT routes of both private subnets) outlives its Delete
+    condition, egress, given = migrations["Properties"]["NetworkEgress"]["Fn::If"]
+    assert (condition, given) == ("CreateNetwork", "given")
+    routes = {ref["Ref"] for ref in egress["Fn::Join"][1]}
+    assert {
+        "PrivateDefaultRouteA",
+        "PrivateDefaultRouteB",
+        "PrivateSubnetARouteTable",
+        "PrivateSubnetBRouteTable",
+    } <= routes

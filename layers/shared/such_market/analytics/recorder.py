@@ -149,6 +149,13 @@ class Recorder:
                 cell.histogram[bucket] = cell.histogram.get(bucket, 0) + 1
                 if subject is not None:
                     self._traffic[subject] = self._traffic.get(subject, 0) + 1
+            # A flush may have swapped the counters between our pops and now, finding nothing pending:
+            # what we just added must arm the next one rather than wait for another request.
+            unarmed = self._pending_since is None
+            if unarmed:
+                self._pending_since = taken[0][3]
+        if unarmed:
+            self._arm()
         if self._emf_namespace is not None:
             self._emit(
                 "".join([self._emf_line(family, outcome, seconds, now) for family, outcome, seconds, now, _ in taken])

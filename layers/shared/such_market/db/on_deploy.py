@@ -6,8 +6,10 @@ under the advisory lock), so a failing migration leaves nothing of itself behind
 its error and rolls back. The resource's ``SchemaVersion`` property is the version the template's code
 needs (``REQUIRED_SCHEMA_VERSION``); it changes with every new migration, which is what makes
 CloudFormation send an Update, and an answer of SUCCESS promises the database has at least that version.
-An Update with nothing pending succeeds and changes nothing; so does the Update a rollback sends with the
-old properties (migrations only move forward, and the previous code runs on the newer schema).
+Migrations are applied up to that version, no further. An Update with nothing pending succeeds and changes
+nothing; so does the Update a rollback sends with the old properties, even when the failed deploy's
+function still ships the migration that failed (migrations only move forward, and the previous code runs
+on the newer schema).
 
 Delete does nothing to the database: deleting the stack, or replacing the resource, must never drop data.
 
@@ -54,7 +56,9 @@ def handle_schema_request(request: Request, *, settings: DatabaseSettings, direc
         settings = dataclasses.replace(settings, db_statement_timeout_ms=timeout_ms)
     with connect(settings) as conn:
         watchdog.guard(conn)
-        report = migrate(conn, directory)
+        # Up to the version the template asks for, no further: the Update a rollback sends carries the old
+        # version, and must not apply again the migration whose failure caused the rollback.
+        report = migrate(conn, directory, target=required if isinstance(required, str) and required else None)
         version = schema_version(conn)
     if isinstance(required, str) and required and (version is None or version < required):
         return Outcome(
