@@ -8,29 +8,14 @@ function it belongs to, statically and (for a grant) by moto's AccessDenied.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
-
-import pytest
 
 from local.rehearsal.checks import check_template, functions
 from local.rehearsal.evaluate import Evaluator, Scenario, scenarios
 from local.rehearsal.moto_deploy import rehearse
-from local.rehearsal.translate import ROOT, transformed_template
-
-CREATED_DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/database-Rehrsl"
-CREATED_CACHE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/cache-auth-Rehrsl"
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return transformed_template(ROOT / "template.yaml")
-
-
-@pytest.fixture
-def template(translated: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(translated)
+from local.rehearsal.translate import ROOT
+from tests.rehearsal.conftest import CREATED_CACHE_SECRET, CREATED_DATABASE_SECRET
 
 
 def _defaults(template: dict[str, Any]) -> list[Scenario]:

@@ -15,7 +15,6 @@ from local.rehearsal.evaluate import EvaluationError, Evaluator, made_up_value, 
 from local.rehearsal.moto_deploy import enforce_resources, environment, iam_enforced
 from local.rehearsal.needs import code_needs
 from local.rehearsal.secret_values import counterparts, secret_string
-from local.rehearsal.translate import ROOT, transformed_template
 
 HANDLER = '''
 """A handler whose settings hold a new part."""
@@ -74,11 +73,6 @@ def test_made_up_values_fit_patterns_that_allow_blank_and_name_what_the_paramete
     # a NoEcho key is the secret's value, not a reference to one
     key = made_up_value("AlchemyApiKey", {"Type": "String", "NoEcho": True, "MinLength": 1}, optional_given=False)
     assert key == "rehearsal-alchemy-api-key-value"
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, object]:
-    return transformed_template(ROOT / "template.yaml")
 
 
 def test_scenarios_are_only_combinations_the_template_rules_accept(translated: dict[str, object]) -> None:

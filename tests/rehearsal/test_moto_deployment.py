@@ -12,19 +12,10 @@ assumed role.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
-
-import pytest
 
 from local.rehearsal.evaluate import scenarios
 from local.rehearsal.moto_deploy import rehearse
-from local.rehearsal.translate import ROOT, transformed_template
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return transformed_template(ROOT / "template.yaml")
 
 
 def test_every_function_starts_under_its_own_role(translated: dict[str, Any]) -> None:
@@ -35,8 +26,7 @@ def _everything_given(template: dict[str, Any]) -> list[Any]:
     return [scenario for scenario in scenarios(template) if scenario.name == "everything given"]
 
 
-def test_a_function_without_its_database_secret_grant_cannot_read_it(translated: dict[str, Any]) -> None:
-    template = copy.deepcopy(translated)
+def test_a_function_without_its_database_secret_grant_cannot_read_it(template: dict[str, Any]) -> None:
     arns = template["Resources"]["CollectionNftsFunctionRole"]["Properties"]["ManagedPolicyArns"]
     arns[:] = [arn for arn in arns if arn != {"Ref": "DatabaseSecretReadPolicy"}]
     failed = rehearse(template, only=_everything_given(template), functions_named={"CollectionNftsFunction"})
@@ -50,8 +40,7 @@ def test_a_function_without_its_database_secret_grant_cannot_read_it(translated:
     assert "could not be read (missing or not allowed)" in str(failed[0].error)
 
 
-def test_the_cache_auth_secret_granted_to_no_function_stops_every_cache_client(translated: dict[str, Any]) -> None:
-    template = copy.deepcopy(translated)
+def test_the_cache_auth_secret_granted_to_no_function_stops_every_cache_client(template: dict[str, Any]) -> None:
     # (its statement on another secret: IAM refuses a policy without one)
     (statement,) = template["Resources"]["CacheAuthSecretReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     statement["Resource"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:another-AbCdEf"
@@ -61,8 +50,7 @@ def test_the_cache_auth_secret_granted_to_no_function_stops_every_cache_client(t
     assert "rehearsal/cache-auth-secret-arn" in str(failed[0].error)
 
 
-def test_a_publisher_without_put_events_is_refused_by_moto(translated: dict[str, Any]) -> None:
-    template = copy.deepcopy(translated)
+def test_a_publisher_without_put_events_is_refused_by_moto(template: dict[str, Any]) -> None:
     policies = template["Resources"]["OutboxRelayFunctionRole"]["Properties"]["Policies"]
     policies[:] = [policy for policy in policies if "events:PutEvents" not in str(policy)]
     failed = rehearse(template, only=_everything_given(template), functions_named={"OutboxRelayFunction"})
@@ -71,8 +59,7 @@ def test_a_publisher_without_put_events_is_refused_by_moto(translated: dict[str,
     assert "events:PutEvents" in str(failed[0].error)
 
 
-def test_a_queue_reader_without_its_queue_grant_is_refused_by_moto(translated: dict[str, Any]) -> None:
-    template = copy.deepcopy(translated)
+def test_a_queue_reader_without_its_queue_grant_is_refused_by_moto(template: dict[str, Any]) -> None:
     policies = template["Resources"]["CacheMetricsFunctionRole"]["Properties"]["Policies"]
     policies[:] = [policy for policy in policies if "sqs:" not in str(policy)]
     failed = rehearse(template, only=_everything_given(template), functions_named={"CacheMetricsFunction"})
@@ -82,10 +69,9 @@ def test_a_queue_reader_without_its_queue_grant_is_refused_by_moto(translated: d
 
 
 def test_a_created_database_secret_without_the_username_the_code_reads_stops_the_cold_start(
-    translated: dict[str, Any],
+    template: dict[str, Any],
 ) -> None:
     # Given the generated database secret's template without its username
-    template = copy.deepcopy(translated)
     generate = template["Resources"]["DatabaseSecret"]["Properties"]["GenerateSecretString"]
     generate["SecretStringTemplate"] = '{"dbname": "such_market"}'
     defaults = [scenario for scenario in scenarios(template) if scenario.name == "defaults"]

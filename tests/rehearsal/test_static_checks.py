@@ -6,28 +6,12 @@ Each case edits the translated template (plain CloudFormation), as a wrong templ
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
-import pytest
-
 from local.rehearsal.checks import Finding, check_template
 from local.rehearsal.evaluate import Evaluator, scenarios
-from local.rehearsal.translate import ROOT, transformed_template
-
-CREATED_DATABASE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/database-Rehrsl"
-CREATED_CACHE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/prod/cache-auth-Rehrsl"
-
-
-@pytest.fixture(scope="module")
-def translated() -> dict[str, Any]:
-    return transformed_template(ROOT / "template.yaml")
-
-
-@pytest.fixture
-def template(translated: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(translated)
+from tests.rehearsal.conftest import CREATED_CACHE_SECRET, CREATED_DATABASE_SECRET
 
 
 def _given() -> str:
