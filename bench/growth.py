@@ -21,15 +21,14 @@ the next events).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import secrets
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from bench.common import BenchEnv, FakeContext, Measure, forget_containers, load_event, seed_small_collection
+from local.send_webhook import activity_body, erc721_activity, signature
 
 GROUP = "growth"
 TOKENS = 200
@@ -51,36 +50,19 @@ def wallet(index: int) -> str:
 
 def delivery(contract: str, transfers: list[tuple[int, str, str, int]], salt: str) -> bytes:
     """An NFT_ACTIVITY body in Alchemy's shape with one activity per (token, from, to, block)."""
-    activity = []
-    for token, sender, receiver, block in transfers:
-        tx_hash = "0x" + hashlib.sha256(f"{salt}:{block}".encode()).hexdigest()
-        activity.append(
-            {
-                "fromAddress": sender,
-                "toAddress": receiver,
-                "contractAddress": contract,
-                "blockNum": hex(block),
-                "hash": tx_hash,
-                "erc721TokenId": hex(token),
-                "category": "erc721",
-                "log": {
-                    "address": contract,
-                    "blockNumber": hex(block),
-                    "transactionHash": tx_hash,
-                    "blockHash": "0x" + hashlib.sha256(f"block:{salt}:{block}".encode()).hexdigest(),
-                    "logIndex": "0x0",
-                    "removed": False,
-                },
-            }
+    activity = [
+        erc721_activity(
+            contract=contract,
+            token_id=token,
+            sender=sender,
+            receiver=receiver,
+            block=block,
+            tx_hash="0x" + hashlib.sha256(f"{salt}:{block}".encode()).hexdigest(),
+            block_hash="0x" + hashlib.sha256(f"block:{salt}:{block}".encode()).hexdigest(),
         )
-    payload = {
-        "webhookId": "wh_bench",
-        "id": "whevt_" + secrets.token_hex(8),
-        "createdAt": "2026-01-01T00:00:00.000Z",
-        "type": "NFT_ACTIVITY",
-        "event": {"network": "BASE_MAINNET", "activity": activity},
-    }
-    return json.dumps(payload).encode()
+        for token, sender, receiver, block in transfers
+    ]
+    return activity_body(activity, webhook_id="wh_bench")
 
 
 def vacuum(conn: Any) -> None:
@@ -141,7 +123,7 @@ def send_transfers(env: BenchEnv, contract: str, count: int, *, first_block: int
             event = dict(template)
             event["body"] = body.decode()
             event["headers"] = dict(template["headers"])
-            event["headers"]["x-alchemy-signature"] = hmac.new(SIGNING_KEY.encode(), body, hashlib.sha256).hexdigest()
+            event["headers"]["x-alchemy-signature"] = signature(body, SIGNING_KEY)
             answer = alchemy_webhook.lambda_handler(event, FakeContext())
             if answer["statusCode"] != 200:
                 raise RuntimeError(f"the webhook answered {answer['statusCode']}: {answer['body']}")

@@ -19,35 +19,54 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def transfer_body(*, contract: str, token_id: int, sender: str, receiver: str) -> bytes:
     """An NFT_ACTIVITY payload with one ERC-721 transfer, in Alchemy's shape (hex token id, log)."""
-    tx_hash = "0x" + secrets.token_hex(32)
-    block = hex(20_000_000 + secrets.randbelow(1_000_000))
-    activity = {
+    activity = erc721_activity(
+        contract=contract,
+        token_id=token_id,
+        sender=sender,
+        receiver=receiver,
+        block=20_000_000 + secrets.randbelow(1_000_000),
+        tx_hash="0x" + secrets.token_hex(32),
+        block_hash="0x" + secrets.token_hex(32),
+    )
+    return activity_body([activity])
+
+
+def erc721_activity(
+    *, contract: str, token_id: int, sender: str, receiver: str, block: int, tx_hash: str, block_hash: str
+) -> dict[str, Any]:
+    """One ERC-721 transfer as an NFT_ACTIVITY webhook lists it (hex block and token id, its log)."""
+    return {
         "fromAddress": sender,
         "toAddress": receiver,
         "contractAddress": contract,
-        "blockNum": block,
+        "blockNum": hex(block),
         "hash": tx_hash,
         "erc721TokenId": hex(token_id),
         "category": "erc721",
         "log": {
             "address": contract,
-            "blockNumber": block,
+            "blockNumber": hex(block),
             "transactionHash": tx_hash,
-            "blockHash": "0x" + secrets.token_hex(32),
+            "blockHash": block_hash,
             "logIndex": "0x0",
             "removed": False,
         },
     }
+
+
+def activity_body(activity: list[dict[str, Any]], *, webhook_id: str = "wh_local") -> bytes:
+    """An NFT_ACTIVITY webhook body carrying ``activity`` (a fresh delivery id each time)."""
     payload = {
-        "webhookId": "wh_local",
+        "webhookId": webhook_id,
         "id": "whevt_" + secrets.token_hex(8),
         "createdAt": "2026-01-01T00:00:00.000Z",
         "type": "NFT_ACTIVITY",
-        "event": {"network": "BASE_MAINNET", "activity": [activity]},
+        "event": {"network": "BASE_MAINNET", "activity": activity},
     }
     return json.dumps(payload).encode()
 
