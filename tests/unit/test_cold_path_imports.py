@@ -10,6 +10,7 @@ checked too: a cache hit served in a fresh interpreter opens no database client,
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -80,23 +81,27 @@ def test_no_function_imports_pydantic_settings_or_the_aws_sdk(function: str) -> 
     assert loaded.isdisjoint(NEVER_AT_ALL)
 
 
+def _cached_in_this_process(db: psycopg.Connection[Any], function: str, address: str) -> dict[str, Any]:
+    """The sample event of ``function`` for a seeded collection at ``address``, answered once in this process
+    (so its entry is cached); the first page for a page route, the page every client shares."""
+    seed_indexed_collection(db, address=address, tokens=5, holder=lambda _: "0x" + "11" * 20)
+    event: dict[str, Any] = json.loads((ROOT / "events" / f"{function}.json").read_text())
+    event["pathParameters"] = {"contractAddress": address}
+    event["queryStringParameters"] = None
+    sys.path.insert(0, str(FUNCTIONS / function))
+    try:
+        handler = importlib.import_module(function)  # a handler module, on sys.path only here
+        assert handler.lambda_handler(event, None)["statusCode"] == 200
+    finally:
+        sys.path.remove(str(FUNCTIONS / function))
+    return event
+
+
 def test_a_cache_hit_in_a_fresh_container_loads_only_the_cache_client(
     lambda_env: dict[str, str], db: psycopg.Connection[Any]
 ) -> None:
     # Given a collection page already cached (served once, in this process)
-    address = "0x" + "c0" * 20
-    seed_indexed_collection(db, address=address, tokens=5, holder=lambda _: "0x" + "11" * 20)
-    event = json.loads((ROOT / "events" / "collection_nfts.json").read_text())
-    event["pathParameters"] = {"contractAddress": address}
-    event["queryStringParameters"] = None  # the first page, shared by every client: cached
-    sys.path.insert(0, str(FUNCTIONS / "collection_nfts"))
-    try:
-        import collection_nfts  # a handler module, on sys.path only here
-
-        first = collection_nfts.lambda_handler(event, None)
-    finally:
-        sys.path.remove(str(FUNCTIONS / "collection_nfts"))
-    assert first["statusCode"] == 200
+    event = _cached_in_this_process(db, "collection_nfts", "0x" + "c0" * 20)
 
     # When a fresh container serves the same request
     body = (
@@ -115,18 +120,8 @@ def test_a_cached_reads_first_answer_imports_nothing(lambda_env: dict[str, str],
     """Init (the handler's import) loads what a hit uses — the cache client, the host-name codec, redis-py's
     version given rather than read from package metadata — so the first answer is a round trip, and under
     SnapStart a restored container imports nothing either."""
-    # Given a collection page already cached (served once, in this process)
-    address = "0x" + "c2" * 20
-    seed_indexed_collection(db, address=address, tokens=5, holder=lambda _: "0x" + "11" * 20)
-    event = json.loads((ROOT / "events" / "collection_metadata.json").read_text())
-    event["pathParameters"] = {"contractAddress": address}
-    sys.path.insert(0, str(FUNCTIONS / "collection_metadata"))
-    try:
-        import collection_metadata  # a handler module, on sys.path only here
-
-        assert collection_metadata.lambda_handler(event, None)["statusCode"] == 200
-    finally:
-        sys.path.remove(str(FUNCTIONS / "collection_metadata"))
+    # Given a collection's metadata already cached (served once, in this process)
+    event = _cached_in_this_process(db, "collection_metadata", "0x" + "c2" * 20)
 
     # When a fresh container imports the handler, then answers the same request (analytics on, as deployed)
     body = (
