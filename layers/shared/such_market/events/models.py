@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import SuchMarketError
+from such_market.events.wire import put_events_entry
 from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
@@ -263,13 +264,9 @@ class Event:
 
     def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
         """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        return {
-            "EventBusName": bus_name,
-            "Source": source,
-            "DetailType": self.detail_type,
-            "Detail": self.detail.dump_json().decode(),
-            "Time": self.detail.occurred_at,
-        }
+        return put_events_entry(
+            bus_name, source, self.detail_type, self.detail.dump_json().decode(), self.detail.occurred_at
+        )
 
     @classmethod
     def from_eventbridge(cls, raw: Mapping[str, Any]) -> Event:

@@ -60,10 +60,18 @@ class WireEvent:
 
     def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
         """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        return {
-            "EventBusName": bus_name,
-            "Source": source,
-            "DetailType": self.detail_type,
-            "Detail": orjson.dumps(self.detail, option=orjson.OPT_UTC_Z).decode(),
-            "Time": self.occurred_at,
-        }
+        detail = orjson.dumps(self.detail, option=orjson.OPT_UTC_Z).decode()
+        return put_events_entry(bus_name, source, self.detail_type, detail, self.occurred_at)
+
+
+def put_events_entry(
+    bus_name: str, source: str, detail_type: str, detail: str, occurred_at: datetime
+) -> PutEventsRequestEntryTypeDef:
+    """The ``PutEvents`` entry of an event whose detail is already its wire JSON (every kind of event)."""
+    return {
+        "EventBusName": bus_name,
+        "Source": source,
+        "DetailType": detail_type,
+        "Detail": detail,
+        "Time": occurred_at,
+    }
