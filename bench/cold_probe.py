@@ -4,9 +4,10 @@ Arguments: the handler module and the path of the event to answer. It times, wit
 from its first statement: the import of the handler module, init (``load_settings`` of the function's
 settings model, which resolves the secrets its parts hold), the first answer (``lambda_handler`` once)
 and a second, warm answer (a cache hit for a read). It prints one JSON line (the phases in ns, the
-answer's status and ``X-Cache``, which heavy libraries ended up imported) and leaves with ``os._exit``:
-a Lambda container is frozen after its answer, never torn down, so interpreter teardown (joining the
-analytics flusher, closing pools) is no part of a cold start. The floor program leaves the same way.
+answer's status and ``X-Cache``, which heavy libraries ended up imported, every top-level package
+loaded) and leaves with ``os._exit``: a Lambda container is frozen after its answer, never torn down, so
+interpreter teardown (joining the analytics flusher, closing pools) is no part of a cold start. The floor
+program leaves the same way.
 
 It imports nothing of the bench (it runs against another tree's layer in the A/B) and is not
 imported by it: ``cold_start`` reads its text.
@@ -100,6 +101,7 @@ def main() -> None:
         "settings": getattr(model, "__name__", None),
         "heavy_after_init": heavy_after_init,
         "heavy_after_answer": [name for name in HEAVY if name in sys.modules],
+        "loaded_after_answer": sorted({name.partition(".")[0] for name in list(sys.modules)}),
     }
     sys.stdout.write(json.dumps(report) + "\n")
     sys.stdout.flush()

@@ -15,7 +15,6 @@ from such_market.http.schemas import responses
 from such_market.ownership.webhook import (
     AlchemyWebhookSettings,
     WebhookSigningSettings,
-    raw_body,
     receive_webhook,
 )
 from such_market.runtime import runtime_for
@@ -38,7 +37,7 @@ def post_alchemy_webhook() -> Response:
         cache=lambda: runtime.cache,
         publisher=runtime.publisher,
         signing_key=runtime.settings.part(WebhookSigningSettings).resolve_signing_key(),
-        body=raw_body(event.raw_event),
+        body=event.body,
         headers=event.headers,
     )
     return json_response(200, receipt, headers={"Cache-Control": "no-store"})

@@ -14,7 +14,6 @@ from such_market.http.responses import Response, json_response
 from such_market.http.schemas import responses
 from such_market.notifications.service import MiniAppWebhookSettings, receive_miniapp_event
 from such_market.notifications.settings import NotificationSettings
-from such_market.ownership.webhook import raw_body
 from such_market.runtime import runtime_for
 from such_market.users.service import learn_user
 from such_market.validation import source_ip
@@ -32,7 +31,7 @@ app = create_api()
 def post_miniapp_event() -> Response:
     runtime = runtime_for(MiniAppWebhookSettings)
     receipt = receive_miniapp_event(
-        body=raw_body(app.current_event.raw_event),
+        body=app.current_event.body,
         neynar=lambda: runtime.neynar,
         cache=lambda: runtime.cache_client,
         keys=CacheKeys(runtime.settings.part(CacheSettings).cache_prefix),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from such_market import deadline
 from such_market.analytics.recorder import emit_gauges
-from such_market.collections.ingestion import requeue_due_ingestions
+from such_market.collections.retries import requeue_due_ingestions
 from such_market.events.outbox import DEFAULT_RELAY_BUDGET_SECONDS, OutboxRelaySettings, relay
 from such_market.runtime import runtime_for
 

@@ -169,6 +169,14 @@ def test_base64_body_and_erc1155_batch(env: MotoBus, db: Conn, known: None) -> N
     assert ownership(db) == {(C1155, 1, ALICE): 6, (C1155, 1, BOB): 4, (C1155, 2, BOB): 3}
 
 
+def test_a_body_marked_base64_that_is_not_is_400_and_changes_nothing(env: MotoBus, db: Conn) -> None:
+    event = load_event("alchemy_webhook")
+    event |= {"body": "not base64!", "isBase64Encoded": True}
+    response = alchemy_webhook.lambda_handler(event, FakeContext())  # type: ignore[arg-type]
+    assert (response["statusCode"], json.loads(response["body"])["code"]) == (400, "invalid_body")
+    assert db.execute("SELECT count(*) FROM ownership_activity").fetchone() == (0,)
+
+
 def test_removed_log_reverses_the_transfer(env: MotoBus, db: Conn, known: None) -> None:
     mint = delivery(activity(ZERO, ALICE, token="0x5", tx="0x" + "04" * 32), event_id="e1")
     move = activity(ALICE, BOB, token="0x5", tx="0x" + "05" * 32, block="0x20")

@@ -93,6 +93,17 @@ def test_bad_body_is_400_and_clears_nothing(env: MotoBus, cache: redis.Redis, bo
     assert cache.exists(KEYS.collection_metadata(A))
 
 
+@pytest.mark.parametrize("body", ["not base64!", "eyJzY29wZSI6ImFsbCJ9="])  # a bad character; bad padding
+def test_a_body_marked_base64_that_is_not_is_400_and_clears_nothing(
+    env: MotoBus, cache: redis.Redis, body: str
+) -> None:
+    request = load_event("cache_clear")
+    request |= {"body": body, "isBase64Encoded": True}
+    response = cache_clear.lambda_handler(request, FakeContext())  # type: ignore[arg-type]
+    assert (response["statusCode"], json.loads(response["body"])["code"]) == (400, "invalid_body")
+    assert cache.exists(KEYS.collection_metadata(A))
+
+
 @pytest.mark.parametrize(
     ("body", "deleted"),
     [

@@ -39,13 +39,12 @@ from such_market.collections import writes
 from such_market.collections.ingestion import (
     MAX_ATTEMPTS,
     NOT_A_CONTRACT_ERROR,
-    RETRY_REASON,
     TIME_BUDGET_ERROR,
     IngestionReport,
     ingest_collection,
-    requeue_due_ingestions,
 )
 from such_market.collections.queries import CollectionRow, get_collection, get_nft_page, get_traits
+from such_market.collections.retries import RETRY_REASON, requeue_due_ingestions
 from such_market.collections.writes import (
     CollectionMetadata,
     NftRecord,

@@ -143,7 +143,10 @@ NOT_AT_IMPORT = {
     "admin_notifications": ("pydantic",),  # the transfer event model is a type of the news recorder only
     "cache_clear": ("pydantic",),  # cache.cleared is built in its wire form (such_market.events.wire)
     "cache_metrics": ("pydantic",),  # an alert id is checked against a pattern, not the OpenAPI models
+    "miniapp_webhook": ("pydantic",),  # the body is the request's (http.api), user.updated its wire form
     "notify_transfers": ("httpx",),  # recording news sends nothing: the notification client is the sender's
+    # The retry sweep imports the event models only when an ingestion is due, and none of the ingestion
+    "outbox_relay": ("pydantic", "httpx"),
     "redrive_dead_letters": ("pydantic",),  # the event models parse a dead letter: an empty queue has none
 }
 
@@ -212,3 +215,68 @@ def test_a_collection_read_imports_its_queries_only_for_a_miss(function: str) ->
         "assert 'such_market.collections.writes' not in sys.modules"
     )
     _top_level_modules(function, body)
+
+
+class _RecordingInvoker:
+    """The local bus's invoker that runs no function: it keeps what each rule delivered."""
+
+    region = "us-east-1"
+
+    def __init__(self) -> None:
+        self.delivered: list[dict[str, Any]] = []
+
+    def invoke(self, function_id: str, event: dict[str, Any]) -> None:
+        del function_id
+        self.delivered.append(event)
+
+
+def test_learning_a_changed_user_records_and_publishes_user_updated_without_pydantic(
+    lambda_env: dict[str, str], db: psycopg.Connection[Any], cache: Any
+) -> None:
+    from local.bus import LocalEventBus
+    from local.template import Template
+    from such_market.events.models import UserUpdated, parse_detail
+
+    # Given a stored user (learnt in this process) whose row is stale and shows an old wallet and name
+    fid = 6
+    event: dict[str, Any] = json.loads((ROOT / "events" / "user_profile.json").read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/api/profile/{fid}"
+    event["pathParameters"] = {"fid": str(fid)}
+    user_profile = importlib.import_module("user_profile")
+    assert user_profile.lambda_handler(event, None)["statusCode"] == 200
+    old_wallet = "0x" + "66" * 20
+    db.execute(
+        "UPDATE fc_users SET username = 'old', verified_eth_addresses = ARRAY[%s], "
+        "fetched_at = now() - interval '1 day' WHERE fid = %s",
+        (old_wallet, fid),
+    )
+    cache.flushdb()
+
+    # When a fresh container serves the profile, publishing to a local bus
+    invoker = _RecordingInvoker()
+    template = Template.load(ROOT / "template.yaml")
+    with LocalEventBus(template, invoker, bus_name="such-market", quiet=True) as bus:  # type: ignore[arg-type]
+        body = (
+            "import user_profile\n"
+            f"answer = user_profile.lambda_handler(json.loads({json.dumps(json.dumps(event))}), None)\n"
+            "assert answer['statusCode'] == 200, answer"
+        )
+        env = {**lambda_env, "EVENTBRIDGE_ENDPOINT_URL": bus.url, "CACHE_ANALYTICS": "false"}
+        loaded = _top_level_modules("user_profile", body, env=env)
+        assert bus.drain()
+
+    # Then it committed user.updated with the user's change and published it at once, without the models
+    assert "boto3" in loaded
+    assert "pydantic" not in loaded
+    detail_type, stored, published_at = db.execute(
+        "SELECT detail_type, detail, published_at FROM cache_events_outbox ORDER BY id DESC LIMIT 1"
+    ).fetchone() or (None, None, None)
+    assert (detail_type, published_at is not None) == ("user.updated", True)
+    # And what the bus received is the stored event, which the consumers' strict parse accepts
+    (delivered,) = [event for event in invoker.delivered if event["detail-type"] == "user.updated"]
+    assert delivered["detail"] == stored
+    detail = parse_detail("user.updated", delivered["detail"])
+    assert isinstance(detail, UserUpdated)
+    assert detail.fid == fid
+    assert old_wallet in detail.wallets
+    assert list(detail.wallets) == sorted(set(detail.wallets))

@@ -35,8 +35,8 @@ upstream failure, whose own text goes only to the logs, or a generic one: never 
 - a transient failure (Alchemy unavailable: 5xx, timeouts, 429 through every in-call retry, or a
   truncated answer; the time budget running out; an unexpected error) schedules a retry on the
   collection row: ``ingestion_retry_at`` = now + ``retry_delay(attempt)`` (1 min doubling to 1 h, ±10 %),
-  up to ``MAX_ATTEMPTS`` runs in a row. ``requeue_due_ingestions`` (run every minute by the outbox
-  relay) queues each due collection again with ``collection.ingest_requested`` (reason ``retry``) in
+  up to ``MAX_ATTEMPTS`` runs in a row. ``collections.retries.requeue_due_ingestions`` (run every minute by
+  the outbox relay) queues each due collection again with ``collection.ingest_requested`` (reason ``retry``) in
   the transaction that sets it ``queued``. Why a sweep over the database rather than an event that
   re-queues itself: the schedule is durable in the same row as the state it retries (a crash, a lost
   event, a dead letter or an outage of the bus cannot lose it), it needs no delayed delivery from the
@@ -85,10 +85,10 @@ from such_market.backoff import exponential_ceiling
 from such_market.collections.from_alchemy import collection_metadata, nft_record
 from such_market.collections.owners import replace_owners_announcing
 from such_market.collections.queries import get_collection, get_token_ids_through
+from such_market.collections.retries import RETRY_REASON
 from such_market.collections.writes import (
     NftRecord,
     assign_positions,
-    claim_due_ingestion_retries,
     delete_unlisted_nfts,
     ingestion_lock,
     rank_rarity,
@@ -101,7 +101,7 @@ from such_market.collections.writes import (
 )
 from such_market.db.connection import set_local_statement_timeout
 from such_market.errors import SuchMarketError
-from such_market.events.models import CollectionIngestRequested, CollectionRefreshed, CollectionUpdated, Event
+from such_market.events.models import CollectionRefreshed, CollectionUpdated, Event
 from such_market.events.outbox import outbox_transaction
 from such_market.failures import public_upstream_failure
 from such_market.observability import logger
@@ -150,14 +150,10 @@ NOT_A_CONTRACT_ERROR: Final = "the address holds no NFT contract"
 TIME_BUDGET_ERROR: Final = "time budget exceeded"
 INTERNAL_ERROR: Final = "internal error during ingestion"
 
-RETRY_REASON: Final = "retry"
-"""The ``reason`` of the ``collection.ingest_requested`` events the retry sweep writes."""
 MAX_ATTEMPTS: Final = 8
 """Failed runs in a row after which no retry is scheduled (about 3 h of backoff in all)."""
 RETRY_BASE_SECONDS: Final = 60.0
 RETRY_MAX_SECONDS: Final = 3600.0
-REQUEUE_BATCH: Final = 50
-"""Collections one sweep queues again at most (the next sweep takes the rest)."""
 
 _jitter = random.Random()  # noqa: S311 - jitter, not cryptography
 
@@ -599,19 +595,6 @@ def dense_id_range(first: NftPage, *, total_supply: int | None, lowest_listed: i
     return (start, end) if end - start > MAX_PAGE_SIZE else None
 
 
-def requeue_due_ingestions(*, conn: Connection, publisher: EventPublisher, limit: int = REQUEUE_BATCH) -> list[str]:
-    """Queue again the failed ingestions whose retry is due (see the module docstring): each collection is
-    set ``queued`` and its ``collection.ingest_requested`` (reason ``retry``) written to the outbox in one
-    transaction. Returns their addresses (at most ``limit``; the next sweep takes the rest)."""
-    with outbox_transaction(conn, publisher) as tx:
-        addresses = claim_due_ingestion_retries(conn=conn, limit=limit)
-        for address in addresses:
-            tx.add(Event(CollectionIngestRequested(contract_address=address, reason=RETRY_REASON)))
-    if addresses:
-        logger.info("failed ingestions queued again", extra={"contracts": addresses})
-    return addresses
-
-
 class _End:
     """The source is exhausted."""
 
@@ -679,11 +662,9 @@ class _Prefetch:
 __all__ = [
     "DEFAULT_TIME_BUDGET_SECONDS",
     "MAX_ATTEMPTS",
-    "RETRY_REASON",
     "IngestionReport",
     "dense_id_range",
     "ingest_collection",
-    "requeue_due_ingestions",
     "retry_delay",
     "time_budget_for",
 ]

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from such_market.collections.queries import collection_holdings
 from such_market.collections.writes import OwnersReplaced, replace_collection_owners
-from such_market.events.models import MAX_LIST_ITEMS, Event, OwnershipChanged
+from such_market.events.models import Event, OwnershipChanged
+from such_market.events.wire import MAX_LIST_ITEMS
 
 if TYPE_CHECKING:
     import uuid

@@ -42,14 +42,11 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import SuchMarketError
-from such_market.events.wire import put_events_entry
+from such_market.events.wire import MAX_LIST_ITEMS, put_events_entry
 from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
-
-MAX_LIST_ITEMS: Final = 1000
-"""Upper bound of the id/wallet lists of one event: keeps every entry far below EventBridge's 256 KiB."""
 
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
@@ -262,11 +259,18 @@ class Event:
         """The detail's ``eventId``."""
         return self.detail.event_id
 
+    @property
+    def occurred_at(self) -> datetime:
+        """The detail's ``occurredAt`` (UTC)."""
+        return self.detail.occurred_at
+
+    def detail_json(self) -> bytes:
+        """The detail's wire form (``EventDetail.dump_json``)."""
+        return self.detail.dump_json()
+
     def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
         """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        return put_events_entry(
-            bus_name, source, self.detail_type, self.detail.dump_json().decode(), self.detail.occurred_at
-        )
+        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
 
     @classmethod
     def from_eventbridge(cls, raw: Mapping[str, Any]) -> Event:

@@ -16,6 +16,11 @@ Rows are claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` inside a transaction
 are marked, by the writer and by the relay alike, so two publishers never publish the same row at
 the same time.
 
+An event is anything ``such_market.events.wire.PublishableEvent`` describes: a model ``Event`` or, on a cold
+path that must not import pydantic, a ``WireEvent``. The writer stores its wire JSON and publishes its own
+rows as stored, so neither needs the models; the relay parses every row it reads back with them
+(``parse_detail``) and publishes the parsed event, so a row no model accepts is marked failed, never published.
+
 Delivery is at-least-once: a crash after ``PutEvents`` succeeded but before the row was marked
 publishes the event again later, with the same ``eventId``. Consumers are idempotent on ``eventId``
 (``such_market.events.consumer``), so a repeat is harmless.
@@ -25,19 +30,24 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from such_market.config import DatabaseSettings, EventSettings, FunctionSettings
-from such_market.events.models import Event, InvalidEventError, parse_detail
 from such_market.events.publisher import EventPublisher, PublishResult
+from such_market.events.wire import PublishableEvent, put_events_entry
 from such_market.observability import logger
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import psycopg
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 DEFAULT_BATCH_SIZE: Final = 100
 DEFAULT_MAX_BATCHES: Final = 20
@@ -52,7 +62,7 @@ RETURNING id, event_id
 """
 
 _CLAIM_BY_ID = """
-SELECT id, event_id, detail_type, detail
+SELECT id, event_id, detail_type, detail, occurred_at
 FROM cache_events_outbox
 WHERE id = ANY(%s) AND published_at IS NULL
 ORDER BY id
@@ -60,7 +70,7 @@ FOR UPDATE SKIP LOCKED
 """
 
 _CLAIM_OLDEST = """
-SELECT id, event_id, detail_type, detail
+SELECT id, event_id, detail_type, detail, occurred_at
 FROM cache_events_outbox
 WHERE published_at IS NULL AND id > %s
 ORDER BY id
@@ -101,6 +111,43 @@ class _OutboxRow:
     event_id: uuid.UUID
     detail_type: str
     detail: dict[str, Any]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredEvent:
+    """An outbox row published as it is stored (``PublishableEvent``), without the models."""
+
+    row: _OutboxRow
+
+    @property
+    def event_id(self) -> str:
+        return str(self.row.event_id)
+
+    @property
+    def detail_type(self) -> str:
+        return self.row.detail_type
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.row.occurred_at
+
+    def detail_json(self) -> bytes:
+        return orjson.dumps(self.row.detail)
+
+    def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
+        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
+
+
+def _as_stored(row: _OutboxRow) -> PublishableEvent:
+    return _StoredEvent(row)
+
+
+def _as_parsed(row: _OutboxRow) -> PublishableEvent:
+    """The row's event as the models read it (``InvalidEventError``, a ``ValueError``, when they do not)."""
+    from such_market.events.models import Event, parse_detail  # pydantic: the relay's path only
+
+    return Event(parse_detail(row.detail_type, row.detail))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +171,16 @@ class OutboxTransaction:
     """The events of one ``outbox_transaction`` block; after the block, what became of them."""
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        self._events: list[PublishableEvent] = []
         self.outbox_ids: list[int] = []
         self.publish_result: PublishResult | None = None
 
-    def add(self, event: Event) -> None:
+    def add(self, event: PublishableEvent) -> None:
         """Add ``event``; it is inserted into the outbox when the block commits."""
         self._events.append(event)
 
     @property
-    def events(self) -> tuple[Event, ...]:
+    def events(self) -> tuple[PublishableEvent, ...]:
         """The events added so far."""
         return tuple(self._events)
 
@@ -148,7 +195,7 @@ def _require_transaction(conn: psycopg.Connection[Any], *, inside: bool, what: s
         raise RuntimeError(f"{what} must run outside any transaction, after the commit")
 
 
-def enqueue(*, conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[int]:
+def enqueue(*, conn: psycopg.Connection[Any], events: Sequence[PublishableEvent]) -> list[int]:
     """Insert ``events`` into the outbox inside the caller's open transaction; return their row ids.
 
     The ids are in the order of ``events``. Raises ``RuntimeError`` when ``conn`` is not inside a
@@ -160,8 +207,8 @@ def enqueue(*, conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[i
     params = (
         [event.event_id for event in events],
         [event.detail_type for event in events],
-        [event.detail.dump_json().decode() for event in events],
-        [event.detail.occurred_at for event in events],
+        [event.detail_json().decode() for event in events],
+        [event.occurred_at for event in events],
     )
     with conn.cursor() as cur:
         cur.execute(_INSERT, params)
@@ -187,7 +234,8 @@ def publish_after_commit(
     deadline = time.monotonic() + time_budget_seconds
     with conn.transaction():
         rows = _claim(conn, _CLAIM_BY_ID, (list(outbox_ids),))
-        return _publish_rows(conn=conn, publisher=publisher, rows=rows, deadline=deadline)
+        # Rows this writer just inserted from checked events: published as stored, without pydantic.
+        return _publish_rows(conn=conn, publisher=publisher, rows=rows, read=_as_stored, deadline=deadline)
 
 
 @contextmanager
@@ -233,7 +281,7 @@ def relay(
             break
         with conn.transaction():
             rows = _claim(conn, _CLAIM_OLDEST, (after_id, batch_size))
-            result = _publish_rows(conn=conn, publisher=publisher, rows=rows, deadline=deadline)
+            result = _publish_rows(conn=conn, publisher=publisher, rows=rows, read=_as_parsed, deadline=deadline)
         published += len(result.published)
         failed += len(result.failed)
         if len(rows) < batch_size:
@@ -262,16 +310,22 @@ def _claim(conn: psycopg.Connection[Any], query: str, params: tuple[object, ...]
 
 
 def _publish_rows(
-    *, conn: psycopg.Connection[Any], publisher: EventPublisher, rows: Sequence[_OutboxRow], deadline: float
+    *,
+    conn: psycopg.Connection[Any],
+    publisher: EventPublisher,
+    rows: Sequence[_OutboxRow],
+    read: Callable[[_OutboxRow], PublishableEvent],
+    deadline: float,
 ) -> PublishResult:
-    """Publish claimed ``rows`` and record the outcome of each (inside the claiming transaction)."""
-    events: list[Event] = []
+    """Publish claimed ``rows``, each as ``read`` makes its event, and record the outcome of each (inside
+    the claiming transaction). A row ``read`` refuses (``ValueError``) is marked failed with the reason."""
+    events: list[PublishableEvent] = []
     row_ids: dict[str, int] = {}
     unreadable: dict[str, str] = {}
     for row in rows:
         try:
-            event = Event(parse_detail(row.detail_type, row.detail))
-        except InvalidEventError as error:
+            event = read(row)
+        except ValueError as error:
             unreadable[str(row.event_id)] = str(error)
             row_ids[str(row.event_id)] = row.id
             continue

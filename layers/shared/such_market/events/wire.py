@@ -1,32 +1,48 @@
-"""Events as the publisher sees them: anything that names its ``eventId`` and makes its ``PutEvents`` entry.
+"""Events as the outbox and the publisher see them: a detail type, an ``eventId``, a time and the wire JSON.
 
 ``such_market.events.models.Event`` (a validated pydantic detail) is the usual kind. ``WireEvent`` is an
 event whose detail is already in its wire form: for a producer on a cold path that must not pay for
-pydantic and every model of the bus (about 0.15 s of a cold start) to publish one small, fixed-shape
-event — ``cache.cleared`` from the cache-clear function. Such a producer's tests parse what it builds
-with ``models.parse_detail``, so the schema stays the models' one.
+pydantic and every model of the bus (about 0.15 s of a cold start) to record or publish one small,
+fixed-shape event — ``cache.cleared`` from the cache-clear function, ``user.updated`` from the functions
+that learn a Farcaster user. Such a producer checks what the model would (``check_addresses``) and its
+tests parse what it builds with ``models.parse_detail``, so the schema stays the models' one.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
+from such_market.validation import normalize_address
+
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 SCHEMA_VERSION: Final = 1
+MAX_LIST_ITEMS: Final = 1000
+"""Upper bound of the id/wallet lists of one event: keeps every entry far below EventBridge's 256 KiB."""
 
 
 class PublishableEvent(Protocol):
-    """What ``EventPublisher.publish`` needs of an event."""
+    """What the outbox (``enqueue``) and ``EventPublisher.publish`` need of an event."""
 
     @property
     def event_id(self) -> str: ...
+
+    @property
+    def detail_type(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    def detail_json(self) -> bytes:
+        """The detail's wire form (camelCase, RFC 3339 UTC times), as stored and as published."""
+        ...
 
     def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef: ...
 
@@ -58,10 +74,29 @@ class WireEvent:
             **self.fields,
         }
 
+    def detail_json(self) -> bytes:
+        """The detail's wire form (``occurredAt`` as RFC 3339 UTC with ``Z``, as the models write it)."""
+        return orjson.dumps(self.detail, option=orjson.OPT_UTC_Z)
+
     def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
         """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        detail = orjson.dumps(self.detail, option=orjson.OPT_UTC_Z).decode()
-        return put_events_entry(bus_name, source, self.detail_type, detail, self.occurred_at)
+        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
+
+
+def check_addresses(values: Sequence[object]) -> list[str]:
+    """``values`` as the models hold an address list: each address lower-cased, at most ``MAX_LIST_ITEMS``.
+
+    Raises ``ValueError`` naming the first bad item, as the model's validation would refuse it.
+    """
+    if len(values) > MAX_LIST_ITEMS:
+        raise ValueError(f"at most {MAX_LIST_ITEMS} addresses in one event, got {len(values)}")
+    addresses = []
+    for index, value in enumerate(values):
+        try:
+            addresses.append(normalize_address(value))
+        except ValueError as error:
+            raise ValueError(f"address {index} ({value!r}): {error}") from None
+    return addresses
 
 
 def put_events_entry(

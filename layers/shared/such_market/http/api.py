@@ -17,6 +17,7 @@ without internals.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.analytics.traffic import TrafficKey
 from such_market.config import CacheSettings, FunctionSettings, load_settings
 from such_market.container import per_container
-from such_market.errors import error_body
+from such_market.errors import BadRequestError, error_body
 from such_market.http.responses import Response, failure_response
 from such_market.validation import DEFAULT_PAGE_SIZE
 
@@ -89,12 +90,25 @@ class Request:
         return query
 
     @property
-    def decoded_body(self) -> str:
-        """The body as text (base64-decoded when API Gateway encoded it)."""
-        body = self.raw_event.get("body") or ""
+    def body(self) -> bytes:
+        """The body as sent (what a webhook's signature covers): base64-decoded when API Gateway encoded it
+        (``isBase64Encoded``), else the UTF-8 of ``body``. 400 ``invalid_body`` when it is neither."""
+        body = self.raw_event.get("body")
+        if body is None:
+            return b""
+        if not isinstance(body, str):
+            raise BadRequestError("the request body is not text", code="invalid_body")
         if self.raw_event.get("isBase64Encoded"):
-            return base64.b64decode(body).decode("utf-8", errors="replace")
-        return str(body)
+            try:
+                return base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequestError("the request body is not valid base64", code="invalid_body") from None
+        return body.encode()
+
+    @property
+    def decoded_body(self) -> str:
+        """The body as text (``body``, undecodable UTF-8 replaced: the JSON parse then refuses it)."""
+        return self.body.decode("utf-8", errors="replace")
 
 
 class Api:

@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from such_market.events.models import MAX_LIST_ITEMS, Event, NftTransferred, OwnershipChanged
+from such_market.events.models import Event, NftTransferred, OwnershipChanged
 from such_market.events.outbox import outbox_transaction
+from such_market.events.wire import MAX_LIST_ITEMS
 from such_market.observability import logger
 from such_market.ownership.queries import (
     ActivityKey,

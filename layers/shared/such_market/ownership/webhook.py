@@ -2,7 +2,7 @@
 
 Order of business, so nothing unauthenticated is ever parsed:
 
-1. ``raw_body``: the exact bytes Alchemy signed (HTTP API v2 events may carry them base64-encoded);
+1. the request's ``body``: the exact bytes Alchemy signed (``such_market.http.api.Request.body``);
 2. ``verify_signature``: ``X-Alchemy-Signature`` must be the hex HMAC-SHA256 of those bytes under the
    webhook's signing key, compared in constant time — missing or wrong → 401 ``invalid_signature``;
 3. ``parse_webhook``: only now is the body read as JSON; not JSON, or not the webhook's shape → 400;
@@ -31,8 +31,6 @@ delivery, which Alchemy would otherwise retry forever.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
@@ -107,22 +105,7 @@ class ParsedWebhook:
 
 
 # --------------------------------------------------------------------------------------------------
-# Raw body and signature
-
-
-def raw_body(event: Mapping[str, Any]) -> bytes:
-    """The request body as sent: base64-decoded when ``isBase64Encoded``, else the UTF-8 of ``body``."""
-    body = event.get("body")
-    if body is None:
-        return b""
-    if not isinstance(body, str):
-        raise BadRequestError("the request body is not text", code="invalid_body")
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequestError("the request body is not valid base64", code="invalid_body") from None
-    return body.encode()
+# Signature
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str | None:

@@ -18,7 +18,7 @@ What callers can rely on:
 - ``app_key_fid(fid=…, key=…)`` is the fid of the app that registered ``key`` as an active signer of
   ``fid`` (the ``requestFid`` of the signer's ``SignedKeyRequest`` metadata, ABI-decoded), or ``None``
   when ``key`` is not among the fid's active on-chain signers — the answer of ``verifyAppKeyWithNeynar``;
-- users become small frozen ``NeynarUser`` models, read tolerantly: unknown fields ignored, numbers
+- users become small frozen ``NeynarUser`` dataclasses, read tolerantly: unknown fields ignored, numbers
   given as strings parsed, negative or absurd counts dropped, addresses lower-cased, invalid or
   duplicate verified addresses dropped, ``verifications`` (older shape) read when
   ``verified_addresses.eth_addresses`` is absent, ``pfp.url`` when ``pfp_url`` is. A user without a
@@ -33,11 +33,11 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
 from such_market.container import per_container
 from such_market.observability import logger
@@ -112,10 +112,11 @@ def _addresses(values: object) -> tuple[str, ...]:
 # Models
 
 
-class NeynarUser(BaseModel):
-    """A Farcaster user as we keep it (``fc_users``): addresses lower-case, counts non-negative."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeynarUser:
+    """A Farcaster user as we keep it (``fc_users``): addresses lower-case, counts non-negative. A plain
+    dataclass, as ``from_neynar`` does the reading: the profile and webhook routes learn users on their cold
+    path, where pydantic would cost more than the parse."""
 
     fid: int
     username: str | None = None

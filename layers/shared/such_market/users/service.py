@@ -39,6 +39,7 @@ from such_market.cache.entries import Entry
 from such_market.cache.store import Served
 from such_market.cache.tiers import Tier
 from such_market.errors import error_body
+from such_market.events.wire import WireEvent, check_addresses
 from such_market.formats import iso_utc
 from such_market.observability import logger
 from such_market.runtime import ReadPathSettings, Runtime
@@ -115,15 +116,23 @@ def _fetch(runtime: Runtime, key: str, tier: Tier, load: Callable[[], Entry]) ->
 # -- users ---------------------------------------------------------------------------------------------
 def _store_user(runtime: Runtime, user: NeynarUser) -> FarcasterUserRow:
     """Store ``user`` as fetched now; a change of what we serve about it commits with ``user.updated``."""
-    from such_market.events.models import Event, UserUpdated
     from such_market.events.outbox import outbox_transaction
 
     with outbox_transaction(runtime.conn, runtime.publisher) as tx:
         stored = upsert_user(conn=runtime.conn, user=user, max_age=PROFILE_FRESH_FOR)
         if stored.changed:
-            wallets = tuple(sorted({*stored.previous_addresses, *stored.row.addresses}))
-            tx.add(Event(UserUpdated(fid=user.fid, wallets=wallets)))
+            tx.add(user_updated(user.fid, [*stored.previous_addresses, *stored.row.addresses]))
     return stored.row
+
+
+def user_updated(fid: int, wallets: Sequence[str]) -> WireEvent:
+    """``user.updated`` for ``fid`` whose addresses were or are ``wallets`` (each once, sorted), built without
+    the bus's pydantic models (``such_market.events.wire``) but checked as ``models.UserUpdated`` checks it
+    (``ValueError``): the profile routes learn users on their cold path. The tests compare it to the model."""
+    if isinstance(fid, bool) or not isinstance(fid, int) or fid < 1:
+        raise ValueError(f"fid must be a positive integer, got {fid!r}")
+    unique = sorted({wallet.lower() for wallet in wallets})  # as the models hold an address: lower-cased
+    return WireEvent.new("user.updated", {"fid": fid, "wallets": check_addresses(unique)})
 
 
 def find_user(runtime: Runtime, fid: int) -> FarcasterUserRow | None:
