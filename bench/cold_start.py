@@ -11,6 +11,7 @@ Floor: the same interpreter timing ``import <the client libraries the function r
 ratio is the median of per-round ratios. Bars: a read function (a public GET, ``READ_FUNCTIONS``) ≤ 1.5x,
 every other ≤ 2x. The A/B runs the same probe against ``--vs REF`` checked out into a temporary git
 worktree (default: the merge-base with ``main``, or ``HEAD~1`` on ``main`` itself), interleaved too.
+Four rounds each; a cheap function gets more (``more_rounds``), until about 2.5 s of samples.
 
 Events: a read function answers a **cache hit** for a seeded collection (the bench re-warms the entry
 in-process before each run, untimed: an admin sample such as ``cache_clear`` flushes it); every other
@@ -31,6 +32,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import resource
 import secrets
@@ -83,49 +85,54 @@ READ_FUNCTIONS = (
     "health",
 )
 CACHED = ("redis", "orjson")
+ROWS = ("orjson", "psycopg")
 DB = (*CACHED, "psycopg")
 # httpx imports its transport (httpcore) on the first ``httpx.Client``, never at ``import httpx``: a function
 # that calls an upstream loads both. httpcore in turn imports trio where trio is installed (the dev venv has
 # it, for selenium; the layer does not): in the floor, so a measurement here charges it to neither side.
-UPSTREAM = (*DB, "httpx", "httpcore")
-# The client libraries each function's work needs (what its first answer must load, whatever our code
-# adds): the cache and JSON always; PostgreSQL for whatever reads or writes rows beyond a cache hit;
-# httpx for an upstream (Alchemy, Neynar, notification URLs); boto3 for EventBridge/SQS publishing.
+HTTP = ("httpx", "httpcore")
+# The client libraries each function's first answer loads to do its work, and nothing more (a row names any
+# floor library its first answer did not load: such a floor would flatter the function): JSON always; the
+# cache for what reads or writes it; PostgreSQL for rows; httpx for an upstream (Alchemy, Neynar,
+# notification URLs); boto3 for EventBridge/SQS.
 FLOORS: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(READ_FUNCTIONS, CACHED),
     "health": DB,
     "refresh_status": DB,  # the refresh status is read from PostgreSQL on every request (never cached)
     "admin_authorizer": ("orjson",),  # compares a bearer token's hash: nothing else
-    # An announcement is sent to the users' notification URLs: every answer builds the httpx client.
-    "admin_notifications": UPSTREAM,
+    # An announcement is recorded in PostgreSQL and sent to the users' notification URLs (httpx).
+    "admin_notifications": (*ROWS, *HTTP),
     # A delivery's transfers commit with their events, published right after the commit (EventBridge).
     "alchemy_webhook": (*DB, "boto3"),
     # Every clear publishes cache.cleared to EventBridge after it: boto3 is part of each first answer.
     "cache_clear": (*CACHED, "boto3"),
     # The GET reports the events DLQ's depth, read from SQS (GetQueueAttributes) on every request.
     "cache_metrics": (*DB, "boto3"),
-    "cache_performance": (*DB, "boto3"),
-    "ingest_collection": (*UPSTREAM, "boto3"),
+    # Its sample asks for a run that does not exist: the run records are in the cache (404).
+    "cache_performance": CACHED,
+    "ingest_collection": (*DB, *HTTP, "boto3"),
     # Its usual event is a transfer (one per transfer, against a collection update per refresh), whose
     # invalidation finds the users owning either wallet in PostgreSQL: measured on that event (USUAL_EVENTS).
     "invalidate_cache": DB,
-    "miniapp_webhook": UPSTREAM,
+    "miniapp_webhook": (*DB, *HTTP),  # Neynar (the app key, the user), the token in PostgreSQL
     # The migration custom resource: migrations through psycopg, its answer PUT with urllib (stdlib).
-    "migrate_database": DB,
-    "prune_data": DB,
+    "migrate_database": ROWS,
+    "prune_data": ROWS,
     # An idempotent consumer: its first answer builds Powertools' idempotency (the record in the cache),
     # whose package __init__ imports the DynamoDB persistence layer and with it boto3; no import path avoids
     # it short of replacing Powertools' idempotency (ingest_collection's floor has boto3 for its own reasons).
     "notify_transfers": (*DB, "aws_lambda_powertools.utilities.idempotency"),
-    "outbox_relay": (*DB, "boto3"),
-    "ownership_actions": UPSTREAM,
-    "ownership_stats": DB,
+    # Nothing left to publish (the writers publish right after their commits): the backlog is counted.
+    "outbox_relay": ROWS,
+    "ownership_actions": ROWS,  # its sample's action reads and writes rows only
+    "ownership_stats": ROWS,
     "redrive_dead_letters": (*CACHED, "boto3"),
-    "refresh_collection": (*DB, "boto3"),
-    "run_performance_test": DB,
-    "send_notifications": UPSTREAM,
-    "verify_ownership": UPSTREAM,
-    "warm_cache": UPSTREAM,
+    # After its first run the collection's refresh is throttled (429): the later runs read and answer.
+    "refresh_collection": DB,
+    "run_performance_test": CACHED,  # the run's record and samples are in the cache
+    "send_notifications": (*ROWS, *HTTP),
+    "verify_ownership": (*ROWS, *HTTP),
+    "warm_cache": DB,  # its sample's collection is stored: warmed from PostgreSQL, no upstream call
 }
 # Emulated memory sizes and the functions measured at each (the read path and a few others).
 SIZES_MB = (512, 1024, 1769)
@@ -249,6 +256,20 @@ def compile_tree(tree: Tree) -> None:
 
     for folder in ("functions", "layers/shared"):
         compileall.compile_dir(tree.root / folder, quiet=1)
+
+
+MIN_SAMPLED_MS = 2500.0
+MAX_ROUNDS = 16
+
+
+def more_rounds(samples: dict[str, list[Sample]], runs: int) -> int:
+    """Rounds to add after the first ``runs`` (none in a smoke run) so that a cheap function is sampled for
+    ``MIN_SAMPLED_MS`` in all, up to ``MAX_ROUNDS``: over a floor of ~50 ms (the authorizer's), a few
+    milliseconds of noise in one of four rounds would move its ratio by a tenth."""
+    if runs < 2:
+        return 0
+    round_ms = sum(statistics.median(sample.total_ms for sample in runs_of) for runs_of in samples.values())
+    return max(0, min(MAX_ROUNDS, math.ceil(MIN_SAMPLED_MS / round_ms)) - runs)
 
 
 def paired_ratio(a: Sequence[Sample], b: Sequence[Sample]) -> float:
@@ -656,6 +677,8 @@ def _measure(
     if previous is not None and previous.has(function):
         programs["old"] = probe(previous, function, events[function], variables)
     samples = interleave(programs, runs=runs, before=warm)
+    for name, more in interleave(programs, runs=more_rounds(samples, runs), before=warm).items():
+        samples[name] += more
     ratio = paired_ratio(samples["new"], samples["floor"])
     fastest = min_ratio(samples["new"], samples["floor"])
     cpu_ratio = statistics.median(sample.cpu_ms for sample in samples["new"]) / statistics.median(

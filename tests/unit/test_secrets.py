@@ -11,15 +11,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from local.secrets_extension import SecretsExtension
 from such_market.container import close_all
 from such_market.errors import ConfigurationError
-from such_market.secrets import get_secret_json, get_secret_string, prefetch_secrets
+from such_market.secrets import get_secret_json, get_secret_string, prefetch_secrets, query_value
 
 REGION = "us-east-1"
 TOKEN = "session-token-of-this-container"
@@ -183,3 +186,14 @@ def test_a_cold_container_reads_secrets_again(extension: SecretsExtension) -> No
     close_all()
     get_secret_string(f"{ARN}db")
     assert extension.requests[f"{ARN}db"] == 2
+
+
+@given(st.text())
+def test_a_secret_id_is_percent_encoded_as_urllib_would(text: str) -> None:
+    assert query_value(text) == quote(text, safe="")
+
+
+def test_an_arn_is_percent_encoded_for_the_extensions_query() -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:such-market/admin token+x-AbCdEf"
+    expected = "arn%3Aaws%3Asecretsmanager%3Aus-east-1%3A123456789012%3Asecret%3Asuch-market%2Fadmin%20token%2Bx-AbCdEf"
+    assert query_value(arn) == expected

@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote
 
 import orjson
 
@@ -62,6 +61,16 @@ AWS_READ_TIMEOUT_SECONDS: Final = 5.0
 
 class ExtensionUnavailableError(Exception):
     """The Parameters and Secrets extension did not answer (absent, not yet listening, or stuck)."""
+
+
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def query_value(text: str) -> str:
+    """``text`` percent-encoded as a query-string value (every byte but RFC 3986's unreserved ones), as
+    ``urllib.parse.quote(text, safe="")`` does: importing urllib.parse (and ipaddress with it) cost the
+    authorizer's cold start about 5 ms of its ~40 ms over the interpreter."""
+    return "".join(chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in text.encode())
 
 
 def _plain(value: SecretStr | None) -> str:
@@ -175,9 +184,9 @@ def read_from_extension(reference: str, *, port: int, token: str) -> str:
     """One secret from the Parameters and Secrets extension (``ExtensionUnavailableError`` when it does not
     answer; ``ConfigurationError`` when it answers that the secret cannot be read)."""
     if _is_secrets_manager(reference):
-        path = f"/secretsmanager/get?secretId={quote(reference, safe='')}"
+        path = f"/secretsmanager/get?secretId={query_value(reference)}"
     else:
-        path = f"/systemsmanager/parameters/get?name={quote(reference, safe='')}&withDecryption=true"
+        path = f"/systemsmanager/parameters/get?name={query_value(reference)}&withDecryption=true"
     try:
         status, body = _http_get(port, path, token)
     except OSError as error:  # refused, reset, timed out: the extension is not serving
