@@ -106,7 +106,7 @@ def test_every_nft_object_carries_its_rarity(api: Api, seeded: None, db: psycopg
 
 
 def test_a_collection_invalidation_clears_the_rarity_pages(api: Api, seeded: None, cache: redis.Redis) -> None:
-    from such_market.events.invalidation import invalidate_collection
+    from such_market.cache.staleness import invalidate_collection
     from such_market.runtime import ReadPathSettings, runtime_for
 
     target = f"/api/collection/{SEEDED}/nfts?sort=-rarity&pageSize=20"

@@ -231,11 +231,31 @@ class _RecordingInvoker:
         self.delivered.append(event)
 
 
+def _answered_in_a_fresh_container(
+    function: str, event: dict[str, Any], lambda_env: dict[str, str]
+) -> tuple[set[str], list[dict[str, Any]]]:
+    """``event`` answered (200 or 202) by ``function`` in a fresh interpreter publishing to a local bus:
+    the top-level packages it loaded, and the events the bus delivered."""
+    from local.bus import LocalEventBus
+    from local.template import Template
+
+    invoker = _RecordingInvoker()
+    template = Template.load(ROOT / "template.yaml")
+    with LocalEventBus(template, invoker, bus_name="such-market", quiet=True) as bus:  # type: ignore[arg-type]
+        body = (
+            f"import {function}\n"
+            f"answer = {function}.lambda_handler(json.loads({json.dumps(json.dumps(event))}), None)\n"
+            "assert answer['statusCode'] in (200, 202), answer"
+        )
+        env = {**lambda_env, "EVENTBRIDGE_ENDPOINT_URL": bus.url, "CACHE_ANALYTICS": "false"}
+        loaded = _top_level_modules(function, body, env=env)
+        assert bus.drain()
+    return loaded, invoker.delivered
+
+
 def test_learning_a_changed_user_records_and_publishes_user_updated_without_pydantic(
     lambda_env: dict[str, str], db: psycopg.Connection[Any], cache: Any
 ) -> None:
-    from local.bus import LocalEventBus
-    from local.template import Template
     from such_market.events.models import UserUpdated, parse_detail
 
     # Given a stored user (learnt in this process) whose row is stale and shows an old wallet and name
@@ -254,17 +274,7 @@ def test_learning_a_changed_user_records_and_publishes_user_updated_without_pyda
     cache.flushdb()
 
     # When a fresh container serves the profile, publishing to a local bus
-    invoker = _RecordingInvoker()
-    template = Template.load(ROOT / "template.yaml")
-    with LocalEventBus(template, invoker, bus_name="such-market", quiet=True) as bus:  # type: ignore[arg-type]
-        body = (
-            "import user_profile\n"
-            f"answer = user_profile.lambda_handler(json.loads({json.dumps(json.dumps(event))}), None)\n"
-            "assert answer['statusCode'] == 200, answer"
-        )
-        env = {**lambda_env, "EVENTBRIDGE_ENDPOINT_URL": bus.url, "CACHE_ANALYTICS": "false"}
-        loaded = _top_level_modules("user_profile", body, env=env)
-        assert bus.drain()
+    loaded, delivered = _answered_in_a_fresh_container("user_profile", event, lambda_env)
 
     # Then it committed user.updated with the user's change and published it at once, without the models
     assert "boto3" in loaded
@@ -274,10 +284,60 @@ def test_learning_a_changed_user_records_and_publishes_user_updated_without_pyda
     ).fetchone() or (None, None, None)
     assert (detail_type, published_at is not None) == ("user.updated", True)
     # And what the bus received is the stored event, which the consumers' strict parse accepts
-    (delivered,) = [event for event in invoker.delivered if event["detail-type"] == "user.updated"]
-    assert delivered["detail"] == stored
-    detail = parse_detail("user.updated", delivered["detail"])
+    (user_updated,) = [event for event in delivered if event["detail-type"] == "user.updated"]
+    assert user_updated["detail"] == stored
+    detail = parse_detail("user.updated", user_updated["detail"])
     assert isinstance(detail, UserUpdated)
     assert detail.fid == fid
     assert old_wallet in detail.wallets
     assert list(detail.wallets) == sorted(set(detail.wallets))
+
+
+def test_a_webhook_delivery_commits_publishes_and_invalidates_without_pydantic(
+    lambda_env: dict[str, str], db: psycopg.Connection[Any], cache: Any
+) -> None:
+    from such_market.cache.keys import CacheKeys
+    from such_market.events.models import parse_detail
+
+    # Given the sample delivery's ERC-721 collection, indexed, and its minted token's ownership cached
+    event: dict[str, Any] = json.loads((ROOT / "events" / "alchemy_webhook.json").read_text())
+    activity = json.loads(event["body"])["event"]["activity"][0]
+    contract, token_id = activity["contractAddress"].lower(), int(activity["erc721TokenId"], 16)
+    seed_indexed_collection(db, address=contract, tokens=3, holder=lambda _: "0x" + "11" * 20)
+    ownership_key = CacheKeys("such-market").ownership(contract, token_id)
+    cache.set(ownership_key, b"stale")
+
+    # When a fresh container receives the delivery, publishing to a local bus
+    loaded, delivered = _answered_in_a_fresh_container("alchemy_webhook", event, lambda_env)
+
+    # Then it committed and published its events, and deleted the stale key, without the event models
+    assert {"boto3", "psycopg"} <= loaded
+    assert "pydantic" not in loaded
+    assert not cache.exists(ownership_key)
+    kinds = sorted(event["detail-type"] for event in delivered)
+    assert {"nft.transferred", "ownership.changed"} <= set(kinds)
+    # And every event the bus received is one the consumers' strict parse accepts
+    for published in delivered:
+        parse_detail(published["detail-type"], published["detail"])
+
+
+def test_a_refresh_queues_its_ingestion_without_pydantic(
+    lambda_env: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    from such_market.events.models import CollectionIngestRequested, parse_detail
+
+    # Given a stored collection whose last ingestion is complete
+    address = "0x" + "c3" * 20
+    seed_indexed_collection(db, address=address, tokens=3, holder=lambda _: "0x" + "13" * 20)
+    event: dict[str, Any] = json.loads((ROOT / "events" / "refresh_collection.json").read_text())
+    event["pathParameters"] = {"contractAddress": address}
+
+    # When a fresh container accepts a refresh of it
+    loaded, delivered = _answered_in_a_fresh_container("refresh_collection", event, lambda_env)
+
+    # Then it queued the ingestion through the outbox and the bus, without the event models
+    assert "pydantic" not in loaded
+    (requested,) = [event for event in delivered if event["detail-type"] == "collection.ingest_requested"]
+    detail = parse_detail("collection.ingest_requested", requested["detail"])
+    assert isinstance(detail, CollectionIngestRequested)
+    assert (detail.contract_address, detail.reason) == (address, "refresh")

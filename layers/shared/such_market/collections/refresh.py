@@ -99,8 +99,8 @@ def _refresh_lock(runtime: Runtime, address: str) -> Iterator[None]:
 def request_refresh(runtime: Runtime, address: str) -> dict[str, object]:
     """POST /api/collection/{address}/refresh: queue a re-ingestion, or 429 (cooldown, in progress). A
     collection seen for the first time is discovered, which queues its ingestion: that is the refresh."""
-    from such_market.events.models import CollectionIngestRequested, Event
     from such_market.events.outbox import outbox_transaction
+    from such_market.events.wire import ingest_requested
 
     if get_collection(conn=runtime.conn, address=address) is None:
         # First sight: discovery stores the collection and queues its ingestion, which is this refresh.
@@ -130,7 +130,7 @@ def request_refresh(runtime: Runtime, address: str) -> dict[str, object]:
             )
         cooldown_until = mark_refresh(conn=conn, collection_id=row.id, cooldown_seconds=REFRESH_COOLDOWN_SECONDS)
         set_ingestion_state(conn=conn, collection_id=row.id, state="queued")
-        tx.add(Event(CollectionIngestRequested(contract_address=address, reason="refresh")))
+        tx.add(ingest_requested(address, "refresh"))
     return _queued(address, cooldown_until)
 
 

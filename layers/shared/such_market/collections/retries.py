@@ -3,9 +3,9 @@
 A failed ingestion schedules its retry on the collection row (``ingestion_retry_at``; the reasons for a
 sweep over the database rather than a self-requeuing event are in ``collections.ingestion``). Each due
 collection is set ``queued`` and its ``collection.ingest_requested`` (reason ``retry``) is written to the
-outbox in the same transaction. Apart from the ingestion, which imports this, the relay is its only
-caller: it runs every minute and almost always finds nothing due, so the event models are imported
-only when something is, and none of the ingestion (its Alchemy client, pydantic) is on the relay's path.
+outbox in the same transaction (in its wire form, ``events.wire.ingest_requested``). Apart from the
+ingestion, which imports this, the relay is its only caller: none of the ingestion (its Alchemy client,
+pydantic) is on the relay's path.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from such_market.collections.writes import claim_due_ingestion_retries
 from such_market.events.outbox import outbox_transaction
+from such_market.events.wire import ingest_requested
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -33,11 +34,8 @@ def requeue_due_ingestions(*, conn: Connection, publisher: EventPublisher, limit
     their addresses (at most ``limit``; the next sweep takes the rest)."""
     with outbox_transaction(conn, publisher) as tx:
         addresses = claim_due_ingestion_retries(conn=conn, limit=limit)
-        if addresses:
-            from such_market.events.models import CollectionIngestRequested, Event  # pydantic: only when due
-
-            for address in addresses:
-                tx.add(Event(CollectionIngestRequested(contract_address=address, reason=RETRY_REASON)))
+        for address in addresses:
+            tx.add(ingest_requested(address, RETRY_REASON))
     if addresses:
         logger.info("failed ingestions queued again", extra={"contracts": addresses})
     return addresses

@@ -136,8 +136,8 @@ def _collection_or_discover(runtime: Runtime, address: str, requester: Requester
     # Only a first sight needs these (httpx and pydantic behind them): a stored collection's read does not.
     from such_market.collections.from_alchemy import collection_metadata
     from such_market.collections.writes import set_ingestion_state, upsert_collection
-    from such_market.events.models import CollectionIngestRequested, Event
     from such_market.events.outbox import outbox_transaction
+    from such_market.events.wire import ingest_requested
 
     _throttle_discovery(runtime, requester)
     metadata = runtime.alchemy.get_contract_metadata(contract=address)
@@ -147,7 +147,7 @@ def _collection_or_discover(runtime: Runtime, address: str, requester: Requester
         stored = upsert_collection(conn=runtime.conn, metadata=collection_metadata(metadata))
         if stored.ingestion_state == "pending":
             stored = set_ingestion_state(conn=runtime.conn, collection_id=stored.id, state="queued") or stored
-            tx.add(Event(CollectionIngestRequested(contract_address=address, reason="first_seen")))
+            tx.add(ingest_requested(address, "first_seen"))
     return stored
 
 

@@ -9,13 +9,14 @@
 - ``user.updated`` → every key of the user (profile, verifications, collections), and the contract
   lists of the listed wallets.
 
-Each operation is single-slot (cluster-safe) and costs O(keys of the entity): no ``KEYS``, no ``SCAN``.
+The keys of each entity are ``such_market.cache.staleness``'s (the Alchemy webhook deletes them too, right
+after its commit, without the event models). Each operation is single-slot (cluster-safe) and costs
+O(keys of the entity): no ``KEYS``, no ``SCAN``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-
+from such_market.cache.staleness import FidsOwning, invalidate_collection, invalidate_ownership, invalidate_user
 from such_market.cache.store import ReadThroughCache
 from such_market.events.models import (
     CollectionRefreshed,
@@ -25,7 +26,6 @@ from such_market.events.models import (
     OwnershipChanged,
     UserUpdated,
 )
-from such_market.validation import ZERO_ADDRESS
 
 INVALIDATING_EVENTS: tuple[type[EventDetail], ...] = (
     CollectionUpdated,
@@ -35,42 +35,6 @@ INVALIDATING_EVENTS: tuple[type[EventDetail], ...] = (
     UserUpdated,
 )
 """The events whose consumer deletes cache keys (the template's invalidation rule lists the same)."""
-
-FidsOwning = Callable[[Sequence[str]], list[int]]
-
-
-def invalidate_collection(cache: ReadThroughCache, address: str) -> int:
-    """Every cache key of one collection."""
-    return cache.invalidate_index(cache.keys.collection_index(address))
-
-
-def invalidate_ownership(
-    cache: ReadThroughCache,
-    *,
-    address: str,
-    token_ids: Iterable[int],
-    wallets: Iterable[str],
-    fids_owning: FidsOwning,
-) -> int:
-    """Token ownership keys, the wallets' tokens in the collection and contract lists, their users'
-    collection keys. The zero address (mints and burns) owns nothing and is skipped."""
-    keys = cache.keys
-    holders = sorted({wallet for wallet in wallets if wallet != ZERO_ADDRESS})
-    deleted = 0
-    for wallet in holders:
-        deleted += cache.invalidate_index(keys.owned_index(address, wallet))
-    singles = [keys.ownership(address, token_id) for token_id in sorted(set(token_ids))]
-    singles += [keys.wallet_contracts(wallet) for wallet in holders]
-    for fid in fids_owning(holders):
-        singles += keys.user_collection_keys(fid)
-    return deleted + cache.invalidate_keys(singles)
-
-
-def invalidate_user(cache: ReadThroughCache, *, fid: int, wallets: Iterable[str]) -> int:
-    keys = cache.keys
-    singles = list(keys.user_keys(fid))
-    singles += [keys.wallet_contracts(wallet) for wallet in sorted(set(wallets))]
-    return cache.invalidate_keys(singles)
 
 
 def invalidate_for(detail: EventDetail, cache: ReadThroughCache, fids_owning: FidsOwning) -> int:

@@ -2,14 +2,17 @@
 
 ``such_market.events.models.Event`` (a validated pydantic detail) is the usual kind. ``WireEvent`` is an
 event whose detail is already in its wire form: for a producer on a cold path that must not pay for
-pydantic and every model of the bus (about 0.15 s of a cold start) to record or publish one small,
-fixed-shape event — ``cache.cleared`` from the cache-clear function, ``user.updated`` from the functions
-that learn a Farcaster user. Such a producer checks what the model would (``check_addresses``) and its
-tests parse what it builds with ``models.parse_detail``, so the schema stays the models' one.
+pydantic and every model of the bus (about 0.15 s of a cold start) to record or publish a small,
+fixed-shape event: ``cache.cleared`` from the cache-clear function, ``user.updated`` from the functions
+that learn a Farcaster user, the collection events of a refresh, a first sight and the retry sweep, and
+the ownership events of the Alchemy webhook (``nft.transferred``, ``ownership.changed``). Each builder
+checks what the model would (``ValueError``), and the tests compare what it builds with the model's
+event, byte for byte, so the schema stays the models' one.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
-from such_market.validation import normalize_address
+from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
@@ -110,3 +113,75 @@ def put_events_entry(
         "Detail": detail,
         "Time": occurred_at,
     }
+
+
+MAX_LABEL_LENGTH: Final = 200
+"""A ``reason`` (or ``by``) label's limit, as the models' ``Label``."""
+_TX_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+
+
+def ingest_requested(contract_address: str, reason: str) -> WireEvent:
+    """``collection.ingest_requested`` of ``contract_address`` for ``reason``."""
+    return _collection_event("collection.ingest_requested", contract_address, reason)
+
+
+def collection_updated(contract_address: str, reason: str) -> WireEvent:
+    """``collection.updated`` of ``contract_address`` for ``reason``."""
+    return _collection_event("collection.updated", contract_address, reason)
+
+
+def _collection_event(detail_type: str, contract_address: str, reason: str) -> WireEvent:
+    """A collection's event, checked as the models check it (``ValueError``): the address lower-cased, the
+    reason 1 to ``MAX_LABEL_LENGTH`` characters."""
+    if not 1 <= len(reason) <= MAX_LABEL_LENGTH:
+        raise ValueError(f"reason must have 1 to {MAX_LABEL_LENGTH} characters")
+    return WireEvent.new(detail_type, {"contractAddress": normalize_address(contract_address), "reason": reason})
+
+
+def nft_transferred(
+    *,
+    contract_address: str,
+    token_id: int,
+    from_address: str,
+    to_address: str,
+    amount: int,
+    block_number: int,
+    tx_hash: str,
+    log_index: int,
+    removed: bool,
+) -> WireEvent:
+    """``nft.transferred``, checked as ``models.NftTransferred`` checks it (``ValueError``): addresses and
+    the hash lower-cased, the token id and amount decimal strings within uint256, block and log index ≥ 0."""
+    if not isinstance(tx_hash, str) or not _TX_HASH.fullmatch(tx_hash):
+        raise ValueError("tx_hash must be 0x followed by 64 hexadecimal digits")
+    if _negative_or_not_int(block_number) or _negative_or_not_int(log_index):
+        raise ValueError("block_number and log_index must be non-negative integers")
+    fields = {
+        "contractAddress": normalize_address(contract_address),
+        "tokenId": normalize_uint256(token_id),
+        "from": normalize_address(from_address),
+        "to": normalize_address(to_address),
+        "amount": normalize_uint256(amount),
+        "blockNumber": block_number,
+        "txHash": tx_hash.lower(),
+        "logIndex": log_index,
+        "removed": bool(removed),
+    }
+    return WireEvent.new("nft.transferred", fields)
+
+
+def ownership_changed(contract_address: str, token_ids: Sequence[int], wallets: Sequence[str]) -> WireEvent:
+    """``ownership.changed``, checked as ``models.OwnershipChanged`` checks it (``ValueError``): each list at
+    most ``MAX_LIST_ITEMS``, token ids decimal strings within uint256, addresses lower-cased."""
+    if len(token_ids) > MAX_LIST_ITEMS:
+        raise ValueError(f"at most {MAX_LIST_ITEMS} token ids in one event, got {len(token_ids)}")
+    fields = {
+        "contractAddress": normalize_address(contract_address),
+        "tokenIds": [normalize_uint256(token_id) for token_id in token_ids],
+        "wallets": check_addresses(wallets),
+    }
+    return WireEvent.new("ownership.changed", fields)
+
+
+def _negative_or_not_int(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int) or value < 0

@@ -17,15 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from such_market.collections.owners import replace_owners_announcing
 from such_market.collections.queries import get_collection
 from such_market.config import AdminSettings, DatabaseSettings, EventSettings, FunctionSettings
 from such_market.errors import BadRequestError, ConflictError, NotFoundError
-from such_market.events.models import CollectionUpdated, Event
-from such_market.events.outbox import outbox_transaction
 from such_market.ownership.stats import ownership_stats
-from such_market.ownership.transfers import lock_collections
-from such_market.ownership.verification import reverify
 from such_market.upstream.alchemy_settings import AlchemySettings
 from such_market.validation import parse_address, parse_json_object, token_id_value
 
@@ -84,6 +79,12 @@ def sync_collection_owners(
     *, conn: Connection, alchemy: AlchemyClient, publisher: EventPublisher, contract_address: str
 ) -> dict[str, object]:
     """Replace the collection's owners with Alchemy's current list (see the module docstring)."""
+    # What only a sync writes (the event models: pydantic) is imported here, not on discovery-stats' path
+    from such_market.collections.owners import replace_owners_announcing
+    from such_market.events.models import CollectionUpdated, Event
+    from such_market.events.outbox import outbox_transaction
+    from such_market.ownership.transfers import lock_collections
+
     collection = get_collection(conn=conn, address=contract_address)
     if collection is None:
         raise NotFoundError(f"collection {contract_address} is not indexed", code="collection_not_found")
@@ -134,6 +135,8 @@ def verify_now(
     *, conn: Connection, alchemy: AlchemyClient, publisher: EventPublisher, contract_address: str | None
 ) -> dict[str, object]:
     """One small re-verification run (of one collection when given; 404 when it is not indexed)."""
+    from such_market.ownership.verification import reverify  # its reconciliation writes events: pydantic
+
     collection_id = None
     if contract_address is not None:
         collection = get_collection(conn=conn, address=contract_address)

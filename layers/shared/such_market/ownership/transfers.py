@@ -42,9 +42,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from such_market.events.models import Event, NftTransferred, OwnershipChanged
 from such_market.events.outbox import outbox_transaction
-from such_market.events.wire import MAX_LIST_ITEMS
+from such_market.events.wire import (
+    MAX_LIST_ITEMS,
+    PublishableEvent,
+    collection_updated,
+    nft_transferred,
+    ownership_changed,
+)
 from such_market.observability import logger
 from such_market.ownership.queries import (
     ActivityKey,
@@ -264,24 +269,20 @@ def _write(conn: Connection, plan: _Plan) -> OwnershipChanges:
     )
 
 
-def ownership_events(changes: OwnershipChanges) -> list[Event]:
-    """``ownership.changed`` per contract (split so no list exceeds ``MAX_LIST_ITEMS``)."""
-    events: list[Event] = []
+def ownership_events(changes: OwnershipChanges) -> list[PublishableEvent]:
+    """``ownership.changed`` per contract (split so no list exceeds ``MAX_LIST_ITEMS``), in wire form."""
+    events: list[PublishableEvent] = []
     for contract in sorted(changes.tokens):
-        tokens = [str(token) for token in sorted(changes.tokens[contract])]
+        tokens = sorted(changes.tokens[contract])
         wallets = sorted(changes.wallets.get(contract, ()))
         for start in range(0, max(len(tokens), len(wallets)), MAX_LIST_ITEMS):
-            detail = OwnershipChanged(
-                contract_address=contract,
-                token_ids=tuple(tokens[start : start + MAX_LIST_ITEMS]),
-                wallets=tuple(wallets[start : start + MAX_LIST_ITEMS]),
-            )
-            events.append(Event(detail))
+            end = start + MAX_LIST_ITEMS
+            events.append(ownership_changed(contract, tokens[start:end], wallets[start:end]))
     return events
 
 
 def _with_retries[T](
-    conn: Connection, publisher: EventPublisher, attempt: Callable[[], tuple[T, list[Event]]]
+    conn: Connection, publisher: EventPublisher, attempt: Callable[[], tuple[T, list[PublishableEvent]]]
 ) -> tuple[T, tuple[int, ...]]:
     """Run ``attempt`` in an outbox transaction with its events; retry when another writer deadlocked or
     raced with it (the attempt is rolled back as a whole, events included). Returns the attempt's result
@@ -325,7 +326,7 @@ def _effective_type(collection: KnownCollection, hint: TokenType | None) -> Know
     return KnownCollection(collection.id, collection.contract, hint or "ERC1155")
 
 
-def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[TransferResult, list[Event]]:
+def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[TransferResult, list[PublishableEvent]]:
     collections = _lock_and_load(conn, (t.contract for t in transfers))
     by_key = {t.key: t for t in transfers}
     recorded = record_activity(conn=conn, transfers=transfers)
@@ -392,22 +393,21 @@ def _apply_attempt(conn: Connection, transfers: Sequence[Transfer]) -> tuple[Tra
 
 def _list_transferred_tokens(
     conn: Connection, applied: Sequence[tuple[RecordedTransfer, KnownCollection]]
-) -> list[Event]:
+) -> list[PublishableEvent]:
     """Add the tokens that applied transfers show to exist (a mint or a move, not a burn) to their
     collection's listing when it lacks them (a token minted since the last ingestion), and say so with
     ``collection.updated`` per collection whose listing grew: its pages and totals changed. This and
     ingestion are the only ways into the listing (a single-token read never adds one)."""
     from such_market.collections.writes import list_tokens
-    from such_market.events.models import CollectionUpdated
 
     tokens: dict[KnownCollection, set[int]] = defaultdict(set)
     for record, kind in applied:
         if record.to_address != ZERO_ADDRESS:
             tokens[kind].add(record.token_id)
-    events: list[Event] = []
+    events: list[PublishableEvent] = []
     for kind in sorted(tokens, key=lambda known: known.contract):
         if list_tokens(conn=conn, collection_id=kind.id, token_ids=tokens[kind]):
-            events.append(Event(CollectionUpdated(contract_address=kind.contract, reason="tokens_listed")))
+            events.append(collection_updated(kind.contract, "tokens_listed"))
     return events
 
 
@@ -415,21 +415,19 @@ def _negated(position: Position) -> Position:
     return (-position[0], -position[1], -position[2])
 
 
-def _transferred_event(record: RecordedTransfer, transfer: Transfer) -> Event:
+def _transferred_event(record: RecordedTransfer, transfer: Transfer) -> PublishableEvent:
     """``nft.transferred`` of a recorded transfer, with the values as stored (a removal names the
     transfer it removes)."""
-    return Event(
-        NftTransferred(
-            contract_address=transfer.contract,
-            token_id=str(record.token_id),
-            from_=record.from_address,
-            to=record.to_address,
-            amount=str(record.amount),
-            block_number=record.position[0],
-            tx_hash=record.key[0],
-            log_index=record.key[1],
-            removed=transfer.removed,
-        )
+    return nft_transferred(
+        contract_address=transfer.contract,
+        token_id=record.token_id,
+        from_address=record.from_address,
+        to_address=record.to_address,
+        amount=record.amount,
+        block_number=record.position[0],
+        tx_hash=record.key[0],
+        log_index=record.key[1],
+        removed=transfer.removed,
     )
 
 
@@ -488,7 +486,9 @@ def apply_transfers(*, conn: Connection, transfers: Sequence[Transfer], publishe
 # Reconciliation (re-verification)
 
 
-def _reconcile_attempt(conn: Connection, observed: Sequence[ObservedToken]) -> tuple[ReconcileResult, list[Event]]:
+def _reconcile_attempt(
+    conn: Connection, observed: Sequence[ObservedToken]
+) -> tuple[ReconcileResult, list[PublishableEvent]]:
     collections = _lock_and_load(conn, (token.contract for token in observed))
     known = [token for token in observed if token.contract in collections]
     current = current_rows(conn=conn, whole_tokens=((collections[t.contract].id, t.token_id) for t in known), rows=())

@@ -50,7 +50,7 @@ from such_market.config import (
 )
 from such_market.errors import BadRequestError, UnauthorizedError
 from such_market.observability import logger
-from such_market.ownership.transfers import OwnershipChanges, TokenType, Transfer, apply_transfers, ownership_events
+from such_market.ownership.transfers import OwnershipChanges, TokenType, Transfer, apply_transfers
 from such_market.secrets import SECRET_REFERENCE_PATTERN, has_secret_source, resolve_secret
 from such_market.validation import MAX_UINT256, reject_control_characters
 
@@ -273,17 +273,24 @@ def receive_webhook(
 def _invalidate_committed(
     cache: Callable[[], ReadThroughCache], conn: psycopg.Connection[tuple[Any, ...]], changes: OwnershipChanges
 ) -> None:
-    """Delete now what the committed ``changes`` make stale: the keys of their ``ownership.changed``
-    events. Never raises: the events' consumer does the same when this fails."""
-    from such_market.events.invalidation import invalidate_for
+    """Delete now what the committed ``changes`` make stale: the keys their ``ownership.changed`` events
+    name, as the invalidator deletes them (``cache.staleness``). Never raises: the events' consumer does
+    the same when this fails."""
+    from such_market.cache.staleness import invalidate_ownership
     from such_market.users.wallets import fids_owning
 
     if not changes.tokens:
         return
     try:
         store = cache()
-        for event in ownership_events(changes):
-            invalidate_for(event.detail, store, lambda wallets: fids_owning(conn=conn, wallets=wallets))
+        for contract in sorted(changes.tokens):
+            invalidate_ownership(
+                store,
+                address=contract,
+                token_ids=changes.tokens[contract],
+                wallets=changes.wallets.get(contract, ()),
+                fids_owning=lambda wallets: fids_owning(conn=conn, wallets=wallets),
+            )
     except Exception as error:  # committed already: the events are the backstop, the delivery succeeded
         logger.warning(
             "could not invalidate after the webhook; its events will", extra={"error_type": type(error).__name__}

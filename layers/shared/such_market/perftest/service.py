@@ -21,7 +21,6 @@ from typing import Any, Final, Literal, cast
 from such_market.cache.client import build_client
 from such_market.config import AdminSettings, CacheSettings, EventSettings, FunctionSettings
 from such_market.errors import BadRequestError, ConflictError, NotFoundError, ServiceUnavailableError
-from such_market.events.models import CachePerformanceTestRequested, Event
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.perftest import store
@@ -85,6 +84,8 @@ def parse_run_id(value: str | None) -> str | None:
 
 def start_run(runtime: Runtime, profile: ProfileName) -> dict[str, Any]:
     """Queue a run of ``profile``: 409 while another run holds the lock; the 202 body otherwise."""
+    from such_market.events.models import CachePerformanceTestRequested, Event  # pydantic: starting a run only
+
     client, keys = runtime.cache_client, runtime.cache.keys
     run_id = secrets.token_hex(16)
     lock_value = f"{run_id}:{secrets.token_hex(16)}"
