@@ -10,8 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from such_market import deadline
 from such_market.events.consumer import EventConsumer
-from such_market.events.models import CachePerformanceTestRequested
-from such_market.perftest.service import PerformanceRunnerSettings, execute_run
+from such_market.perftest.service import (
+    RUN_REQUESTED,
+    PerformanceRunnerSettings,
+    RunRequest,
+    execute_run,
+    read_run_request,
+)
 from such_market.runtime import runtime_for
 
 if TYPE_CHECKING:
@@ -20,8 +25,8 @@ if TYPE_CHECKING:
 consumer = EventConsumer("performance-test", settings_model=PerformanceRunnerSettings, idempotent=False)
 
 
-@consumer.on(CachePerformanceTestRequested)
-def _run(detail: CachePerformanceTestRequested) -> dict[str, Any]:
+@consumer.on_wire(RUN_REQUESTED, read_run_request)  # read without pydantic: see read_run_request
+def _run(detail: RunRequest) -> dict[str, Any]:
     return execute_run(runtime_for(PerformanceRunnerSettings), detail.run_id, time_left=deadline.remaining())
 
 

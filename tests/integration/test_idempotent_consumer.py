@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ import redis
 
 from such_market.config import CacheSettings, FunctionSettings
 from such_market.container import close_all
-from such_market.errors import ConfigurationError
+from such_market.errors import ConfigurationError, InvalidEventError
 from such_market.events.consumer import EventConsumer
-from such_market.events.models import CollectionUpdated, InvalidEventError, NftTransferred
+from such_market.events.models import CollectionUpdated, NftTransferred
 from tests.conftest import CacheServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,3 +218,52 @@ def test_handlers_are_registered_once_per_registered_model() -> None:
         consumer.on(Unregistered)
     with pytest.raises(ValueError, match="name must be"):
         EventConsumer("Bad Name", settings_model=CacheOnlySettings)
+
+
+def _wire_consumer(counter: redis.Redis) -> EventConsumer:
+    """A consumer whose cache.cleared handler reads its detail in wire form (scope only), once per eventId."""
+    built = EventConsumer(NAME, settings_model=CacheOnlySettings)
+
+    def read_scope(detail: Mapping[str, Any]) -> tuple[str, str]:
+        if detail.get("scope") not in ("all", "collection", "wallet", "user"):
+            raise InvalidEventError("cache.cleared scope: unknown")
+        return str(detail["eventId"]), str(detail["scope"])
+
+    @built.on_wire("cache.cleared", read_scope)
+    def _cleared(detail: tuple[str, str]) -> dict[str, Any]:
+        event_id, scope = detail
+        return {"runs": counter.incr(f"test:runs:{event_id}"), "scope": scope}
+
+    return built
+
+
+def test_a_wire_handler_gets_its_parsers_detail_once_per_event(cache_env: redis.Redis) -> None:
+    # Given a consumer with a wire-form handler, and a cache.cleared event delivered twice
+    consumer = _wire_consumer(cache_env)
+    event = sample("cache_cleared")
+    # When both deliveries arrive
+    first = consumer.handle(event, CONTEXT)
+    second = consumer.handle({**copy.deepcopy(event), "id": str(uuid.uuid4())}, CONTEXT)
+    # Then the handler got what its parser read, once; the repeat got the first run's result
+    assert first == {"runs": 1, "scope": event["detail"]["scope"]}
+    assert second == first
+    assert runs(cache_env, event) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda event: event["detail"].update(scope="everything"), "scope: unknown"),
+        (lambda event: event.update(detail="not an object"), "not a JSON object"),
+        (lambda event: event.update(sample("collection_updated")), "does not handle collection.updated"),
+    ],
+    ids=["refused-by-its-parser", "detail-not-an-object", "unhandled-type"],
+)
+def test_a_wire_handler_refuses_what_its_parser_refuses(cache_env: redis.Redis, change: Any, message: str) -> None:
+    consumer = _wire_consumer(cache_env)
+    event = sample("cache_cleared")
+    change(event)
+    with pytest.raises(InvalidEventError, match=message):
+        consumer.handle(event, CONTEXT)
+    assert not list(cache_env.scan_iter(match="test:runs:*"))
+    assert idempotency_keys(cache_env) == []

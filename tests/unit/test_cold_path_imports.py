@@ -148,6 +148,7 @@ NOT_AT_IMPORT = {
     # The retry sweep imports the event models only when an ingestion is due, and none of the ingestion
     "outbox_relay": ("pydantic", "httpx"),
     "redrive_dead_letters": ("pydantic",),  # the event models parse a dead letter: an empty queue has none
+    "run_performance_test": ("pydantic",),  # its event is read in wire form (perftest.service.read_run_request)
 }
 
 

@@ -190,3 +190,59 @@ def test_ownership_changed_refuses_what_the_model_refuses(token_ids: list[int], 
         OwnershipChanged(contract_address=ADDRESS, token_ids=tuple(map(str, token_ids)), wallets=tuple(wallets))
     with pytest.raises(ValueError):  # noqa: PT011 - each field's own message
         ownership_changed(ADDRESS, token_ids, wallets)
+
+
+# -- details read in wire form (EventConsumer.on_wire) ------------------------------------------------------
+_RUN = {
+    "eventId": "5f0c5d4e-3b2a-4c1d-9e8f-7a6b5c4d3e2f",
+    "occurredAt": "2026-12-06T12:00:00.123456Z",
+    "schemaVersion": 1,
+    "runId": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    "profile": "quick",
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"eventId": "5F0C5D4E-3B2A-4C1D-9E8F-7A6B5C4D3E2F"},
+        {"eventId": "not-a-uuid"},
+        {"eventId": 7},
+        {"occurredAt": "2026-12-06T12:00:00+02:00"},
+        {"occurredAt": "2026-12-06T12:00:00"},
+        {"occurredAt": "yesterday"},
+        {"occurredAt": 1796558326},
+        {"schemaVersion": 2},
+        {"schemaVersion": True},
+        {"schemaVersion": "1"},
+        {"runId": "0F1E2D3C4B5A69788796A5B4C3D2E1F0"},
+        {"runId": "0f1e2d3c"},
+        {"runId": None},
+        {"profile": "huge"},
+        {"profile": None},
+        {"unknown": "ignored"},
+        {"eventId": ...},  # ... : the field is left out
+        {"profile": ...},
+    ],
+)
+def test_a_run_request_read_in_wire_form_never_accepts_what_the_model_refuses(change: dict[str, Any]) -> None:
+    from such_market.errors import InvalidEventError
+    from such_market.events.models import CachePerformanceTestRequested
+    from such_market.perftest.service import read_run_request
+
+    detail = {name: value for name, value in {**_RUN, **change}.items() if value is not ...}
+    try:
+        modelled = parse_detail("cache.performance_test_requested", detail)
+    except InvalidEventError:
+        modelled = None
+    try:
+        read = read_run_request(detail)
+    except InvalidEventError:
+        read = None
+    if read is not None:  # accepted in wire form: the model accepts it too, with the same values
+        assert isinstance(modelled, CachePerformanceTestRequested)
+        assert (read.event_id, read.run_id, read.profile) == (modelled.event_id, modelled.run_id, modelled.profile)
+    if not change or set(change) == {"unknown"}:  # what our producer publishes: read both ways
+        assert read is not None
+        assert modelled is not None

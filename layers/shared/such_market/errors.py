@@ -32,6 +32,13 @@ class ConfigurationError(SuchMarketError):
     """The function's environment is missing a variable or holds a malformed one."""
 
 
+class InvalidEventError(SuchMarketError, ValueError):
+    """An event from the bus has an unknown detail type or a detail that fails its schema.
+
+    Consumers let it propagate so the delivery fails and, after EventBridge's retries, lands in the DLQ.
+    """
+
+
 class EventPublishError(SuchMarketError):
     """Some events could not be published after bounded retries (they stay in the outbox)."""
 

@@ -146,7 +146,8 @@ def release_lost_ingestion(runtime: Runtime, event: Mapping[str, Any], error: Ba
     the state changed. A delivery refused because another one of the same event is running is not lost."""
     from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-    from such_market.events.models import CollectionIngestRequested, Event, InvalidEventError
+    from such_market.errors import InvalidEventError
+    from such_market.events.models import CollectionIngestRequested, Event
 
     if isinstance(error, IdempotencyAlreadyInProgressError):
         return False

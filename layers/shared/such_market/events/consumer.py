@@ -14,7 +14,10 @@ What it promises:
 
 - The event's ``detail-type`` selects the model (``such_market.events.models``); an unknown or
   unhandled detail type, or a detail that fails its schema, raises ``InvalidEventError`` so the
-  delivery fails and, after EventBridge's retries, lands in the dead-letter queue.
+  delivery fails and, after EventBridge's retries, lands in the dead-letter queue. A handler registered
+  with ``on_wire`` gets its detail read by its own parser instead (which raises the same error): for a
+  consumer whose cold start must not pay for pydantic and the bus's models (about 0.1 s); the models are
+  then imported only for a detail type it does not handle, to say so.
 - Powertools idempotency keyed on ``detail.eventId`` runs the handler once per event for 24 hours, so
   the outbox's at-least-once re-publishing and EventBridge's own retries are harmless. A repeat
   returns the first run's result; a repeat while the first run is still going raises
@@ -43,7 +46,7 @@ from such_market import deadline
 from such_market.analytics.recorder import Recorder, recorder_for
 from such_market.cache.client import get_client
 from such_market.config import CacheSettings, FunctionSettings, load_settings
-from such_market.events.models import DETAIL_TYPES, Event, EventDetail, InvalidEventError
+from such_market.errors import InvalidEventError
 from such_market.observability import logger
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from such_market.cache.client import CacheClient
+    from such_market.events.models import EventDetail
 
 type HandlerResult = bool | int | float | str | list[Any] | dict[str, Any] | None
 
@@ -66,10 +70,8 @@ def idempotency_key_prefix(cache_prefix: str, name: str) -> str:
     return f"{cache_prefix}:durable:idempotency:{name}"
 
 
-def _run_handler(
-    *, event: Mapping[str, Any], detail: EventDetail, handler: Callable[[Any], HandlerResult]
-) -> HandlerResult:
-    # ``event`` is only the idempotency payload (its detail.eventId is the key); the handler gets the model.
+def _run_handler(*, event: Mapping[str, Any], detail: object, handler: Callable[[Any], HandlerResult]) -> HandlerResult:
+    # ``event`` is only the idempotency payload (its detail.eventId is the key); the handler gets the detail.
     return handler(detail)
 
 
@@ -88,18 +90,35 @@ class EventConsumer:
         self.idempotent = idempotent
         self._settings_model = settings_model
         self._handlers: dict[str, Callable[[Any], HandlerResult]] = {}
+        self._wire_parsers: dict[str, Callable[[Mapping[str, Any]], object]] = {}
         self._built: tuple[CacheClient, IdempotencyConfig, Callable[..., HandlerResult]] | None = None
 
     def on[D: EventDetail, R: HandlerResult](self, model: type[D]) -> Callable[[Callable[[D], R]], Callable[[D], R]]:
         """Register the decorated function as the handler of ``model``'s detail type."""
+        from such_market.events.models import DETAIL_TYPES
+
         detail_type = model.DETAIL_TYPE
         if DETAIL_TYPES.get(detail_type) is not model:
             raise ValueError(f"{model.__name__} is not a registered event model")
+        return self._register(detail_type, None)
+
+    def on_wire[T, R: HandlerResult](
+        self, detail_type: str, parse: Callable[[Mapping[str, Any]], T]
+    ) -> Callable[[Callable[[T], R]], Callable[[T], R]]:
+        """Register the decorated function as the handler of ``detail_type``, whose detail ``parse`` reads
+        (raising ``InvalidEventError`` for anything the model would refuse) without the models."""
+        return self._register(detail_type, parse)
+
+    def _register[T, R: HandlerResult](
+        self, detail_type: str, parse: Callable[[Mapping[str, Any]], T] | None
+    ) -> Callable[[Callable[[T], R]], Callable[[T], R]]:
         if detail_type in self._handlers:
             raise ValueError(f"{detail_type} already has a handler in {self.name}")
 
-        def register(handler: Callable[[D], R]) -> Callable[[D], R]:
+        def register(handler: Callable[[T], R]) -> Callable[[T], R]:
             self._handlers[detail_type] = handler
+            if parse is not None:
+                self._wire_parsers[detail_type] = parse
             return handler
 
         return register
@@ -122,15 +141,28 @@ class EventConsumer:
         return result
 
     def _handle(self, event: Mapping[str, Any], context: LambdaContext) -> HandlerResult:
-        parsed = Event.from_eventbridge(event)
-        handler = self._handlers.get(parsed.detail_type)
-        if handler is None:
-            raise InvalidEventError(f"{self.name} does not handle {parsed.detail_type} events")
+        detail_type, detail = self._parse(event)
+        handler = self._handlers[detail_type]
         if not self.idempotent:
-            return _run_handler(event=event, detail=parsed.detail, handler=handler)
+            return _run_handler(event=event, detail=detail, handler=handler)
         config, process = self._idempotent()
         config.register_lambda_context(context)
-        return process(event=event, detail=parsed.detail, handler=handler)
+        return process(event=event, detail=detail, handler=handler)
+
+    def _parse(self, event: Mapping[str, Any]) -> tuple[str, object]:
+        """The event's detail type (one this consumer handles) and its detail as its handler takes it."""
+        detail_type, detail = event.get("detail-type"), event.get("detail")
+        parse = self._wire_parsers.get(detail_type) if isinstance(detail_type, str) else None
+        if parse is not None:
+            if not isinstance(detail, Mapping):
+                raise InvalidEventError(f"the {detail_type} detail is not a JSON object")
+            return str(detail_type), parse(detail)
+        from such_market.events.models import Event
+
+        parsed = Event.from_eventbridge(event)
+        if parsed.detail_type not in self._handlers:
+            raise InvalidEventError(f"{self.name} does not handle {parsed.detail_type} events")
+        return parsed.detail_type, parsed.detail
 
     def _recorder(self) -> Recorder | None:
         """The analytics recorder of this consumer's cache (events processed and failed), if analytics are on."""

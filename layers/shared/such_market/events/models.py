@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from such_market.errors import SuchMarketError
+from such_market.errors import InvalidEventError
 from such_market.events.wire import MAX_LIST_ITEMS, put_events_entry
 from such_market.validation import normalize_address, normalize_uint256
 
@@ -50,13 +50,6 @@ if TYPE_CHECKING:
 
 _TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
-
-
-class InvalidEventError(SuchMarketError, ValueError):
-    """An event from the bus has an unknown detail type or a detail that fails its schema.
-
-    Consumers let it propagate so the delivery fails and, after EventBridge's retries, lands in the DLQ.
-    """
 
 
 def _normalize_tx_hash(value: object) -> str:

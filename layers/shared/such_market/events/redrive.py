@@ -80,7 +80,8 @@ def verdict_of(body: str, *, source: str) -> Event | Rejected:
     """The event a dead letter carries, if it is one of ours (``source``, a known detail type, a detail
     that validates with its ``eventId``); else why not."""
     # pydantic behind the models: a run that finds the queue empty (most runs) never loads it
-    from such_market.events.models import DETAIL_TYPES, Event, InvalidEventError
+    from such_market.errors import InvalidEventError
+    from such_market.events.models import DETAIL_TYPES, Event
 
     try:
         payload = orjson.loads(body)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 
+from such_market.errors import InvalidEventError
 from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
@@ -185,3 +186,32 @@ def ownership_changed(contract_address: str, token_ids: Sequence[int], wallets: 
 
 def _negative_or_not_int(value: object) -> bool:
     return isinstance(value, bool) or not isinstance(value, int) or value < 0
+
+
+_COMMON_FIELDS: Final = ("eventId", "occurredAt", "schemaVersion")
+
+
+def read_common(detail_type: str, detail: Mapping[str, Any]) -> str:
+    """Check the fields every detail carries, as ``models.parse_detail`` reads them or more strictly (never
+    accepting what it refuses): ``eventId`` a UUID, ``occurredAt`` an RFC 3339 time with its offset,
+    ``schemaVersion`` 1. Returns the event id; ``InvalidEventError`` otherwise. For a consumer that reads its
+    detail in wire form (``EventConsumer.on_wire``)."""
+    missing = [name for name in _COMMON_FIELDS if name not in detail]
+    if missing:
+        raise InvalidEventError(f"the {detail_type} detail lacks {', '.join(missing)}")
+    raw_id, occurred_at, version = (detail[name] for name in _COMMON_FIELDS)
+    try:
+        event_id = str(uuid.UUID(raw_id)) if isinstance(raw_id, str) else None
+    except ValueError:
+        event_id = None
+    if event_id is None:
+        raise InvalidEventError(f"{detail_type} eventId: must be a UUID string")
+    try:
+        when = datetime.fromisoformat(occurred_at) if isinstance(occurred_at, str) else None
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise InvalidEventError(f"{detail_type} occurredAt: must be a time with its UTC offset")
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise InvalidEventError(f"{detail_type} schemaVersion: must be {SCHEMA_VERSION}")
+    return event_id

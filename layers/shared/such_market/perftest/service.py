@@ -14,13 +14,21 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast, get_args
 
 from such_market.cache.client import build_client
 from such_market.config import AdminSettings, CacheSettings, EventSettings, FunctionSettings
-from such_market.errors import BadRequestError, ConflictError, NotFoundError, ServiceUnavailableError
+from such_market.errors import (
+    BadRequestError,
+    ConflictError,
+    InvalidEventError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from such_market.events.wire import read_common
 from such_market.formats import iso_utc_or_none
 from such_market.observability import logger
 from such_market.perftest import store
@@ -29,6 +37,8 @@ from such_market.runtime import Runtime
 from such_market.validation import parse_json_object
 
 ProfileName = Literal["quick", "standard", "stress"]
+PROFILE_NAMES: Final = get_args(ProfileName)
+RUN_REQUESTED: Final = "cache.performance_test_requested"
 RUN_ID_PATTERN: Final = "[0-9a-f]{32}"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 MAX_BODY_BYTES: Final = 1024
@@ -72,6 +82,27 @@ def parse_action(body: str | bytes | None) -> tuple[Literal["run", "reset"], Pro
     if not isinstance(profile, str) or profile not in PROFILES:
         raise BadRequestError(f"invalid profile: expected one of {', '.join(PROFILES)}", code="invalid_profile")
     return "run", cast("ProfileName", profile)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A ``cache.performance_test_requested`` detail as the runner reads it (``read_run_request``)."""
+
+    event_id: str
+    run_id: str
+    profile: ProfileName
+
+
+def read_run_request(detail: Mapping[str, Any]) -> RunRequest:
+    """The runner's event read in wire form, as ``models.CachePerformanceTestRequested`` reads it or more
+    strictly (``InvalidEventError``): the runner's cold start then imports neither pydantic nor the models."""
+    event_id = read_common(RUN_REQUESTED, detail)
+    run_id, profile = detail.get("runId"), detail.get("profile")
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise InvalidEventError(f"{RUN_REQUESTED} runId: must be 32 lower-case hex digits")
+    if profile not in PROFILE_NAMES:
+        raise InvalidEventError(f"{RUN_REQUESTED} profile: must be one of {', '.join(PROFILE_NAMES)}")
+    return RunRequest(event_id, run_id, cast("ProfileName", profile))
 
 
 def parse_run_id(value: str | None) -> str | None:
