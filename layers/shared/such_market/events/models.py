@@ -18,7 +18,6 @@ that producers get by default, because a generated id would defeat idempotency.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,18 +41,17 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import InvalidEventError
-from such_market.events.wire import MAX_LIST_ITEMS, put_events_entry
+from such_market.events.wire import MAX_LABEL_LENGTH, MAX_LIST_ITEMS, TX_HASH, put_events_entry
 from such_market.validation import normalize_address, normalize_uint256
 
 if TYPE_CHECKING:
     from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
-_TX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 _WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
 
 
 def _normalize_tx_hash(value: object) -> str:
-    if not isinstance(value, str) or not _TX_HASH.fullmatch(value):
+    if not isinstance(value, str) or not TX_HASH.fullmatch(value):
         raise ValueError("must be 0x followed by 64 hexadecimal digits")
     return value.lower()
 
@@ -86,7 +84,7 @@ Uint256 = Annotated[str, BeforeValidator(normalize_uint256)]
 TxHash = Annotated[str, BeforeValidator(_normalize_tx_hash)]
 EventId = Annotated[str, BeforeValidator(_normalize_event_id)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_LENGTH)]
 
 
 class EventDetail(BaseModel):

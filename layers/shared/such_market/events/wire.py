@@ -118,7 +118,8 @@ def put_events_entry(
 
 MAX_LABEL_LENGTH: Final = 200
 """A ``reason`` (or ``by``) label's limit, as the models' ``Label``."""
-_TX_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+TX_HASH: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+"""A transaction hash as the events accept it (any case; lower-cased on the way in)."""
 
 
 def ingest_requested(contract_address: str, reason: str) -> WireEvent:
@@ -153,7 +154,7 @@ def nft_transferred(
 ) -> WireEvent:
     """``nft.transferred``, checked as ``models.NftTransferred`` checks it (``ValueError``): addresses and
     the hash lower-cased, the token id and amount decimal strings within uint256, block and log index ≥ 0."""
-    if not isinstance(tx_hash, str) or not _TX_HASH.fullmatch(tx_hash):
+    if not isinstance(tx_hash, str) or not TX_HASH.fullmatch(tx_hash):
         raise ValueError("tx_hash must be 0x followed by 64 hexadecimal digits")
     if _negative_or_not_int(block_number) or _negative_or_not_int(log_index):
         raise ValueError("block_number and log_index must be non-negative integers")
