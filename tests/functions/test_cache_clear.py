@@ -17,6 +17,7 @@ from such_market.cache.tiers import Tier
 from such_market.config import load_settings
 from such_market.events.models import CacheCleared, Event, parse_detail
 from such_market.events.publisher import PublishResult
+from such_market.events.wire import put_events_entry
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext, load_event
 
@@ -145,7 +146,7 @@ def test_each_scope_deletes_its_keys_and_announces_it(
 def test_cache_cleared_is_byte_for_byte_what_the_model_would_publish() -> None:
     built = cache_cleared("wallet")
     modelled = Event(CacheCleared(scope="wallet", by="admin", event_id=built.event_id, occurred_at=built.occurred_at))
-    assert built.to_entry("bus", "such-market") == modelled.to_entry("bus", "such-market")
+    assert put_events_entry(built, "bus", "such-market") == put_events_entry(modelled, "bus", "such-market")
 
 
 def test_scope_all_deletes_every_cache_key_and_nothing_durable(env: MotoBus, cache: redis.Redis) -> None:

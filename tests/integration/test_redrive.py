@@ -17,6 +17,7 @@ from such_market.events import dead_letters
 from such_market.events.dead_letters import DeadLetterSettings
 from such_market.events.models import Event, NftTransferred
 from such_market.events.redrive import LATE_LETTERS_SECONDS, MAX_REDRIVES, POLL_SECONDS, redrive
+from such_market.events.wire import put_events_entry
 from tests.conftest import MotoBus
 from tests.functions.conftest import FakeContext
 
@@ -42,7 +43,7 @@ def transferred(token_id: int) -> Event:
 
 def as_delivered(event: Event) -> dict[str, Any]:
     """The event as EventBridge delivers it to a target (and as a rule's DLQ keeps it)."""
-    entry = event.to_entry("such-market", "such-market")
+    entry = put_events_entry(event, "such-market", "such-market")
     return {"detail-type": entry["DetailType"], "source": "such-market", "detail": json.loads(entry["Detail"])}
 
 

@@ -24,6 +24,7 @@ from such_market.events.models import (
     OwnershipChanged,
     parse_detail,
 )
+from such_market.events.wire import put_events_entry
 from such_market.validation import MAX_UINT256, normalize_address, normalize_uint256
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,7 +294,7 @@ def test_to_entry_builds_a_put_events_entry() -> None:
     # Given an event
     event = Event(CollectionUpdated(contract_address=ADDRESS, reason="test"))
     # When it becomes a PutEvents entry
-    entry = event.to_entry("such-market", "such-market")
+    entry = put_events_entry(event, "such-market", "such-market")
     # Then the entry names the bus, source and detail type, and its Detail parses back to the event
     assert entry["EventBusName"] == "such-market"
     assert entry["Source"] == "such-market"
@@ -342,4 +343,4 @@ def test_samples_round_trip_through_the_models(path: Path) -> None:
     assert raw["source"] == "such-market"
     assert path.stem == "event_" + event.detail_type.replace(".", "_")
     assert orjson.loads(event.detail.dump_json()) == raw["detail"]
-    assert orjson.loads(event.to_entry("such-market", "such-market")["Detail"]) == raw["detail"]
+    assert orjson.loads(put_events_entry(event, "such-market", "such-market")["Detail"]) == raw["detail"]

@@ -27,6 +27,7 @@ from such_market.events.wire import (
     ingest_requested,
     nft_transferred,
     ownership_changed,
+    put_events_entry,
 )
 from such_market.users.service import user_updated
 
@@ -43,7 +44,7 @@ def test_user_updated_is_byte_for_byte_what_the_model_would_publish() -> None:
             occurred_at=built.occurred_at,
         )
     )
-    assert built.to_entry("bus", "such-market") == modelled.to_entry("bus", "such-market")
+    assert put_events_entry(built, "bus", "such-market") == put_events_entry(modelled, "bus", "such-market")
     assert built.detail_json() == modelled.detail_json()
     assert parse_detail("user.updated", orjson.loads(built.detail_json())) == modelled.detail
 
@@ -83,7 +84,7 @@ def test_ingest_requested_is_byte_for_byte_what_the_model_would_publish() -> Non
             contract_address=ADDRESS, reason="refresh", event_id=built.event_id, occurred_at=built.occurred_at
         )
     )
-    assert built.to_entry("bus", "such-market") == modelled.to_entry("bus", "such-market")
+    assert put_events_entry(built, "bus", "such-market") == put_events_entry(modelled, "bus", "such-market")
 
 
 @pytest.mark.parametrize(("address", "reason"), [("0x1234", "refresh"), (ADDRESS, ""), (ADDRESS, "r" * 201)])
@@ -98,7 +99,7 @@ def test_ingest_requested_refuses_what_the_model_refuses(address: str, reason: s
 def _same_as_model(built: WireEvent, model: type[Any], **fields: Any) -> None:
     """``built`` publishes exactly what ``model`` with ``fields`` (and ``built``'s id and time) would."""
     modelled = Event(model(**fields, event_id=built.event_id, occurred_at=built.occurred_at))
-    assert built.to_entry("bus", "such-market") == modelled.to_entry("bus", "such-market")
+    assert put_events_entry(built, "bus", "such-market") == put_events_entry(modelled, "bus", "such-market")
 
 
 UPPER = "0x" + "AB" * 20

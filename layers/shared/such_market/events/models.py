@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import orjson
 from pydantic import (
@@ -41,11 +41,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import InvalidEventError
-from such_market.events.wire import MAX_LABEL_LENGTH, MAX_LIST_ITEMS, TX_HASH, put_events_entry
+from such_market.events.wire import MAX_LABEL_LENGTH, MAX_LIST_ITEMS, TX_HASH
 from such_market.validation import normalize_address, normalize_uint256
-
-if TYPE_CHECKING:
-    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 _WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
 
@@ -258,10 +255,6 @@ class Event:
     def detail_json(self) -> bytes:
         """The detail's wire form (``EventDetail.dump_json``)."""
         return self.detail.dump_json()
-
-    def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
-        """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
 
     @classmethod
     def from_eventbridge(cls, raw: Mapping[str, Any]) -> Event:

@@ -40,14 +40,13 @@ import orjson
 
 from such_market.config import DatabaseSettings, EventSettings, FunctionSettings
 from such_market.events.publisher import EventPublisher, PublishResult
-from such_market.events.wire import PublishableEvent, put_events_entry
+from such_market.events.wire import PublishableEvent
 from such_market.observability import logger
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     import psycopg
-    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 DEFAULT_BATCH_SIZE: Final = 100
 DEFAULT_MAX_BATCHES: Final = 20
@@ -134,13 +133,6 @@ class _StoredEvent:
 
     def detail_json(self) -> bytes:
         return orjson.dumps(self.row.detail)
-
-    def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
-        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
-
-
-def _as_stored(row: _OutboxRow) -> PublishableEvent:
-    return _StoredEvent(row)
 
 
 def _as_parsed(row: _OutboxRow) -> PublishableEvent:
@@ -235,7 +227,7 @@ def publish_after_commit(
     with conn.transaction():
         rows = _claim(conn, _CLAIM_BY_ID, (list(outbox_ids),))
         # Rows this writer just inserted from checked events: published as stored, without pydantic.
-        return _publish_rows(conn=conn, publisher=publisher, rows=rows, read=_as_stored, deadline=deadline)
+        return _publish_rows(conn=conn, publisher=publisher, rows=rows, read=_StoredEvent, deadline=deadline)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from such_market.backoff import exponential_ceiling
 from such_market.config import EventSettings
 from such_market.container import per_container
 from such_market.errors import EventPublishError
-from such_market.events.wire import PublishableEvent
+from such_market.events.wire import PublishableEvent, put_events_entry
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -142,7 +142,7 @@ class EventPublisher:
         failed: dict[str, str] = {}
         pending: list[tuple[str, PutEventsRequestEntryTypeDef]] = []
         for event in events:
-            entry = event.to_entry(self._settings.event_bus_name, self._settings.event_source)
+            entry = put_events_entry(event, self._settings.event_bus_name, self._settings.event_source)
             if _entry_size(entry) > MAX_BYTES_PER_CALL:
                 failed[event.event_id] = "EntryTooLarge: the event exceeds 256 KiB"
             else:

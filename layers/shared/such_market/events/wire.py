@@ -33,7 +33,7 @@ MAX_LIST_ITEMS: Final = 1000
 
 
 class PublishableEvent(Protocol):
-    """What the outbox (``enqueue``) and ``EventPublisher.publish`` need of an event."""
+    """What the outbox (``enqueue``) and ``EventPublisher.publish`` (``put_events_entry``) need of an event."""
 
     @property
     def event_id(self) -> str: ...
@@ -47,8 +47,6 @@ class PublishableEvent(Protocol):
     def detail_json(self) -> bytes:
         """The detail's wire form (camelCase, RFC 3339 UTC times), as stored and as published."""
         ...
-
-    def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +80,6 @@ class WireEvent:
         """The detail's wire form (``occurredAt`` as RFC 3339 UTC with ``Z``, as the models write it)."""
         return orjson.dumps(self.detail, option=orjson.OPT_UTC_Z)
 
-    def to_entry(self, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
-        """The ``PutEvents`` entry that publishes this event on ``bus_name``."""
-        return put_events_entry(bus_name, source, self.detail_type, self.detail_json().decode(), self.occurred_at)
-
 
 def check_addresses(values: Sequence[object]) -> list[str]:
     """``values`` as the models hold an address list: each address lower-cased, at most ``MAX_LIST_ITEMS``.
@@ -103,16 +97,14 @@ def check_addresses(values: Sequence[object]) -> list[str]:
     return addresses
 
 
-def put_events_entry(
-    bus_name: str, source: str, detail_type: str, detail: str, occurred_at: datetime
-) -> PutEventsRequestEntryTypeDef:
-    """The ``PutEvents`` entry of an event whose detail is already its wire JSON (every kind of event)."""
+def put_events_entry(event: PublishableEvent, bus_name: str, source: str) -> PutEventsRequestEntryTypeDef:
+    """The ``PutEvents`` entry that publishes ``event`` (of any kind) on ``bus_name``."""
     return {
         "EventBusName": bus_name,
         "Source": source,
-        "DetailType": detail_type,
-        "Detail": detail,
-        "Time": occurred_at,
+        "DetailType": event.detail_type,
+        "Detail": event.detail_json().decode(),
+        "Time": event.occurred_at,
     }
 
 
