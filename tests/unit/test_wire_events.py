@@ -27,6 +27,7 @@ from such_market.events.wire import (
     ingest_requested,
     nft_transferred,
     ownership_changed,
+    ownership_changes,
     put_events_entry,
 )
 from such_market.users.service import user_updated
@@ -247,3 +248,13 @@ def test_a_run_request_read_in_wire_form_never_accepts_what_the_model_refuses(ch
     if not change or set(change) == {"unknown"}:  # what our producer publishes: read both ways
         assert read is not None
         assert modelled is not None
+
+
+def test_ownership_changes_split_every_list_at_the_bound() -> None:
+    wallets = ["0x" + f"{index:040x}" for index in range(5)]
+    events = ownership_changes(ADDRESS, list(range(2 * MAX_LIST_ITEMS + 1)), wallets)
+    details = [orjson.loads(event.detail_json()) for event in events]
+    assert [len(detail["tokenIds"]) for detail in details] == [MAX_LIST_ITEMS, MAX_LIST_ITEMS, 1]
+    assert [detail["wallets"] for detail in details] == [wallets, [], []]
+    assert [detail["tokenIds"][0] for detail in details] == ["0", str(MAX_LIST_ITEMS), str(2 * MAX_LIST_ITEMS)]
+    assert ownership_changes(ADDRESS, [], []) == []

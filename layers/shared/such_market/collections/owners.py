@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from such_market.collections.queries import collection_holdings
 from such_market.collections.writes import OwnersReplaced, replace_collection_owners
-from such_market.events.models import Event, OwnershipChanged
-from such_market.events.wire import MAX_LIST_ITEMS
+from such_market.events.wire import ownership_changes
 
 if TYPE_CHECKING:
     import uuid
@@ -54,9 +53,8 @@ def replace_owners_announcing(
     wallets = tuple(
         sorted(wallet for wallet in before.keys() | after.keys() if before.get(wallet) != after.get(wallet))
     )
-    for start in range(0, len(wallets), MAX_LIST_ITEMS):
-        chunk = wallets[start : start + MAX_LIST_ITEMS]
-        tx.add(Event(OwnershipChanged(contract_address=contract_address, token_ids=(), wallets=chunk)))
+    for event in ownership_changes(contract_address, (), wallets):
+        tx.add(event)
     return OwnersSynced(replaced=replaced, wallets=wallets)
 
 

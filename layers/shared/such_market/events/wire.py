@@ -177,6 +177,17 @@ def ownership_changed(contract_address: str, token_ids: Sequence[int], wallets: 
     return WireEvent.new("ownership.changed", fields)
 
 
+def ownership_changes(contract_address: str, token_ids: Sequence[int], wallets: Sequence[str]) -> list[WireEvent]:
+    """``ownership.changed`` of ``contract_address`` for ``token_ids`` and ``wallets``, split so that no list
+    exceeds ``MAX_LIST_ITEMS`` (none when both are empty): what every producer of the event publishes."""
+    return [
+        ownership_changed(
+            contract_address, token_ids[start : start + MAX_LIST_ITEMS], wallets[start : start + MAX_LIST_ITEMS]
+        )
+        for start in range(0, max(len(token_ids), len(wallets)), MAX_LIST_ITEMS)
+    ]
+
+
 def _negative_or_not_int(value: object) -> bool:
     return isinstance(value, bool) or not isinstance(value, int) or value < 0
 

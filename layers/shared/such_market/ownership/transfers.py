@@ -44,11 +44,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from such_market.events.outbox import outbox_transaction
 from such_market.events.wire import (
-    MAX_LIST_ITEMS,
     PublishableEvent,
     collection_updated,
     nft_transferred,
-    ownership_changed,
+    ownership_changes,
 )
 from such_market.observability import logger
 from such_market.ownership.queries import (
@@ -273,11 +272,9 @@ def ownership_events(changes: OwnershipChanges) -> list[PublishableEvent]:
     """``ownership.changed`` per contract (split so no list exceeds ``MAX_LIST_ITEMS``), in wire form."""
     events: list[PublishableEvent] = []
     for contract in sorted(changes.tokens):
-        tokens = sorted(changes.tokens[contract])
-        wallets = sorted(changes.wallets.get(contract, ()))
-        for start in range(0, max(len(tokens), len(wallets)), MAX_LIST_ITEMS):
-            end = start + MAX_LIST_ITEMS
-            events.append(ownership_changed(contract, tokens[start:end], wallets[start:end]))
+        events += ownership_changes(
+            contract, sorted(changes.tokens[contract]), sorted(changes.wallets.get(contract, ()))
+        )
     return events
 
 
