@@ -45,8 +45,8 @@ def replace_owners_announcing(
     owners: Iterable[tuple[str, int, int]],
 ) -> OwnersSynced:
     """Make the collection's owners exactly ``owners`` (``replace_collection_owners``, whose ``ValueError``
-    propagates) and add one ``ownership.changed`` per ``MAX_LIST_ITEMS`` changed wallets to ``tx``. Call it
-    inside ``tx``'s transaction, after whatever locks the caller needs."""
+    propagates) and add ``ownership.changed`` for the changed wallets to ``tx`` (``events.wire.ownership_changes``).
+    Call it inside ``tx``'s transaction, after whatever locks the caller needs."""
     before = collection_holdings(conn=conn, collection_id=collection_id)
     replaced = replace_collection_owners(conn=conn, collection_id=collection_id, owners=owners)
     after = collection_holdings(conn=conn, collection_id=collection_id)
