@@ -43,6 +43,7 @@ def invalidate_ownership(
 
 
 def invalidate_user(cache: ReadThroughCache, *, fid: int, wallets: Iterable[str]) -> int:
+    """Every key of the user (profile, verifications, collections) and the contract lists of ``wallets``."""
     keys = cache.keys
     singles = list(keys.user_keys(fid))
     singles += [keys.wallet_contracts(wallet) for wallet in sorted(set(wallets))]

@@ -41,10 +41,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from such_market.errors import InvalidEventError
-from such_market.events.wire import MAX_LABEL_LENGTH, MAX_LIST_ITEMS, TX_HASH
+from such_market.events.wire import MAX_LABEL_LENGTH, MAX_LIST_ITEMS, TX_HASH, require_common_fields
 from such_market.validation import normalize_address, normalize_uint256
-
-_WIRE_REQUIRED: Final = ("eventId", "occurredAt", "schemaVersion")
 
 
 def _normalize_tx_hash(value: object) -> str:
@@ -222,9 +220,7 @@ def parse_detail(detail_type: str, detail: Mapping[str, Any]) -> EventDetail:
         raise InvalidEventError(f"unknown detail type {detail_type[:100]!r}")
     if not isinstance(detail, Mapping):
         raise InvalidEventError(f"the {detail_type} detail is not a JSON object")
-    missing = [name for name in _WIRE_REQUIRED if name not in detail]
-    if missing:
-        raise InvalidEventError(f"the {detail_type} detail lacks {', '.join(missing)}")
+    require_common_fields(detail_type, detail)
     try:
         return model.model_validate(detail)
     except ValidationError as error:

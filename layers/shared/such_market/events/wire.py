@@ -195,14 +195,20 @@ def _negative_or_not_int(value: object) -> bool:
 _COMMON_FIELDS: Final = ("eventId", "occurredAt", "schemaVersion")
 
 
+def require_common_fields(detail_type: str, detail: Mapping[str, Any]) -> None:
+    """``InvalidEventError`` unless ``detail`` names the fields every detail carries (a producer always sends
+    them: a generated ``eventId`` would defeat the consumers' idempotency)."""
+    missing = [name for name in _COMMON_FIELDS if name not in detail]
+    if missing:
+        raise InvalidEventError(f"the {detail_type} detail lacks {', '.join(missing)}")
+
+
 def read_common(detail_type: str, detail: Mapping[str, Any]) -> str:
     """Check the fields every detail carries, as ``models.parse_detail`` reads them or more strictly (never
     accepting what it refuses): ``eventId`` a UUID, ``occurredAt`` an RFC 3339 time with its offset,
     ``schemaVersion`` 1. Returns the event id; ``InvalidEventError`` otherwise. For a consumer that reads its
     detail in wire form (``EventConsumer.on_wire``)."""
-    missing = [name for name in _COMMON_FIELDS if name not in detail]
-    if missing:
-        raise InvalidEventError(f"the {detail_type} detail lacks {', '.join(missing)}")
+    require_common_fields(detail_type, detail)
     raw_id, occurred_at, version = (detail[name] for name in _COMMON_FIELDS)
     try:
         event_id = str(uuid.UUID(raw_id)) if isinstance(raw_id, str) else None
