@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 import psycopg
 import pytest
 
 from local.alchemy_stub import (
+    COLLECTIONS,
     ERC721_CONTRACT,
     ERC721_TOKEN_COUNT,
     ERC721_WALLET_COUNT,
@@ -56,7 +58,7 @@ from such_market.collections.writes import (
 from such_market.config import EventSettings
 from such_market.db.consistency import check_summaries
 from such_market.events.publisher import EventPublisher
-from such_market.upstream.alchemy import DEFAULT_RANGE_CONCURRENCY, AlchemyClient
+from such_market.upstream.alchemy import DEFAULT_RANGE_CONCURRENCY, MAX_PAGE_SIZE, AlchemyClient
 from such_market.upstream.errors import UpstreamUnavailable
 from tests.conftest import MotoBus
 from tests.fixtures.seed import seed_indexed_collection
@@ -540,14 +542,21 @@ PAGES_BEFORE_OUTAGE = 35
 
 @pytest.fixture
 def outage_after_some_pages(fresh_stub: AlchemyStub) -> Iterator[dict[str, bool]]:
-    """getNFTsForContract answers 503 once ``PAGES_BEFORE_OUTAGE`` pages were served, until healed."""
+    """getNFTsForContract answers 503 for every page after the first ``PAGES_BEFORE_OUTAGE``, until healed.
+
+    The outage starts at a token id, not at a request count: the parallel range listing has several pages
+    in flight, so which of them a count-based outage refuses depends on the threads' timing.
+    """
     state = {"down": True}
     original = fresh_stub.handle
+    outage_from = COLLECTIONS[ERC721_CONTRACT].first_token_id + PAGES_BEFORE_OUTAGE * MAX_PAGE_SIZE
 
     def handle(target: str) -> tuple[int, bytes, dict[str, str]]:
-        served = fresh_stub.request_count("getNFTsForContract")
-        if state["down"] and "/getNFTsForContract" in target and served >= PAGES_BEFORE_OUTAGE:
-            return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
+        path, _, query = target.partition("?")
+        if state["down"] and path.endswith("/getNFTsForContract"):
+            (start_token,) = parse_qs(query).get("startToken", ["0"])
+            if int(start_token, 0) >= outage_from:
+                return 503, b"Service Unavailable", {"Content-Type": "text/plain"}
         return original(target)
 
     fresh_stub.handle = handle  # type: ignore[method-assign]
